@@ -1,0 +1,12 @@
+//! prescale: a predictive autoscaler for Kubernetes.
+//!
+//! It pulls metric history from Prometheus, forecasts every series and serves the
+//! forecasts where Kubernetes already looks for scaling input. The module map is in
+//! the README; `forecast`, `plan`, `backtest` and `series` are pure and synchronous,
+//! all I/O lives at the edges.
+
+pub mod clock;
+pub mod forecast;
+pub mod plan;
+pub mod series;
+pub mod snapshot;

@@ -1,0 +1,34 @@
+//! The `prescale` command line: wires the library's parts together.
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Predictive autoscaler for Kubernetes: forecasts Prometheus metrics and serves
+/// them to HorizontalPodAutoscalers and the cluster-autoscaler.
+#[derive(Debug, Parser)]
+#[command(name = "prescale", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Fit a model to a recorded series and print its forecast with intervals.
+    Forecast(cmd::forecast::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Forecast(args) => cmd::forecast::run(args),
+    }
+}

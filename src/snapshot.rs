@@ -1,0 +1,119 @@
+//! The immutable set of everything the server answers with.
+//!
+//! The engine loop builds a new [`Snapshot`] every step and swaps it in whole;
+//! request handlers only ever read the current one, so serving never waits on
+//! Prometheus or on a model.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::series::Labels;
+
+/// How far a series' served value can be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Not enough history for a forecast yet: the latest observation is served.
+    Warming,
+    /// Fresh data and a current forecast.
+    Ok,
+    /// The source is failing; the last good value is served until `max_staleness`.
+    Stale,
+    /// Older than `max_staleness`: requests get an error so the HPA holds its replicas.
+    Failed,
+}
+
+/// One series of a signal, as the API serves it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SeriesEntry {
+    /// The series' labels; they become `metricLabels` and are matched by selectors.
+    pub labels: Labels,
+    /// Health of this series.
+    pub status: Status,
+    /// The value an HPA should act on (already floored and maximised over the lead time).
+    pub value: f64,
+    /// Unix milliseconds of the newest observation the value is based on.
+    pub timestamp_ms: i64,
+    /// The window the value covers, in seconds (the signal's step).
+    pub window_s: u64,
+    /// Why this value: the model, its scores and the forecast, for `/debug/signals`.
+    pub detail: SeriesDetail,
+}
+
+/// The explanation behind a served value.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct SeriesDetail {
+    /// Name of the model that produced the forecast (`last-value` while warming).
+    pub model: String,
+    /// Unix milliseconds of the last full fit.
+    pub last_fit_ms: Option<i64>,
+    /// The model's backtest score (MASE) on this series' own recent history.
+    pub backtest_mase: Option<f64>,
+    /// The latest observed value.
+    pub latest: Option<f64>,
+    /// Mean forecast path over the lead time.
+    pub forecast_mean: Vec<f64>,
+    /// The served quantile's path over the lead time.
+    pub forecast_quantile: Vec<f64>,
+    /// Free-form reason for the current status (an error message when stale or failed).
+    pub reason: Option<String>,
+}
+
+/// Everything one signal serves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MetricEntry {
+    /// Namespaces allowed to read this metric; `None` means all.
+    pub namespaces: Option<Vec<String>>,
+    /// One entry per series the signal's query returned.
+    pub series: Vec<SeriesEntry>,
+}
+
+/// The immutable set of everything the server answers with.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Snapshot {
+    /// Unix milliseconds when this snapshot was published.
+    pub published_ms: i64,
+    /// Metric (signal) name to what it serves.
+    pub metrics: BTreeMap<String, MetricEntry>,
+}
+
+/// The handle through which the engine publishes and handlers read snapshots.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    current: Arc<ArcSwap<Snapshot>>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shared {
+    /// An empty handle: not ready until the first [`Shared::publish`].
+    pub fn new() -> Self {
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Replaces the current snapshot; readers see either the old or the new one whole.
+    pub fn publish(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The current snapshot.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Whether a snapshot has been published yet (readiness).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
