@@ -1,3 +1,5 @@
 //! One module per subcommand: its arguments and its `run`.
 
+pub mod eval;
 pub mod forecast;
+mod traces;
