@@ -24,7 +24,7 @@ pub struct Args {
     /// Steps forecast per window for traces.
     #[arg(long, default_value_t = 12)]
     pub horizon: usize,
-    /// Model spec name (see models/).
+    /// Model spec name (see models/), or a path to a spec YAML file.
     #[arg(long, default_value = "auto")]
     pub model: String,
     /// Print per-series scores too.
@@ -40,7 +40,13 @@ pub struct Args {
 /// # Errors
 /// When the files cannot be read or the model name is unknown.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let spec = ModelSpec::by_name(&args.model)?;
+    let spec = if args.model.ends_with(".yaml") || args.model.ends_with(".yml") {
+        let text = std::fs::read_to_string(&args.model)
+            .with_context(|| format!("reading model spec {}", args.model))?;
+        ModelSpec::from_yaml(&text).with_context(|| format!("in {}", args.model))?
+    } else {
+        ModelSpec::by_name(&args.model)?
+    };
     let tasks = if let (Some(train), Some(test)) = (&args.m4_train, &args.m4_test) {
         let train = eval::read_m4(train)?;
         let test = eval::read_m4(test)?;

@@ -43,7 +43,7 @@ impl Calibration {
             return Self::fallback(horizon, fallback_sigma);
         }
         // Few windows make each step's spread noisy: pool neighbouring steps.
-        let half = (horizon / 8).max(1);
+        let half = (horizon / 4).max(1);
         let mut scale: Vec<f64> = (0..horizon)
             .map(|h| {
                 let lo = h.saturating_sub(half);
@@ -106,8 +106,25 @@ impl Calibration {
 
     /// The offset of quantile `q` from the mean at step `h` (0-based).
     pub fn offset(&self, h: usize, q: f64) -> f64 {
-        empirical_quantile(&self.z, q) * self.scale_at(h)
+        conformal_quantile(&self.z, q) * self.scale_at(h)
     }
+}
+
+/// The `q` quantile of `n` sorted errors with the split-conformal finite-sample
+/// correction: the level moves away from the median by the share one new outcome
+/// adds (`q (n + 1) / n` above the median, symmetric below), so an interval from
+/// few windows still covers its level when errors are exchangeable.
+pub(crate) fn conformal_quantile(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len() as f64;
+    if n < 1.0 {
+        return 0.0;
+    }
+    let adjusted = if q >= 0.5 {
+        q * (n + 1.0) / n
+    } else {
+        1.0 - (1.0 - q) * (n + 1.0) / n
+    };
+    empirical_quantile(sorted, adjusted.clamp(0.0, 1.0))
 }
 
 /// Inverse of the standard normal distribution function (Acklam's rational

