@@ -5,8 +5,10 @@
 //! the README; `forecast`, `plan`, `backtest` and `series` are pure and synchronous,
 //! all I/O lives at the edges.
 
+pub mod api;
 pub mod clock;
 pub mod forecast;
+pub mod kube;
 pub mod plan;
 pub mod series;
 pub mod snapshot;
