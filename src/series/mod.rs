@@ -12,8 +12,13 @@
 //! says what it had to do in a [`ResampleReport`].
 
 mod csv;
+mod resample;
 
 pub use csv::{read_csv, write_csv};
+pub use resample::{
+    infer_step_ms, resample, ResampleOptions, ResampleReport, DEFAULT_MAX_GAP_STEPS,
+    MAX_GRID_POINTS,
+};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -260,6 +265,23 @@ impl RawSeries {
             samples,
             report,
         }
+    }
+
+    /// Puts the samples on a regular grid (see [`resample`]); the report carries
+    /// this series' read report.
+    ///
+    /// # Errors
+    /// As [`resample`].
+    pub fn resample(&self, options: &ResampleOptions) -> Result<(LabeledSeries, ResampleReport)> {
+        let (series, mut report) = resample(&self.samples, options)?;
+        report.read = self.report.clone();
+        Ok((
+            LabeledSeries {
+                labels: self.labels.clone(),
+                series,
+            },
+            report,
+        ))
     }
 }
 
