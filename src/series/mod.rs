@@ -12,10 +12,12 @@
 //! says what it had to do in a [`ResampleReport`].
 
 mod csv;
+mod openmetrics;
 mod prom_json;
 mod resample;
 
 pub use csv::{read_csv, write_csv};
+pub use openmetrics::{read_openmetrics, write_openmetrics};
 pub use prom_json::read_prom_json;
 pub use resample::{
     infer_step_ms, resample, ResampleOptions, ResampleReport, DEFAULT_MAX_GAP_STEPS,
@@ -358,7 +360,7 @@ pub fn read_file(path: &Path) -> Result<Vec<RawSeries>> {
     let parsed = match format {
         Format::Csv => read_csv(&text).map(|s| vec![s]),
         Format::PromJson => read_prom_json(&text),
-        Format::OpenMetrics => read_csv(&text).map(|s| vec![s]),
+        Format::OpenMetrics => read_openmetrics(&text),
     };
     parsed.map_err(|e| Error::InFile {
         path: path.to_path_buf(),
