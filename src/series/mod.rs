@@ -278,7 +278,13 @@ impl RawSeries {
     /// As [`resample`].
     pub fn resample(&self, options: &ResampleOptions) -> Result<(LabeledSeries, ResampleReport)> {
         let (series, mut report) = resample(&self.samples, options)?;
-        report.read = self.report.clone();
+        // The samples were cleaned when read; anything resample found on top
+        // (only if they were edited since) adds to what the reader saw.
+        report.read = ReadReport {
+            points_in: self.report.points_in,
+            duplicates: self.report.duplicates + report.read.duplicates,
+            out_of_order: self.report.out_of_order + report.read.out_of_order,
+        };
         Ok((
             LabeledSeries {
                 labels: self.labels.clone(),
@@ -366,6 +372,26 @@ pub fn read_file(path: &Path) -> Result<Vec<RawSeries>> {
         path: path.to_path_buf(),
         source: Box::new(e),
     })
+}
+
+/// Reads a file with [`read_file`] and resamples every series in it.
+///
+/// # Errors
+/// As [`read_file`]; resampling errors are wrapped in [`Error::InFile`] too, so
+/// the message names the file.
+pub fn load_file(
+    path: &Path,
+    options: &ResampleOptions,
+) -> Result<Vec<(LabeledSeries, ResampleReport)>> {
+    read_file(path)?
+        .iter()
+        .map(|raw| {
+            raw.resample(options).map_err(|e| Error::InFile {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })
+        })
+        .collect()
 }
 
 /// The input formats [`read_file`] knows.
@@ -545,6 +571,67 @@ mod tests {
         assert!(parse_timestamp("1700000000000").is_err(), "milliseconds");
         assert!(parse_timestamp("2023-11-14T22:13:20").is_err(), "no offset");
         assert!(parse_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn read_file_picks_the_format_and_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let csv = write("a.csv", "timestamp,value\n1,2\n");
+        assert_eq!(
+            read_file(&csv).unwrap()[0].samples,
+            vec![Sample {
+                ts_ms: 1000,
+                value: 2.0
+            }]
+        );
+        let json = write(
+            "r.json",
+            r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"b"},"values":[[1,"2"]]}]}}"#,
+        );
+        assert_eq!(read_file(&json).unwrap()[0].labels["a"], "b");
+        let om = write("m.om", "x{a=\"b\"} 2 1\n# EOF\n");
+        assert_eq!(read_file(&om).unwrap()[0].samples[0].ts_ms, 1000);
+        // No extension: sniffed from the content.
+        let sniffed = write("noext", "x 2 1000\n");
+        assert_eq!(read_file(&sniffed).unwrap()[0].samples[0].ts_ms, 1000);
+
+        let bad = write("bad.csv", "timestamp,value\n1,2\n2,NaN\n");
+        let err = read_file(&bad).unwrap_err();
+        let Error::InFile { path, source } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(path, &bad);
+        assert!(
+            matches!(**source, Error::Line { line: 3, .. }),
+            "{source:?}"
+        );
+        let loaded = load_file(&csv, &ResampleOptions::default().with_step_ms(1000)).unwrap();
+        assert_eq!(loaded[0].0.series.values, vec![2.0]);
+        assert_eq!(loaded[0].1.read.points_in, 1);
+        let one = write("one.csv", "1,2\n");
+        assert!(matches!(
+            load_file(&one, &ResampleOptions::default()),
+            Err(Error::InFile { .. })
+        ));
+        assert!(matches!(
+            read_file(&dir.path().join("missing.csv")),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn labels_print_like_prometheus() {
+        let mut l = Labels::new();
+        assert_eq!(format_labels(&l), "{}");
+        l.insert("__name__".into(), "up".into());
+        assert_eq!(format_labels(&l), "up");
+        l.insert("job".into(), "a\"b".into());
+        assert_eq!(format_labels(&l), "up{job=\"a\\\"b\"}");
     }
 
     #[test]
