@@ -341,7 +341,7 @@ pub fn format_labels(labels: &Labels) -> String {
 }
 
 /// Reads a file of recorded samples, choosing the format from the extension
-/// (`.csv`; `.json`; `.om`, `.prom`, `.txt`, `.openmetrics`) or, failing that,
+/// (`.csv`; `.json`; `.om`, `.prom`, `.openmetrics`) or, failing that,
 /// from the content (`{` starts JSON, `#` or a `name{` / `name value ts` line starts
 /// OpenMetrics, anything else is CSV).
 ///
@@ -360,7 +360,7 @@ pub fn read_file(path: &Path) -> Result<Vec<RawSeries>> {
     let format = match ext.as_deref() {
         Some("csv") => Format::Csv,
         Some("json") => Format::PromJson,
-        Some("om" | "prom" | "openmetrics" | "txt") => Format::OpenMetrics,
+        Some("om" | "prom" | "openmetrics") => Format::OpenMetrics,
         _ => sniff(&text),
     };
     let parsed = match format {
@@ -472,8 +472,8 @@ fn parse_timestamp(s: &str) -> Result<i64, String> {
     if s.is_empty() {
         return Err("missing timestamp: expected unix seconds or an RFC 3339 time".to_string());
     }
-    // A '-' after the first character, or a ':' can only be a date/time.
-    if s.chars().skip(1).any(|c| c == '-') || s.contains(':') {
+    // `YYYY-` or a ':' can only be a date/time; `1e-3` and `-5` are numbers.
+    if s.as_bytes().get(4) == Some(&b'-') || s.contains(':') {
         return chrono::DateTime::parse_from_rfc3339(s)
             .map(|t| t.timestamp_millis())
             .map_err(|e| {
@@ -571,6 +571,9 @@ mod tests {
         assert!(parse_timestamp("1700000000000").is_err(), "milliseconds");
         assert!(parse_timestamp("2023-11-14T22:13:20").is_err(), "no offset");
         assert!(parse_timestamp("yesterday").is_err());
+        assert_eq!(parse_timestamp("1.7e9"), Ok(1_700_000_000_000));
+        assert_eq!(parse_timestamp("-1.5"), Ok(-1500));
+        assert!(parse_timestamp("2023-13-01T00:00:00Z").is_err(), "month 13");
     }
 
     #[test]

@@ -138,6 +138,13 @@ pub fn infer_step_ms(samples: &[Sample]) -> Result<i64> {
 /// [`Error::GridTooLarge`] when the grid would exceed [`MAX_GRID_POINTS`].
 pub fn resample(samples: &[Sample], options: &ResampleOptions) -> Result<(Series, ResampleReport)> {
     let (clean, read) = normalize(samples.to_vec());
+    let (Some(first), Some(last)) = (clean.first(), clean.last()) else {
+        return Err(Error::TooFewSamples {
+            what: "resampling",
+            needed: 1,
+            got: 0,
+        });
+    };
     let (step_ms, step_inferred) = match options.step_ms {
         Some(step) if step <= 0 => {
             return Err(Error::InvalidOption {
@@ -147,13 +154,6 @@ pub fn resample(samples: &[Sample], options: &ResampleOptions) -> Result<(Series
         }
         Some(step) => (step, false),
         None => (infer_step_ms(&clean)?, true),
-    };
-    let (Some(first), Some(last)) = (clean.first(), clean.last()) else {
-        return Err(Error::TooFewSamples {
-            what: "resampling",
-            needed: 1,
-            got: 0,
-        });
     };
     let first_bucket = first.ts_ms.div_euclid(step_ms);
     let last_bucket = last.ts_ms.div_euclid(step_ms);
@@ -369,7 +369,11 @@ mod tests {
         let opts = ResampleOptions::default();
         assert!(matches!(
             resample(&[], &opts),
-            Err(Error::TooFewSamples { .. })
+            Err(Error::TooFewSamples {
+                needed: 1,
+                got: 0,
+                ..
+            })
         ));
         assert!(matches!(
             resample(&[], &opts.clone().with_step_ms(10)),
