@@ -480,6 +480,24 @@ mod tests {
         assert_eq!(back[0].samples, all[0].series.to_samples());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_label_value_and_value_round_trip(
+            label in "\\PC*|[\\\\\"\n{},= #]*",
+            value in proptest::num::f64::NORMAL | proptest::num::f64::ZERO | proptest::num::f64::SUBNORMAL,
+            start in -1_000_000_000_000_i64..4_000_000_000_000,
+        ) {
+            let series = Series { start_ms: start, step_ms: 1, values: vec![value, f64::NAN, -value] };
+            let all = vec![labeled("m", &[("l", &label)], series)];
+            let mut buf = Vec::new();
+            write_openmetrics(&all, &mut buf).unwrap();
+            let back = read_openmetrics(std::str::from_utf8(&buf).unwrap()).unwrap();
+            proptest::prop_assert_eq!(back.len(), 1);
+            proptest::prop_assert_eq!(&back[0].labels, &all[0].labels);
+            proptest::prop_assert_eq!(&back[0].samples, &all[0].series.to_samples());
+        }
+    }
+
     #[test]
     fn refuses_unwritable_series() {
         let s = Series {
