@@ -6,6 +6,7 @@
 //! all I/O lives at the edges.
 
 pub mod clock;
+pub mod config;
 pub mod forecast;
 pub mod plan;
 pub mod series;

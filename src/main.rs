@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Fit a model to a recorded series and print its forecast with intervals.
     Forecast(cmd::forecast::Args),
+    /// Validate a configuration file without starting anything.
+    CheckConfig(cmd::check_config::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +32,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Forecast(args) => cmd::forecast::run(args),
+        Command::CheckConfig(args) => cmd::check_config::run(args),
     }
 }
