@@ -11,3 +11,4 @@ pub mod forecast;
 pub mod plan;
 pub mod series;
 pub mod snapshot;
+pub mod source;
