@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod forecast;
 pub mod plan;
 pub mod series;
