@@ -152,7 +152,7 @@ impl Metrics {
         let m = Self::unregistered();
         let r = registry.sub_registry_with_prefix("prescale");
         r.register(
-            "series",
+            "series_by_signal",
             "Series served, by signal and status",
             m.series.clone(),
         );

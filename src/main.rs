@@ -19,6 +19,8 @@ enum Command {
     Forecast(cmd::forecast::Args),
     /// Validate a configuration file without starting anything.
     CheckConfig(cmd::check_config::Args),
+    /// Save a range of a PromQL query as CSV, one file per series, for replay.
+    Record(cmd::record::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +35,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Forecast(args) => cmd::forecast::run(args),
         Command::CheckConfig(args) => cmd::check_config::run(args),
+        Command::Record(args) => cmd::record::run(args),
     }
 }

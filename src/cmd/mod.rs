@@ -2,3 +2,4 @@
 
 pub mod check_config;
 pub mod forecast;
+pub mod record;

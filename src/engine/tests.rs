@@ -224,7 +224,7 @@ fn metrics_count_statuses_and_errors() {
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
     assert!(
-        text.contains("prescale_series{signal=\"a\",status=\"stale\"} 1"),
+        text.contains("prescale_series_by_signal{signal=\"a\",status=\"stale\"} 1"),
         "{text}"
     );
     assert!(
