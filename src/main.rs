@@ -21,6 +21,8 @@ enum Command {
     CheckConfig(cmd::check_config::Args),
     /// Save a range of a PromQL query as CSV, one file per series, for replay.
     Record(cmd::record::Args),
+    /// Forecast and serve external metrics (the bundled traces when no --config).
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         Command::Forecast(args) => cmd::forecast::run(args),
         Command::CheckConfig(args) => cmd::check_config::run(args),
         Command::Record(args) => cmd::record::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
     }
 }

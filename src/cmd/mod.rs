@@ -3,3 +3,4 @@
 pub mod check_config;
 pub mod forecast;
 pub mod record;
+pub mod serve;
