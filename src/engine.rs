@@ -230,6 +230,9 @@ pub struct SignalState {
     /// The last grid point successfully fetched.
     fetched_to_ms: Option<i64>,
     last_error: Option<String>,
+    /// A series appeared in an incremental fetch: fetch the whole window next, so it
+    /// starts with its history instead of warming up from nothing.
+    backfill_pending: bool,
 }
 
 impl SignalState {
@@ -240,6 +243,7 @@ impl SignalState {
             series: BTreeMap::new(),
             fetched_to_ms: None,
             last_error: None,
+            backfill_pending: false,
         }
     }
 
@@ -248,15 +252,16 @@ impl SignalState {
         &self.settings
     }
 
-    /// The range to fetch at `now_ms`: the whole history window at first, then the
-    /// grid points since the last successful fetch (never more than the window);
-    /// `None` when no new grid point has passed.
+    /// The range to fetch at `now_ms`: the whole history window at first (and after a
+    /// new series appeared), then the grid points since the last successful fetch
+    /// (never more than the window); `None` when no new grid point has passed.
     pub fn due(&self, now_ms: i64) -> Option<Range> {
         let step = self.settings.step_ms();
         let end = align_down(now_ms, step);
         let window_start = end - (self.settings.tracker.history_steps as i64 - 1) * step;
         let start = match self.fetched_to_ms {
             None => window_start,
+            Some(_) if self.backfill_pending => window_start,
             Some(done) if done >= end => return None,
             Some(done) => (done + step).max(window_start),
         };
@@ -279,6 +284,8 @@ impl SignalState {
         let mut present = std::collections::BTreeSet::new();
         match result {
             Ok(fetched) => {
+                let incremental = self.fetched_to_ms.is_some() && !self.backfill_pending;
+                self.backfill_pending = false;
                 self.fetched_to_ms = Some(range.end_ms);
                 self.last_error = None;
                 let mut errors = Vec::new();
@@ -288,6 +295,11 @@ impl SignalState {
                     labels.remove("__name__");
                     let values = on_grid(&ls.series, range);
                     if !values.iter().any(|v| v.is_finite()) {
+                        continue;
+                    }
+                    if incremental && !self.series.contains_key(&labels) {
+                        // Created on the next (whole-window) fetch, with its history.
+                        self.backfill_pending = true;
                         continue;
                     }
                     let st = self

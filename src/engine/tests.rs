@@ -189,7 +189,8 @@ fn series_come_and_go() {
         .map(|x| (x.labels.clone(), x.status))
         .collect();
     assert_eq!(by[&a], Status::Failed);
-    assert_eq!(by[&b], Status::Warming);
+    // b was backfilled with the whole window when it appeared, so it did not warm up.
+    assert_eq!(by[&b], Status::Ok);
     // After a whole history window without a, it is forgotten.
     now += 200 * STEP;
     let r = s.due(now).unwrap();
@@ -197,6 +198,42 @@ fn series_come_and_go() {
     assert!(t.iter().any(|t| t.labels == a && t.to.is_none()));
     assert_eq!(s.entry().series.len(), 1);
     assert_eq!(s.entry().series[0].labels, b);
+}
+
+#[test]
+fn a_new_series_is_backfilled_with_its_history() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let a = labels(&[("queue", "a")]);
+    let b = labels(&[("queue", "b")]);
+    let both = |range: Range| -> FetchResult {
+        let mut v = fetched(range, &a).unwrap();
+        v.extend(fetched(range, &b).unwrap());
+        Ok(v)
+    };
+    let mut reference = Tracker::new(settings("a").tracker);
+    let mut now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &a), &m);
+    reference.observe(&fetched(r, &a).unwrap()[0].series.values);
+    reference.decide(now);
+    now += STEP;
+    let r = s.due(now).unwrap();
+    assert_eq!(r.len(), 1);
+    s.apply(now, r, both(r), &m);
+    reference.observe(&fetched(r, &a).unwrap()[0].series.values);
+    reference.decide(now);
+    assert_eq!(s.entry().series.len(), 1, "b waits for its history");
+    let r = s.due(now).unwrap();
+    assert_eq!(r.len(), 200, "the whole window again, at the same time");
+    s.apply(now, r, both(r), &m);
+    let e = s.entry();
+    assert_eq!(e.series.len(), 2);
+    assert!(e.series.iter().all(|x| x.status == Status::Ok));
+    // a was not fed twice: it still equals a tracker fed each point once.
+    let va = e.series.iter().find(|x| x.labels == a).unwrap().value;
+    assert_eq!(va, reference.decide(now).value.unwrap());
+    assert_eq!(s.due(now), None);
 }
 
 #[test]

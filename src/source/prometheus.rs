@@ -95,6 +95,7 @@ impl PrometheusSource {
         self
     }
 
+    #[tracing::instrument(level = "debug", skip(self), fields(start_ms = range.start_ms, points = range.len()))]
     async fn fetch_range(&self, query: &str, range: Range) -> Result<Vec<LabeledSeries>> {
         let mut by_labels: BTreeMap<Labels, crate::series::Series> = BTreeMap::new();
         for chunk in range.chunks(self.max_points) {
