@@ -7,8 +7,11 @@
 
 pub mod api;
 pub mod clock;
+pub mod config;
+pub mod engine;
 pub mod forecast;
 pub mod kube;
 pub mod plan;
 pub mod series;
 pub mod snapshot;
+pub mod source;
