@@ -5,6 +5,7 @@
 //! the README; `forecast`, `plan`, `backtest` and `series` are pure and synchronous,
 //! all I/O lives at the edges.
 
+pub mod backtest;
 pub mod clock;
 pub mod forecast;
 pub mod plan;
