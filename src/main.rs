@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Fit a model to a recorded series and print its forecast with intervals.
     Forecast(cmd::forecast::Args),
+    /// Replay recorded traces through the HPA and node-provisioning model: reactive vs
+    /// predictive vs oracle.
+    Backtest(cmd::backtest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Forecast(args) => cmd::forecast::run(args),
+        Command::Backtest(args) => cmd::backtest::run(args),
     }
 }

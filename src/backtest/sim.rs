@@ -24,7 +24,9 @@ pub enum Strategy {
     Reactive,
     /// prescale's served value, computed step by step by [`Tracker`].
     Predictive,
-    /// The true peak demand over the coming lead time: perfect foresight.
+    /// Perfect foresight: exactly the replicas the true peak demand over the coming
+    /// lead time needs, set at each sync without the HPA's tolerance band,
+    /// stabilization or rate limits (pod start-up and nodes still apply).
     Oracle,
 }
 
@@ -466,7 +468,16 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
                 }
             };
             let current = cluster.pods();
-            let desired = hpa.reconcile(t, current, metric);
+            let desired = match (&source, metric) {
+                // The limit: exactly the replicas that peak needs, set at once, with
+                // no tolerance band, stabilization or rate limits; pods and nodes
+                // still take their time.
+                (Source::Oracle, Some(peak)) => {
+                    ((peak.max(0.0) / target).ceil().min(f64::from(u32::MAX)) as u32)
+                        .clamp(scenario.min_replicas, scenario.max_replicas)
+                }
+                _ => hpa.reconcile(t, current, metric),
+            };
             if desired != current {
                 cluster.scale_to(t, desired);
                 m.scale_events += 1;
