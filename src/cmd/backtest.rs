@@ -16,16 +16,19 @@ use prescale::backtest::{
     TraceResult,
 };
 use prescale::forecast::ModelSpec;
-use prescale::series::Series;
+use prescale::series::{self, ResampleOptions, Series};
 
 /// The traces bundled with the source, replayed when no input is given.
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
 
+/// File names replayed from a directory: the formats `series::read_file` reads.
+const TRACE_EXTENSIONS: [&str; 4] = ["csv", "json", "txt", "prom"];
+
 /// Arguments of `prescale backtest`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A recorded trace (CSV `timestamp,value`) or a directory of them; the bundled
-    /// traces when omitted.
+    /// A recorded trace (CSV `timestamp,value`, Prometheus range-query JSON or
+    /// OpenMetrics text) or a directory of them; the bundled traces when omitted.
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// What one replica handles, in the trace's unit (the HPA's AverageValue target).
@@ -166,7 +169,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut prepared = Vec::new();
     for file in &files {
         match prepare(file, &args, &behavior, &spec) {
-            Ok(p) => prepared.push(p),
+            Ok(p) => prepared.extend(p),
             Err(e) if files.len() > 1 => failures.push(format!("{}: {e:#}", file.display())),
             Err(e) => return Err(e),
         }
@@ -238,27 +241,78 @@ fn input_files(input: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(input)
         .with_context(|| format!("listing {}", input.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "csv"))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|x| TRACE_EXTENSIONS.iter().any(|e| x == *e))
+        })
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("{} holds no .csv traces", input.display());
+        bail!(
+            "{} holds no traces (files ending in .{})",
+            input.display(),
+            TRACE_EXTENSIONS.join(", .")
+        );
     }
     Ok(files)
 }
 
+/// Reads a file (CSV, Prometheus range-query JSON or OpenMetrics text; each series
+/// on its own inferred grid) into traces ready to replay.
 fn prepare(
     file: &Path,
     args: &Args,
     behavior: &Behavior,
     spec: &ModelSpec,
+) -> anyhow::Result<Vec<Prepared>> {
+    let raw = series::read_file(file)?;
+    if raw.iter().all(|r| r.samples.is_empty()) {
+        bail!(
+            "{}: the trace is empty: expected at least two samples",
+            file.display()
+        );
+    }
+    let loaded = raw
+        .iter()
+        .map(|r| match r.samples.len() {
+            1 => Err(anyhow::Error::new(backtest::Error::TooFewPoints { got: 1 })),
+            _ => r
+                .resample(&ResampleOptions::default())
+                .map_err(anyhow::Error::new),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .with_context(|| format!("in {}", file.display()))?;
+    let stem = file.file_stem().map_or_else(
+        || file.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    );
+    let several = loaded.len() > 1;
+    loaded
+        .into_iter()
+        .map(|(labeled, _report)| {
+            let name = if several {
+                format!("{stem}{}", series::format_labels(&labeled.labels))
+            } else {
+                stem.clone()
+            };
+            prepare_series(name, labeled.series, args, behavior, spec)
+                .with_context(|| format!("in {}", file.display()))
+        })
+        .collect()
+}
+
+fn prepare_series(
+    name: String,
+    mut series: Series,
+    args: &Args,
+    behavior: &Behavior,
+    spec: &ModelSpec,
 ) -> anyhow::Result<Prepared> {
-    let mut series = load_series(file)?;
     let (target, unit_scale) = match args.target_per_replica {
         Some(t) => (t, 1.0),
         None => {
-            let auto = backtest::auto_target(&series.values)
-                .with_context(|| format!("{}", file.display()))?;
+            let auto = backtest::auto_target(&series.values)?;
             (auto.target_per_replica, auto.unit_scale)
         }
     };
@@ -284,87 +338,11 @@ fn prepare(
         }),
     };
     scenario.validate()?;
-    let name = file.file_stem().map_or_else(
-        || file.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    );
     Ok(Prepared {
         name,
         series,
         scenario,
         unit_scale,
-    })
-}
-
-/// Reads a CSV `timestamp,value` trace (unix seconds) onto a regular grid whose
-/// step is the median spacing of its samples.
-///
-/// NOTE: interim reader until `series::load_file` is on `main`.
-fn load_series(file: &Path) -> anyhow::Result<Series> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let mut samples: Vec<(i64, f64)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line_no = i + 1;
-        let l = line.trim();
-        if l.is_empty() {
-            continue;
-        }
-        let mut fields = l.split(',').map(str::trim);
-        let (Some(ts), Some(v), None) = (fields.next(), fields.next(), fields.next()) else {
-            bail!(
-                "{} line {line_no}: expected `timestamp,value`",
-                file.display()
-            );
-        };
-        let (Ok(ts), Ok(v)) = (ts.parse::<f64>(), v.parse::<f64>()) else {
-            if samples.is_empty() && i == 0 {
-                continue; // the header
-            }
-            bail!(
-                "{} line {line_no}: expected a unix time in seconds and a number",
-                file.display()
-            );
-        };
-        if !ts.is_finite() || !v.is_finite() {
-            bail!(
-                "{} line {line_no}: timestamp and value must be finite",
-                file.display()
-            );
-        }
-        samples.push(((ts * 1000.0).round() as i64, v));
-    }
-    if samples.is_empty() {
-        bail!(
-            "{}: no samples (an empty trace cannot be replayed)",
-            file.display()
-        );
-    }
-    samples.sort_by_key(|s| s.0);
-    let mut gaps: Vec<i64> = samples
-        .windows(2)
-        .map(|w| w[1].0 - w[0].0)
-        .filter(|d| *d > 0)
-        .collect();
-    gaps.sort_unstable();
-    let step_ms = gaps.get(gaps.len() / 2).copied().unwrap_or(60_000).max(1);
-    let start_ms = samples[0].0;
-    let last = samples[samples.len() - 1].0;
-    let n = usize::try_from((last - start_ms) / step_ms + 1).unwrap_or(usize::MAX);
-    if n > 50_000_000 {
-        bail!("{}: the grid would have {n} points", file.display());
-    }
-    let mut values = vec![f64::NAN; n];
-    for (ts, v) in samples {
-        let i = ((ts - start_ms) as f64 / step_ms as f64).round() as usize;
-        if let Some(slot) = values.get_mut(i) {
-            *slot = v;
-        }
-    }
-    Ok(Series {
-        start_ms,
-        step_ms,
-        values,
     })
 }
 
