@@ -26,6 +26,8 @@ const MARGIN_LEFT: u32 = 70;
 const MARGIN_RIGHT: u32 = 20;
 const MARGIN_TOP: u32 = 40;
 const MARGIN_BOTTOM: u32 = 40;
+/// Where the legend starts, counted from the right edge.
+const LEGEND_FROM_RIGHT: i32 = 300;
 
 fn colour(s: Strategy) -> RGBColor {
     match s {
@@ -119,7 +121,7 @@ fn draw_inner<DB: DrawingBackend>(
         ))?;
         // Legend swatches, top right of each panel: demand, then this strategy.
         let (w, _) = panel.dim_in_pixel();
-        let x0 = w as i32 - 220;
+        let x0 = w as i32 - LEGEND_FROM_RIGHT;
         panel.draw(&PathElement::new(
             vec![(x0, 14), (x0 + 30, 14)],
             BLACK.stroke_width(2),
@@ -169,19 +171,24 @@ pub fn svg(result: &TraceResult) -> Result<String> {
             .unwrap_or_default();
         label(
             f64::from(MARGIN_LEFT),
-            top + 18.0,
+            top + 16.0,
             "start",
             14,
+            &format!("{} — {}", result.name, strategy.as_str()),
+        );
+        label(
+            f64::from(MARGIN_LEFT),
+            top + 32.0,
+            "start",
+            11,
             &format!(
-                "{} — {}: under-provisioned {:.1} replica-min, {:.1} replica-h (step {}, peak demand and lowest ready per column)",
-                result.name,
-                strategy.as_str(),
+                "under-provisioned {:.1} replica-min, {:.1} replica-h; step {}, per column: peak demand, lowest ready",
                 measures.under_provisioned_replica_minutes,
                 measures.replica_hours,
                 human_ms(result.step_ms)
             ),
         );
-        let lx = f64::from(WIDTH - 220);
+        let lx = f64::from(WIDTH) - f64::from(LEGEND_FROM_RIGHT);
         label(lx + 35.0, top + 18.0, "start", 12, "demand");
         label(
             lx + 145.0,
