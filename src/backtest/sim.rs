@@ -4,7 +4,9 @@
 //! (every `sync_period_ms`), grid points of the trace (a value is available from its
 //! own timestamp on and holds until the next one), pods becoming ready, nodes
 //! arriving or being removed. Between events demand and ready capacity are
-//! constant, so the measures are exact integrals.
+//! constant, so the measures are exact integrals. Grid points left as gaps by the
+//! resampler (`NAN`) count for cost but not for under-provisioning: their demand
+//! is unknown.
 
 use crate::forecast::ModelSpec;
 use crate::plan::{ServePolicy, Tracker, TrackerSettings};
@@ -431,7 +433,9 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
             let d = demand_at(idx);
             let ready = f64::from(cluster.ready());
             let short = (d - ready).max(0.0);
-            if short > 1e-9 {
+            // In a gap the demand is unknown (the trace holds its last value for
+            // the HPA's sake): it costs capacity but is not scored as a shortfall.
+            if short > 1e-9 && raw[idx].is_finite() {
                 m.under_provisioned_replica_minutes += short * dt / 60_000.0;
                 m.under_provisioned_minutes += dt / 60_000.0;
                 m.peak_shortfall_replicas = m.peak_shortfall_replicas.max(short);

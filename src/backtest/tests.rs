@@ -292,6 +292,17 @@ fn inside_the_tolerance_band_demand_goes_unserved() {
 }
 
 #[test]
+fn gaps_cost_capacity_but_are_not_scored_as_shortfalls() {
+    let mut v = vec![10.0; 30];
+    v.extend(vec![f64::NAN; 10]);
+    v.extend(vec![10.8; 20]);
+    let r = simulate(&series(60, v), &scenario(180), Strategy::Reactive).unwrap();
+    // Only the 20 observed minutes at 10.8 count: 0.8 × 20.
+    assert!((r.measures.under_provisioned_replica_minutes - 16.0).abs() < 1e-6);
+    assert!((r.measures.replica_hours - 10.0).abs() < 1e-9);
+}
+
+#[test]
 fn predictive_sees_a_daily_peak_coming() {
     // Hourly trace, a sharp daily peak: seasonal models see it a step ahead.
     let v: Vec<f64> = (0..24 * 8)
