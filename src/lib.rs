@@ -6,6 +6,7 @@
 //! all I/O lives at the edges.
 
 pub mod api;
+pub mod backtest;
 pub mod clock;
 pub mod config;
 pub mod engine;

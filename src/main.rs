@@ -23,6 +23,9 @@ enum Command {
     Record(cmd::record::Args),
     /// Forecast and serve external metrics (the bundled traces when no --config).
     Serve(cmd::serve::Args),
+    /// Replay recorded traces through the HPA and node-provisioning model: reactive vs
+    /// predictive vs oracle.
+    Backtest(cmd::backtest::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig(args) => cmd::check_config::run(args),
         Command::Record(args) => cmd::record::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Backtest(args) => cmd::backtest::run(args),
     }
 }

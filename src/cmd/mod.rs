@@ -1,5 +1,6 @@
 //! One module per subcommand: its arguments and its `run`.
 
+pub mod backtest;
 pub mod check_config;
 pub mod forecast;
 pub mod record;
