@@ -2,6 +2,10 @@
 //!
 //! Pure and synchronous; the engine and the backtester call the same functions.
 
+pub mod tracker;
+
+pub use tracker::{Decision, Tracker, TrackerSettings};
+
 use crate::forecast::Forecast;
 
 /// How a signal's forecast becomes the value served to an HPA.
