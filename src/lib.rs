@@ -5,9 +5,14 @@
 //! the README; `forecast`, `plan`, `backtest` and `series` are pure and synchronous,
 //! all I/O lives at the edges.
 
+pub mod api;
 pub mod backtest;
 pub mod clock;
+pub mod config;
+pub mod engine;
 pub mod forecast;
+pub mod kube;
 pub mod plan;
 pub mod series;
 pub mod snapshot;
+pub mod source;
