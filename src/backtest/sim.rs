@@ -65,14 +65,16 @@ pub struct ForecastPlan {
 }
 
 impl ForecastPlan {
-    /// Defaults: three weeks of history (two weekly seasons and then some), a
-    /// refit every 6 hours of simulated time, one hour of warm-up.
+    /// Defaults: a week of history and an hour of warm-up, as `serve` defaults to,
+    /// and a refit every 6 hours of simulated time (serve refits hourly; the
+    /// backtest refits less often to replay months of data quickly, and updates the
+    /// model with every point in between like serve does).
     pub fn new(spec: ModelSpec, quantile: f64) -> Self {
         Self {
             spec,
             quantile,
             reactive_floor: true,
-            history_ms: 21 * 86_400_000,
+            history_ms: 7 * 86_400_000,
             refit_every_ms: 6 * 3_600_000,
             min_history_ms: 3_600_000,
         }

@@ -53,6 +53,9 @@ pub struct Args {
     /// Serve the forecast even below the latest observation.
     #[arg(long)]
     pub no_floor: bool,
+    /// History kept for fitting.
+    #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+    pub history: i64,
     /// Refit the model after this much new data (updates in between).
     #[arg(long, default_value = "6h", value_parser = parse_duration_ms)]
     pub refit_every: i64,
@@ -85,7 +88,7 @@ pub struct Args {
     /// (the trace is resampled to the signal's step).
     #[arg(
         long,
-        conflicts_with_all = ["lead_time", "quantile", "model", "no_floor", "refit_every"]
+        conflicts_with_all = ["lead_time", "quantile", "model", "no_floor", "refit_every", "history"]
     )]
     pub config: Option<PathBuf>,
     /// The signal of --config to replay; the first one when omitted.
@@ -371,6 +374,7 @@ fn prepare_series(
     let mut plan = ForecastPlan::new(spec.clone(), args.quantile);
     plan.reactive_floor = !args.no_floor;
     plan.refit_every_ms = args.refit_every;
+    plan.history_ms = args.history;
     let lead_time_ms = replay.map_or(args.lead_time, |r| r.lead_time_ms);
     let mut scenario = Scenario::new(target, lead_time_ms, plan);
     scenario.tracker = replay.map(|r| r.tracker.clone());
@@ -487,6 +491,8 @@ fn settings_json(
         "quantile": args.quantile,
         "model": args.model,
         "reactive_floor": !args.no_floor,
+        "history_s": args.history as f64 / 1000.0,
+        "refit_every_s": args.refit_every as f64 / 1000.0,
         "pod_startup_s": args.pod_startup as f64 / 1000.0,
         "pods_per_node": args.pods_per_node,
         "node_provisioning_s": args.pods_per_node.map(|_| args.node_provisioning as f64 / 1000.0),
