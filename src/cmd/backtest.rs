@@ -519,7 +519,18 @@ fn write_plots(out: &Path, traces: &[TraceResult]) -> anyhow::Result<()> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            out.with_file_name(format!("{stem}-{}.{ext}", r.name))
+            let name: String = r
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            out.with_file_name(format!("{stem}-{name}.{ext}"))
         };
         if ext == "svg" {
             let svg = plot::svg(r)?;
