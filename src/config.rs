@@ -804,6 +804,11 @@ server:
   https_address: 0.0.0.0:6443
   auth: { mode: none }
 ";
+        let requestheader = format!("{MINIMAL}server:\n  auth: {{ mode: requestheader }}\n");
+        let Err(Error::Invalid(p)) = Config::from_yaml(&requestheader) else {
+            panic!("requestheader without a CA accepted");
+        };
+        assert!(p[0].starts_with("server.auth.requestheader_client_ca_file: required"));
         let Err(Error::Invalid(problems)) = Config::from_yaml(text) else {
             panic!("expected validation errors");
         };
