@@ -8,5 +8,6 @@
 pub mod clock;
 pub mod forecast;
 pub mod plan;
+pub mod quantity;
 pub mod series;
 pub mod snapshot;
