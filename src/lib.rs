@@ -6,6 +6,7 @@
 //! all I/O lives at the edges.
 
 pub mod clock;
+pub mod expander;
 pub mod forecast;
 pub mod plan;
 pub mod quantity;
