@@ -1,3 +1,7 @@
 //! One module per subcommand: its arguments and its `run`.
 
+pub mod backtest;
+pub mod check_config;
 pub mod forecast;
+pub mod record;
+pub mod serve;

@@ -1,0 +1,161 @@
+//! `GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}`: the
+//! values an HPA acts on, read from the current snapshot and nothing else.
+//!
+//! Decisions worth knowing:
+//! - A namespace outside the metric's allow-list gets **403**: the metric exists
+//!   (discovery lists it), the namespace is just not allowed to read it, and a
+//!   distinct code makes a misconfigured allow-list easy to tell from a typo.
+//! - No series matching the selector is a **404** with the reason, never an empty
+//!   list: the HPA treats an empty list as an error anyway ("no metrics returned
+//!   from external metrics API"), and only we can say why it is empty.
+//! - A selected series in `failed` status makes the whole answer a **503**: the
+//!   HPA then holds its replica count instead of acting on a partial sum. `stale`
+//!   and `warming` series serve their values.
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::discovery::GROUP_VERSION;
+use super::selector;
+use super::status::Error;
+use super::{quantity, AppState};
+use crate::series::Labels;
+use crate::snapshot::Status;
+
+/// The query parameters the HPA sends.
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    /// The HPA's `metricSelector`, in label-selector syntax.
+    #[serde(rename = "labelSelector", default)]
+    pub label_selector: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Item<'a> {
+    metric_name: &'a str,
+    metric_labels: &'a Labels,
+    timestamp: String,
+    window: u64,
+    value: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValueList<'a> {
+    kind: &'static str,
+    api_version: &'static str,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    items: Vec<Item<'a>>,
+}
+
+/// Unix milliseconds as RFC 3339 in UTC with seconds precision (what
+/// `metav1.Time` writes).
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+}
+
+fn describe(labels: &Labels) -> String {
+    let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", parts.join(","))
+}
+
+/// The handler.
+pub async fn get(
+    State(state): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Response {
+    match answer(&state, path, params) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn answer(
+    state: &AppState,
+    path: Result<Path<(String, String)>, PathRejection>,
+    params: Result<Query<Params>, QueryRejection>,
+) -> Result<Vec<u8>, Error> {
+    let Path((namespace, metric)) =
+        path.map_err(|e| Error::BadRequest(format!("invalid path: {e}")))?;
+    let Query(params) = params.map_err(|e| Error::BadRequest(format!("invalid query: {e}")))?;
+    let selector_text = params.label_selector.unwrap_or_default();
+    let selector = selector::parse(&selector_text)
+        .map_err(|e| Error::BadRequest(format!("invalid labelSelector {selector_text:?}: {e}")))?;
+    if !state.shared.is_ready() {
+        return Err(Error::ServiceUnavailable(
+            "no forecasts published yet: the first refresh is still running".into(),
+        ));
+    }
+    let snapshot = state.shared.load();
+    let entry = snapshot.metrics.get(&metric).ok_or_else(|| {
+        Error::NotFound(format!(
+            "external metric {metric:?} is not served by prescale (see {GROUP_VERSION} for the list)"
+        ))
+    })?;
+    if let Some(allowed) = &entry.namespaces {
+        if !allowed.contains(&namespace) {
+            return Err(Error::Forbidden(format!(
+                "external metric {metric:?} is not served to namespace {namespace:?} (it is outside the metric's namespace allow-list)"
+            )));
+        }
+    }
+    let selected: Vec<_> = entry
+        .series
+        .iter()
+        .filter(|s| selector.matches(&s.labels))
+        .collect();
+    if selected.is_empty() {
+        let why = if entry.series.is_empty() {
+            format!("external metric {metric:?} has no series: its query currently returns nothing")
+        } else {
+            format!(
+                "no series of external metric {metric:?} matches labelSelector {selector_text:?} ({} series served)",
+                entry.series.len()
+            )
+        };
+        return Err(Error::NotFound(format!(
+            "{why}; an empty list would be an error to the HPA as well, so none is returned"
+        )));
+    }
+    if let Some(failed) = selected.iter().find(|s| s.status == Status::Failed) {
+        let reason = failed
+            .detail
+            .reason
+            .as_deref()
+            .unwrap_or("its data is older than the allowed staleness");
+        return Err(Error::ServiceUnavailable(format!(
+            "external metric {metric:?} series {} is failed: {reason}; the HPA holds its replica count until it recovers",
+            describe(&failed.labels)
+        )));
+    }
+    let mut items = Vec::with_capacity(selected.len());
+    for series in selected {
+        let value = quantity::format(series.value).map_err(|e| {
+            Error::ServiceUnavailable(format!(
+                "external metric {metric:?} series {} has no usable value: {e}",
+                describe(&series.labels)
+            ))
+        })?;
+        items.push(Item {
+            metric_name: &metric,
+            metric_labels: &series.labels,
+            timestamp: rfc3339(series.timestamp_ms),
+            window: series.window_s,
+            value,
+        });
+    }
+    let list = ValueList {
+        kind: "ExternalMetricValueList",
+        api_version: GROUP_VERSION,
+        metadata: serde_json::Map::new(),
+        items,
+    };
+    serde_json::to_vec(&list).map_err(|e| Error::Internal(format!("encoding the answer: {e}")))
+}

@@ -1,0 +1,488 @@
+//! The HTTPS API the kube-apiserver's aggregation layer calls on behalf of HPAs
+//! (`external.metrics.k8s.io`), and the plain-HTTP port for probes, self-metrics
+//! and `/debug/signals`.
+//!
+//! Handlers only read the current [`Shared`] snapshot: a request never waits on
+//! Prometheus or a model. Errors become Kubernetes `Status` objects in one place
+//! ([`status`]). Authentication and authorization are in [`auth`], TLS in [`tls`],
+//! and the connection loop (hyper over tokio-rustls, so that each request carries
+//! the verified client certificate of its connection) in [`server`].
+//!
+//! Entry points: [`run`] (or [`Server::bind`] then [`Server::run`] to learn the
+//! bound addresses first), and [`router`] / [`plain_router`] for in-memory tests.
+
+pub mod auth;
+pub mod discovery;
+pub mod external;
+pub mod metrics;
+pub mod plain;
+pub mod quantity;
+pub mod selector;
+pub mod server;
+pub mod status;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::registry::Registry;
+
+pub use auth::AuthMode;
+pub use tls::TlsSource;
+
+use crate::clock::Clock;
+use crate::snapshot::Shared;
+use metrics::Endpoint;
+
+/// Why the servers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] tls::Error),
+    /// A listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why not.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--auth=none` with an address other hosts can reach.
+    #[error(
+        "authentication is disabled, so the HTTPS API may only bind a loopback address, not {0}"
+    )]
+    NotLoopback(SocketAddr),
+}
+
+/// Result with this module's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Protection against large and slow clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request head (HTTP/1 buffer, HTTP/2 header list), bytes; at least 8 KiB.
+    pub max_header_bytes: usize,
+    /// Largest declared request body, bytes (only `GET` is served, so small).
+    pub max_body_bytes: u64,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// Time a client has to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Concurrent connections per port; beyond it, accepting waits.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub http2_max_streams: u32,
+    /// Time open connections get to finish after shutdown is requested.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // Front-proxy headers carry the user's groups and extras: 64 KiB is
+            // generous for that and small enough not to matter per connection.
+            max_header_bytes: 64 * 1024,
+            max_body_bytes: 64 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            // The kube-apiserver multiplexes every HPA's requests over few connections.
+            http2_max_streams: 250,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Everything [`run`] needs besides the snapshot.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address of the HTTPS API (`127.0.0.1:6443` locally, `0.0.0.0:6443` in-cluster).
+    pub https_addr: SocketAddr,
+    /// Address of the plain-HTTP port (health, `/metrics`, `/debug/signals`).
+    pub plain_addr: SocketAddr,
+    /// Where the serving certificate comes from.
+    pub tls: TlsSource,
+    /// Authentication and authorization.
+    pub auth: AuthMode,
+    /// Size and time limits.
+    pub limits: Limits,
+}
+
+impl Settings {
+    /// Settings with default [`Limits`].
+    pub fn new(
+        https_addr: SocketAddr,
+        plain_addr: SocketAddr,
+        tls: TlsSource,
+        auth: AuthMode,
+    ) -> Self {
+        Self {
+            https_addr,
+            plain_addr,
+            tls,
+            auth,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What every handler can read.
+#[derive(Clone)]
+pub struct AppState {
+    /// The current snapshot.
+    pub shared: Shared,
+    /// Authentication and authorization.
+    pub auth: Arc<auth::Auth>,
+    /// The API's self-metrics.
+    pub metrics: Arc<metrics::Metrics>,
+    /// Other metrics rendered on `/metrics` (the engine's).
+    pub registry: Arc<Registry>,
+    /// Size and time limits.
+    pub limits: Limits,
+}
+
+impl AppState {
+    /// State for serving `shared` with `auth`; authorization decisions are cached
+    /// on `clock`; `registry` is rendered on `/metrics` beside the API's metrics.
+    pub fn new(
+        shared: Shared,
+        auth: AuthMode,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            metrics: Arc::new(metrics::Metrics::new(shared.clone())),
+            shared,
+            auth: Arc::new(auth::Auth::new(auth, clock)),
+            registry,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Replaces the default limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+}
+
+/// Path of the external metric values, for routing.
+const EXTERNAL_VALUE_PATH: &str =
+    "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}";
+const VALUE_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
+
+/// Which endpoint a path is, and what authorization has to ask about it
+/// (`None`: always allowed).
+fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
+    match path {
+        "/healthz" | "/livez" | "/readyz" => (Endpoint::Health, None),
+        "/metrics" => (Endpoint::Metrics, Some(non_resource(path))),
+        "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
+            (Endpoint::Discovery, Some(non_resource(path)))
+        }
+        p if p.starts_with("/debug/") => (Endpoint::Debug, Some(non_resource(path))),
+        p => match p
+            .strip_prefix(VALUE_PREFIX)
+            .and_then(|rest| rest.split_once('/'))
+        {
+            Some((namespace, metric))
+                if !namespace.is_empty() && !metric.is_empty() && !metric.contains('/') =>
+            {
+                (
+                    Endpoint::External,
+                    Some(auth::Target::Resource {
+                        group: discovery::GROUP.to_string(),
+                        resource: metric.to_string(),
+                        namespace: namespace.to_string(),
+                    }),
+                )
+            }
+            _ => (Endpoint::Other, Some(non_resource(path))),
+        },
+    }
+}
+
+fn non_resource(path: &str) -> auth::Target {
+    auth::Target::NonResource {
+        path: path.to_string(),
+    }
+}
+
+/// Records the request's endpoint kind, code and latency.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let (endpoint, _) = classify(request.uri().path());
+    let response = next.run(request).await;
+    state.metrics.observe(
+        endpoint,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Rejects requests that declare a body larger than the limit (only `GET` is
+/// served, so bodies are never read; this stops clients from streaming one).
+async fn limit_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.limits.max_body_bytes) {
+        return status::Error::TooLarge(format!(
+            "request bodies are limited to {} bytes",
+            state.limits.max_body_bytes
+        ))
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Authenticates and authorizes every request but the health probes.
+async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (_, target) = classify(request.uri().path());
+    if let Some(target) = target {
+        // Percent-encoded path segments are authorized as decoded, like the
+        // router sees them.
+        let target = decode_target(target);
+        let peer = request.extensions().get::<auth::PeerCert>();
+        match state.auth.check(request.headers(), peer, target).await {
+            Ok(()) => {}
+            Err(auth::Denial::Unauthenticated(why)) => {
+                return status::Error::Unauthorized(format!("Unauthorized: {why}")).into_response()
+            }
+            Err(auth::Denial::Forbidden(why)) => {
+                return status::Error::Forbidden(why).into_response()
+            }
+        }
+    }
+    next.run(request).await
+}
+
+fn decode_target(target: auth::Target) -> auth::Target {
+    match target {
+        auth::Target::Resource {
+            group,
+            resource,
+            namespace,
+        } => auth::Target::Resource {
+            group,
+            resource: percent_decode(&resource),
+            namespace: percent_decode(&namespace),
+        },
+        other => other,
+    }
+}
+
+/// Decodes `%XX` escapes; leaves malformed ones as written.
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn not_found(request: Request) -> Response {
+    status::Error::NotFound(format!(
+        "the server could not find the requested resource {:?}",
+        request.uri().path()
+    ))
+    .into_response()
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    status::Error::MethodNotAllowed(format!(
+        "method {method} is not supported: this API is read-only (GET)"
+    ))
+    .into_response()
+}
+
+/// The HTTPS API: discovery, external metric values and health, behind
+/// authentication and authorization.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(plain::healthz))
+        .route("/livez", get(plain::healthz))
+        .route("/readyz", get(plain::readyz))
+        .route("/apis", get(discovery::group_list))
+        .route("/apis/external.metrics.k8s.io", get(discovery::group))
+        .route(
+            "/apis/external.metrics.k8s.io/v1beta1",
+            get(discovery::resource_list),
+        )
+        .route(EXTERNAL_VALUE_PATH, get(external::get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// The plain-HTTP port: health probes, `/metrics` and `/debug/signals`, without
+/// authentication (bind it where only the cluster's network can reach it).
+pub fn plain_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(plain::healthz))
+        .route("/livez", get(plain::healthz))
+        .route("/readyz", get(plain::readyz))
+        .route("/metrics", get(plain::metrics))
+        .route("/debug/signals", get(plain::signals))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), limit_body))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Both servers, bound and ready to run.
+pub struct Server {
+    https: tokio::net::TcpListener,
+    plain: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+}
+
+impl Server {
+    /// Builds the TLS configuration and binds both addresses. With
+    /// [`AuthMode::None`] the HTTPS address must be loopback, and a warning is
+    /// logged.
+    ///
+    /// # Errors
+    /// [`Error::NotLoopback`], [`Error::Tls`] or [`Error::Bind`].
+    pub async fn bind(
+        settings: Settings,
+        shared: Shared,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let client_ca = match &settings.auth {
+            AuthMode::None => {
+                if !settings.https_addr.ip().is_loopback() {
+                    return Err(Error::NotLoopback(settings.https_addr));
+                }
+                tracing::warn!(
+                    addr = %settings.https_addr,
+                    "authentication and authorization are DISABLED (--auth=none): anyone who can reach this loopback address can read every metric"
+                );
+                None
+            }
+            AuthMode::Delegated { front_proxy, .. } => {
+                front_proxy.as_ref().map(|f| f.client_ca_pem.clone())
+            }
+        };
+        let tls = Arc::new(tls::server_config(&settings.tls, client_ca.as_deref())?);
+        let bind = |addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { addr, source })
+        };
+        let https = bind(settings.https_addr).await?;
+        let plain = bind(settings.plain_addr).await?;
+        let state =
+            AppState::new(shared, settings.auth, registry, clock).with_limits(settings.limits);
+        Ok(Self {
+            https,
+            plain,
+            tls,
+            state,
+        })
+    }
+
+    /// The bound HTTPS address (useful after binding port 0).
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound plain-HTTP address.
+    pub fn plain_addr(&self) -> SocketAddr {
+        self.plain
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// Serves both ports until `shutdown` completes, then lets open connections
+    /// finish for up to [`Limits::drain_timeout`].
+    ///
+    /// # Errors
+    /// None at present: accept errors are logged and retried so that a burst of
+    /// connections (file descriptor exhaustion) cannot stop the server.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<()> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let limits = self.state.limits.clone();
+        tracing::info!(https = %self.https_addr(), plain = %self.plain_addr(), "serving");
+        let https = tokio::spawn(server::serve(
+            self.https,
+            Some(tokio_rustls::TlsAcceptor::from(self.tls)),
+            router(self.state.clone()),
+            limits.clone(),
+            stop_rx.clone(),
+        ));
+        let plain = tokio::spawn(server::serve(
+            self.plain,
+            None,
+            plain_router(self.state),
+            limits,
+            stop_rx,
+        ));
+        shutdown.await;
+        tracing::info!("shutting down the API servers");
+        let _ = stop_tx.send(true);
+        for task in [https, plain] {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "API server task ended abnormally");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds and serves the HTTPS API and the plain-HTTP port until `shutdown`
+/// completes. `registry` (the engine's metrics) is rendered on `/metrics` beside
+/// the API's own; authorization decisions are cached on `clock`.
+///
+/// # Errors
+/// As [`Server::bind`].
+pub async fn run(
+    settings: Settings,
+    shared: Shared,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<()> {
+    Server::bind(settings, shared, registry, clock)
+        .await?
+        .run(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests;

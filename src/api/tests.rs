@@ -1,0 +1,716 @@
+//! In-memory tests of every endpoint and error, through `router(..).oneshot`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use super::auth::{AuthMode, FrontProxy, PeerCert, Rule, StaticAuthorizer, StaticTokens, UserInfo};
+use super::{plain_router, router, AppState};
+use crate::clock::SimClock;
+use crate::series::Labels;
+use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Shared, Snapshot, Status};
+
+const T0: i64 = 1_790_000_000_000; // 2026-09-21T14:13:20Z
+const HPA_ACCEPT: &str = "application/vnd.kubernetes.protobuf, */*";
+const VALUES: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces";
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
+    SeriesEntry {
+        labels: labels(pairs),
+        status,
+        value,
+        timestamp_ms: T0,
+        window_s: 60,
+        detail: SeriesDetail {
+            model: "holt-winters".into(),
+            last_fit_ms: Some(T0 - 600_000),
+            backtest_mase: Some(0.42),
+            latest: Some(value * 0.9),
+            forecast_mean: vec![1.0, 2.0],
+            forecast_quantile: vec![1.5, 2.5],
+            reason: (status == Status::Failed).then(|| "prometheus unreachable for 10m".into()),
+        },
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut metrics = BTreeMap::new();
+    metrics.insert(
+        "queue_depth".to_string(),
+        MetricEntry {
+            namespaces: None,
+            series: vec![
+                series(&[("queue", "orders")], Status::Ok, 12.0),
+                series(&[("queue", "payments")], Status::Stale, 0.85),
+                series(&[("queue", "audit")], Status::Warming, 3.5),
+                series(&[("queue", "legacy")], Status::Failed, 7.0),
+            ],
+        },
+    );
+    metrics.insert(
+        "cpu".to_string(),
+        MetricEntry {
+            namespaces: Some(vec!["shop".into()]),
+            series: vec![series(&[], Status::Ok, 0.5)],
+        },
+    );
+    metrics.insert(
+        "nothing".to_string(),
+        MetricEntry {
+            namespaces: None,
+            series: vec![],
+        },
+    );
+    Snapshot {
+        published_ms: T0,
+        metrics,
+    }
+}
+
+fn engine_registry() -> Arc<Registry> {
+    let mut registry = Registry::default();
+    let counter = Counter::<u64>::default();
+    counter.inc();
+    registry.sub_registry_with_prefix("prescale").register(
+        "source_errors",
+        "Engine-side test counter.",
+        counter,
+    );
+    Arc::new(registry)
+}
+
+fn state_with(auth: AuthMode, publish: bool) -> AppState {
+    let shared = Shared::new();
+    if publish {
+        shared.publish(snapshot());
+    }
+    AppState::new(shared, auth, engine_registry(), Arc::new(SimClock::new(T0)))
+}
+
+fn state() -> AppState {
+    state_with(AuthMode::None, true)
+}
+
+struct Answer {
+    code: StatusCode,
+    content_type: String,
+    body: Value,
+    text: String,
+}
+
+async fn send(app: axum::Router, request: Request<Body>) -> Answer {
+    let response = app.oneshot(request).await.unwrap();
+    let code = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        code,
+        content_type,
+        body,
+        text,
+    }
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header(header::ACCEPT, HPA_ACCEPT)
+        .body(Body::empty())
+        .unwrap()
+}
+
+/// Asserts `answer` is a Kubernetes Status with `code` and `reason`, and returns its message.
+fn assert_status(answer: &Answer, code: u16, reason: &str) -> String {
+    assert_eq!(answer.code.as_u16(), code, "{}", answer.text);
+    assert_eq!(answer.content_type, "application/json");
+    let b = &answer.body;
+    assert_eq!(b["kind"], "Status");
+    assert_eq!(b["apiVersion"], "v1");
+    assert_eq!(b["metadata"], json!({}));
+    assert_eq!(b["status"], "Failure");
+    assert_eq!(b["reason"], reason);
+    assert_eq!(b["code"], code);
+    b["message"].as_str().unwrap().to_string()
+}
+
+fn value_url(ns: &str, metric: &str, selector: Option<&str>) -> String {
+    match selector {
+        Some(s) => format!(
+            "{VALUES}/{ns}/{metric}?labelSelector={}",
+            s.replace(' ', "%20")
+                .replace('=', "%3D")
+                .replace(',', "%2C")
+                .replace('(', "%28")
+                .replace(')', "%29")
+                .replace('!', "%21")
+        ),
+        None => format!("{VALUES}/{ns}/{metric}"),
+    }
+}
+
+// ---- discovery ----
+
+#[tokio::test]
+async fn api_group_list_shape() {
+    let a = send(router(state()), get("/apis")).await;
+    assert_eq!(a.code, StatusCode::OK);
+    assert_eq!(a.content_type, "application/json");
+    let b = &a.body;
+    assert_eq!(b.as_object().unwrap().len(), 3, "{b}");
+    assert_eq!(b["kind"], "APIGroupList");
+    assert_eq!(b["apiVersion"], "v1");
+    let groups = b["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    let g = &groups[0];
+    assert_eq!(g["name"], "external.metrics.k8s.io");
+    assert_eq!(
+        g["versions"],
+        json!([{"groupVersion": "external.metrics.k8s.io/v1beta1", "version": "v1beta1"}])
+    );
+    assert_eq!(
+        g["preferredVersion"],
+        json!({"groupVersion": "external.metrics.k8s.io/v1beta1", "version": "v1beta1"})
+    );
+}
+
+#[tokio::test]
+async fn api_group_shape() {
+    let a = send(router(state()), get("/apis/external.metrics.k8s.io")).await;
+    assert_eq!(a.code, StatusCode::OK);
+    let b = &a.body;
+    assert_eq!(b.as_object().unwrap().len(), 5, "{b}");
+    assert_eq!(b["kind"], "APIGroup");
+    assert_eq!(b["apiVersion"], "v1");
+    assert_eq!(b["name"], "external.metrics.k8s.io");
+    assert_eq!(
+        b["versions"],
+        json!([{"groupVersion": "external.metrics.k8s.io/v1beta1", "version": "v1beta1"}])
+    );
+    assert_eq!(b["preferredVersion"]["version"], "v1beta1");
+    assert_eq!(
+        b["preferredVersion"]["groupVersion"],
+        "external.metrics.k8s.io/v1beta1"
+    );
+}
+
+#[tokio::test]
+async fn api_resource_list_has_one_resource_per_metric() {
+    let a = send(
+        router(state()),
+        get("/apis/external.metrics.k8s.io/v1beta1"),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK);
+    let b = &a.body;
+    assert_eq!(b["kind"], "APIResourceList");
+    assert_eq!(b["apiVersion"], "v1");
+    assert_eq!(b["groupVersion"], "external.metrics.k8s.io/v1beta1");
+    let resources = b["resources"].as_array().unwrap();
+    let names: Vec<_> = resources
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["cpu", "nothing", "queue_depth"]);
+    for r in resources {
+        assert_eq!(r["namespaced"], true);
+        assert_eq!(r["kind"], "ExternalMetricValueList");
+        assert_eq!(r["verbs"], json!(["get"]));
+        assert_eq!(r["singularName"], "");
+    }
+}
+
+#[tokio::test]
+async fn resource_list_answers_2xx_before_the_first_snapshot() {
+    // The aggregator's availability check must pass while the engine warms up.
+    let a = send(
+        router(state_with(AuthMode::None, false)),
+        get("/apis/external.metrics.k8s.io/v1beta1"),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK);
+    assert_eq!(a.body["resources"], json!([]));
+}
+
+#[tokio::test]
+async fn aggregated_discovery_only_gets_406_and_mixed_accept_falls_back() {
+    for path in [
+        "/apis",
+        "/apis/external.metrics.k8s.io",
+        "/apis/external.metrics.k8s.io/v1beta1",
+    ] {
+        for v in ["v2", "v2beta1"] {
+            let request = Request::get(path)
+                .header(
+                    header::ACCEPT,
+                    format!(
+                        "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                    ),
+                )
+                .body(Body::empty())
+                .unwrap();
+            let a = send(router(state()), request).await;
+            assert_status(&a, 406, "NotAcceptable");
+        }
+        let request = Request::get(path)
+            .header(
+                header::ACCEPT,
+                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(send(router(state()), request).await.code, StatusCode::OK);
+    }
+}
+
+// ---- values ----
+
+#[tokio::test]
+async fn value_list_shape_for_the_hpa() {
+    let a = send(
+        router(state()),
+        get(&value_url("shop", "queue_depth", Some("queue=orders"))),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.content_type, "application/json");
+    let b = &a.body;
+    assert_eq!(b.as_object().unwrap().len(), 4);
+    assert_eq!(b["kind"], "ExternalMetricValueList");
+    assert_eq!(b["apiVersion"], "external.metrics.k8s.io/v1beta1");
+    assert_eq!(b["metadata"], json!({}));
+    let items = b["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    let item = &items[0];
+    assert_eq!(item.as_object().unwrap().len(), 5);
+    assert_eq!(item["metricName"], "queue_depth");
+    assert_eq!(item["metricLabels"], json!({"queue": "orders"}));
+    assert_eq!(item["timestamp"], "2026-09-21T14:13:20Z");
+    assert_eq!(item["window"], 60);
+    assert_eq!(item["value"], "12");
+}
+
+#[tokio::test]
+async fn selectors_filter_and_stale_and_warming_serve_values() {
+    let a = send(
+        router(state()),
+        get(&value_url(
+            "shop",
+            "queue_depth",
+            Some("queue in (payments, audit)"),
+        )),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    let items = a.body["items"].as_array().unwrap();
+    let got: Vec<_> = items
+        .iter()
+        .map(|i| {
+            (
+                i["metricLabels"]["queue"].as_str().unwrap(),
+                i["value"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![("payments", "850m"), ("audit", "3500m")]);
+
+    let a = send(
+        router(state()),
+        get(&value_url(
+            "shop",
+            "queue_depth",
+            Some("queue!=legacy,queue notin (audit)"),
+        )),
+    )
+    .await;
+    assert_eq!(a.body["items"].as_array().unwrap().len(), 2, "{}", a.text);
+}
+
+#[tokio::test]
+async fn metric_labels_are_present_even_when_empty() {
+    let a = send(router(state()), get(&value_url("shop", "cpu", None))).await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["items"][0]["metricLabels"], json!({}));
+    assert_eq!(a.body["items"][0]["value"], "500m");
+}
+
+#[tokio::test]
+async fn unknown_metric_is_404() {
+    let a = send(router(state()), get(&value_url("shop", "nope", None))).await;
+    let msg = assert_status(&a, 404, "NotFound");
+    assert!(msg.contains("\"nope\""), "{msg}");
+}
+
+#[tokio::test]
+async fn namespace_outside_the_allow_list_is_403() {
+    let a = send(router(state()), get(&value_url("other", "cpu", None))).await;
+    let msg = assert_status(&a, 403, "Forbidden");
+    assert!(
+        msg.contains("\"other\"") && msg.contains("allow-list"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn bad_selector_is_400_with_the_reason() {
+    let a = send(
+        router(state()),
+        get(&value_url("shop", "queue_depth", Some("queue in (a"))),
+    )
+    .await;
+    let msg = assert_status(&a, 400, "BadRequest");
+    assert!(
+        msg.contains("labelSelector") && msg.contains("expected"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn no_matching_series_is_404_with_why_not_an_empty_list() {
+    let a = send(
+        router(state()),
+        get(&value_url("shop", "queue_depth", Some("queue=nonexistent"))),
+    )
+    .await;
+    let msg = assert_status(&a, 404, "NotFound");
+    assert!(
+        msg.contains("matches") && msg.contains("empty list"),
+        "{msg}"
+    );
+
+    let a = send(router(state()), get(&value_url("shop", "nothing", None))).await;
+    let msg = assert_status(&a, 404, "NotFound");
+    assert!(msg.contains("no series"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_failed_selected_series_is_503_with_the_reason() {
+    let a = send(
+        router(state()),
+        get(&value_url("shop", "queue_depth", None)),
+    )
+    .await;
+    let msg = assert_status(&a, 503, "ServiceUnavailable");
+    assert!(msg.contains("prometheus unreachable for 10m"), "{msg}");
+    assert!(msg.contains("legacy"), "{msg}");
+    // The failed series does not poison selections that exclude it.
+    let a = send(
+        router(state()),
+        get(&value_url("shop", "queue_depth", Some("queue!=legacy"))),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn before_the_first_snapshot_values_are_503_and_not_ready() {
+    let state = state_with(AuthMode::None, false);
+    let a = send(router(state.clone()), get(&value_url("shop", "cpu", None))).await;
+    assert_status(&a, 503, "ServiceUnavailable");
+    let a = send(router(state.clone()), get("/readyz")).await;
+    assert_status(&a, 503, "ServiceUnavailable");
+    let a = send(plain_router(state.clone()), get("/readyz")).await;
+    assert_status(&a, 503, "ServiceUnavailable");
+    state.shared.publish(snapshot());
+    assert_eq!(
+        send(router(state.clone()), get("/readyz")).await.code,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(plain_router(state), get("/readyz")).await.code,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn health_endpoints_answer_on_both_routers() {
+    for path in ["/healthz", "/livez", "/readyz"] {
+        for app in [router(state()), plain_router(state())] {
+            let a = send(app, get(path)).await;
+            assert_eq!(a.code, StatusCode::OK, "{path}");
+            assert_eq!(a.text, "ok");
+        }
+    }
+}
+
+#[tokio::test]
+async fn unsupported_method_is_405_status() {
+    for app in [router(state()), plain_router(state())] {
+        let request = Request::post("/healthz").body(Body::empty()).unwrap();
+        assert_status(&send(app, request).await, 405, "MethodNotAllowed");
+    }
+    let request = Request::delete(value_url("shop", "cpu", None))
+        .body(Body::empty())
+        .unwrap();
+    assert_status(
+        &send(router(state()), request).await,
+        405,
+        "MethodNotAllowed",
+    );
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_status() {
+    for uri in [
+        "/nope",
+        "/apis/custom.metrics.k8s.io",
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
+    ] {
+        assert_status(&send(router(state()), get(uri)).await, 404, "NotFound");
+    }
+    assert_status(
+        &send(plain_router(state()), get("/apis")).await,
+        404,
+        "NotFound",
+    );
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413() {
+    let request = Request::get("/apis")
+        .header(header::CONTENT_LENGTH, "10000000")
+        .body(Body::empty())
+        .unwrap();
+    assert_status(
+        &send(router(state()), request).await,
+        413,
+        "RequestEntityTooLarge",
+    );
+}
+
+// ---- authentication and authorization ----
+
+fn delegated(authorizer: StaticAuthorizer) -> AuthMode {
+    let tokens = StaticTokens::new().with_token(
+        "hpa-token",
+        UserInfo {
+            username: "hpa".into(),
+            ..UserInfo::default()
+        },
+    );
+    AuthMode::Delegated {
+        front_proxy: Some(
+            FrontProxy::new("unused in memory")
+                .with_allowed_names(vec!["front-proxy-client".into()]),
+        ),
+        tokens: Some(Arc::new(tokens)),
+        authorizer: Arc::new(authorizer),
+    }
+}
+
+fn hpa_may_read_shop() -> StaticAuthorizer {
+    StaticAuthorizer::new().with_rule(Rule {
+        user: Some("system:serviceaccount:kube-system:horizontal-pod-autoscaler".into()),
+        resource: Some("cpu".into()),
+        namespace: Some("shop".into()),
+    })
+}
+
+fn from_front_proxy(uri: &str, cn: &str, user: &str, groups: &[&str]) -> Request<Body> {
+    let mut request = Request::get(uri).header("X-Remote-User", user);
+    for g in groups {
+        request = request.header("X-Remote-Group", *g);
+    }
+    let mut request = request.body(Body::empty()).unwrap();
+    request.extensions_mut().insert(PeerCert {
+        common_name: Some(cn.into()),
+    });
+    request
+}
+
+const HPA_SA: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
+
+#[tokio::test]
+async fn front_proxy_identity_is_authorized() {
+    let app = router(state_with(delegated(hpa_may_read_shop()), true));
+    let a = send(
+        app.clone(),
+        from_front_proxy(
+            &value_url("shop", "cpu", None),
+            "front-proxy-client",
+            HPA_SA,
+            &[],
+        ),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    let a = send(
+        app.clone(),
+        from_front_proxy(
+            &value_url("shop", "queue_depth", None),
+            "front-proxy-client",
+            HPA_SA,
+            &[],
+        ),
+    )
+    .await;
+    let msg = assert_status(&a, 403, "Forbidden");
+    assert!(msg.contains("queue_depth") && msg.contains("shop"), "{msg}");
+    let a = send(
+        app,
+        from_front_proxy("/apis", "front-proxy-client", "root", &["system:masters"]),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn no_identity_is_401() {
+    let app = router(state_with(delegated(StaticAuthorizer::allow_all()), true));
+    let a = send(app.clone(), get(&value_url("shop", "cpu", None))).await;
+    assert_status(&a, 401, "Unauthorized");
+    // Identity headers without the front-proxy certificate are ignored.
+    let request = Request::get(value_url("shop", "cpu", None))
+        .header("X-Remote-User", "admin")
+        .header("X-Remote-Group", "system:masters")
+        .body(Body::empty())
+        .unwrap();
+    assert_status(&send(app.clone(), request).await, 401, "Unauthorized");
+    // A certificate with a CN outside the allowed names.
+    let a = send(
+        app.clone(),
+        from_front_proxy(&value_url("shop", "cpu", None), "someone-else", HPA_SA, &[]),
+    )
+    .await;
+    let msg = assert_status(&a, 401, "Unauthorized");
+    assert!(msg.contains("someone-else"), "{msg}");
+    // A rejected token.
+    let request = Request::get(value_url("shop", "cpu", None))
+        .header(header::AUTHORIZATION, "Bearer wrong")
+        .body(Body::empty())
+        .unwrap();
+    assert_status(&send(app, request).await, 401, "Unauthorized");
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_reviewed_and_authorized() {
+    let authz = StaticAuthorizer::new().with_rule(Rule {
+        user: Some("hpa".into()),
+        ..Rule::default()
+    });
+    let app = router(state_with(delegated(authz), true));
+    let request = Request::get(value_url("shop", "cpu", None))
+        .header(header::AUTHORIZATION, "Bearer hpa-token")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(app, request).await.code, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_needs_no_identity() {
+    let app = router(state_with(delegated(StaticAuthorizer::new()), true));
+    for path in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(
+            send(app.clone(), get(path)).await.code,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    assert_status(&send(app, get("/apis")).await, 401, "Unauthorized");
+}
+
+// ---- plain port ----
+
+#[tokio::test]
+async fn self_metrics_count_requests_and_series_by_status() {
+    let state = state();
+    let _ = send(router(state.clone()), get(&value_url("shop", "cpu", None))).await;
+    let _ = send(router(state.clone()), get(&value_url("shop", "nope", None))).await;
+    let a = send(plain_router(state), get("/metrics")).await;
+    assert_eq!(a.code, StatusCode::OK);
+    assert!(a.content_type.starts_with("application/openmetrics-text"));
+    let t = &a.text;
+    assert!(
+        t.contains("prescale_api_requests_total{endpoint=\"external\",code=\"200\"} 1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("prescale_api_requests_total{endpoint=\"external\",code=\"404\"} 1"),
+        "{t}"
+    );
+    assert!(
+        t.contains("prescale_api_request_duration_seconds_count{endpoint=\"external\"} 2"),
+        "{t}"
+    );
+    for (status, n) in [("ok", 2), ("stale", 1), ("warming", 1), ("failed", 1)] {
+        assert!(
+            t.contains(&format!("prescale_series{{status=\"{status}\"}} {n}")),
+            "{t}"
+        );
+    }
+    assert!(
+        t.contains("prescale_source_errors_total 1"),
+        "engine registry rendered too: {t}"
+    );
+    assert_eq!(t.matches("# EOF").count(), 1);
+    assert!(t.trim_end().ends_with("# EOF"));
+}
+
+#[tokio::test]
+async fn debug_signals_explain_every_series() {
+    let a = send(plain_router(state()), get("/debug/signals")).await;
+    assert_eq!(a.code, StatusCode::OK);
+    let b = &a.body;
+    assert_eq!(b["ready"], true);
+    assert_eq!(b["published"], "2026-09-21T14:13:20Z");
+    let metrics = b["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 3);
+    let queue = metrics.iter().find(|m| m["name"] == "queue_depth").unwrap();
+    let s = &queue["series"][1];
+    assert_eq!(s["labels"], json!({"queue": "payments"}));
+    assert_eq!(s["status"], "stale");
+    assert_eq!(s["model"], "holt-winters");
+    assert_eq!(s["lastFit"], "2026-09-21T14:03:20Z");
+    assert_eq!(s["backtestMase"], 0.42);
+    assert!((s["latest"].as_f64().unwrap() - 0.765).abs() < 1e-9);
+    assert_eq!(s["forecastMean"], json!([1.0, 2.0]));
+    assert_eq!(s["forecastQuantile"], json!([1.5, 2.5]));
+    assert_eq!(s["servedValue"], 0.85);
+    assert_eq!(s["servedQuantity"], "850m");
+    assert_eq!(
+        queue["series"][3]["reason"],
+        "prometheus unreachable for 10m"
+    );
+    let cpu = metrics.iter().find(|m| m["name"] == "cpu").unwrap();
+    assert_eq!(cpu["namespaces"], json!(["shop"]));
+}
+
+#[tokio::test]
+async fn auth_none_refuses_a_non_loopback_bind() {
+    let (cert_pem, key_pem) = super::tls::self_signed(&[]).unwrap();
+    let settings = super::Settings::new(
+        "0.0.0.0:0".parse().unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+        super::TlsSource::Pem { cert_pem, key_pem },
+        AuthMode::None,
+    );
+    let err = super::Server::bind(
+        settings,
+        Shared::new(),
+        Arc::new(Registry::default()),
+        Arc::new(SimClock::new(0)),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(matches!(err, super::Error::NotLoopback(_)), "{err}");
+}
