@@ -315,6 +315,9 @@ impl pb::expander_server::Expander for Expander {
     }
 }
 
+/// The largest `BestOptions` request accepted (64 MiB).
+pub const MAX_REQUEST_BYTES: usize = 64 << 20;
+
 /// Serves `expander` over TLS with `identity` (a certificate that carries the
 /// service DNS name the cluster-autoscaler dials) on `listener` until `shutdown`
 /// completes. No client certificate is asked for: the cluster-autoscaler sends none.
@@ -333,7 +336,12 @@ pub async fn serve(
         .map_err(Error::Tls)?
         // The cluster-autoscaler gives each call 5 s; answer (or fail) well before.
         .timeout(Duration::from_secs(4))
-        .add_service(pb::expander_server::ExpanderServer::new(expander))
+        // Requests carry a template node per node group of the cluster: allow more
+        // than tonic's 4 MiB default.
+        .add_service(
+            pb::expander_server::ExpanderServer::new(expander)
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(Error::Serve)
