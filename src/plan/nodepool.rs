@@ -691,6 +691,12 @@ impl Balloon {
         self.served_milli(count) as f64 / 1000.0
     }
 
+    /// The value to serve for `count` as an exact Kubernetes Quantity string
+    /// (`"2501m"`), for APIs that pass quantities through unchanged.
+    pub fn served_quantity(&self, count: u32) -> String {
+        format!("{}m", self.served_milli(count))
+    }
+
     /// How far (in milli-units) the served value may be rounded either way and
     /// still yield exactly the count.
     pub const fn rounding_margin_milli(&self) -> u64 {
@@ -1017,6 +1023,7 @@ mod tests {
         // The naive count × target breaks on one milli-unit of rounding up.
         assert_eq!(hpa_replicas(3 * 1000 + 1, 1000), 4);
         assert_eq!(Balloon::try_new(1000).unwrap().served_milli(3), 2501);
+        assert_eq!(Balloon::try_new(1000).unwrap().served_quantity(3), "2501m");
         assert!(Balloon::try_new(0).is_err());
         assert!(Balloon::try_new(9).is_err());
     }
