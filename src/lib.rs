@@ -10,6 +10,7 @@ pub mod backtest;
 pub mod clock;
 pub mod config;
 pub mod engine;
+pub mod eval;
 pub mod forecast;
 pub mod kube;
 pub mod plan;

@@ -117,7 +117,7 @@ fn warming_then_ok() {
     assert_eq!(e.detail.model, "last-value");
     let mut now = now;
     let mut last = Status::Warming;
-    for _ in 0..20 {
+    for _ in 0..60 {
         now += STEP;
         let r = s.due(now).unwrap();
         s.apply(now, r, fetched(r, &l), &m);
