@@ -6,9 +6,16 @@
 //! all I/O lives at the edges.
 
 pub mod api;
+pub mod backtest;
 pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod eval;
+pub mod expander;
 pub mod forecast;
 pub mod kube;
 pub mod plan;
+pub mod quantity;
 pub mod series;
 pub mod snapshot;
+pub mod source;

@@ -1,3 +1,9 @@
 //! One module per subcommand: its arguments and its `run`.
 
+pub mod backtest;
+pub mod check_config;
+pub mod eval;
 pub mod forecast;
+pub mod record;
+pub mod serve;
+mod traces;

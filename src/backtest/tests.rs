@@ -1,0 +1,401 @@
+//! Tests of the HPA model against hand-computed cases, and of the replay.
+
+use proptest::prelude::*;
+
+use super::behavior::{Behavior, Policy, PolicyKind, ScalingRules, SelectPolicy};
+use super::hpa::{metric_replicas, to_milli, Hpa, HpaSpec};
+use super::sim::Strategy;
+use super::*;
+use crate::forecast::ModelSpec;
+use crate::series::Series;
+
+const S: i64 = 1000;
+
+fn hpa(min: u32, max: u32, target: f64, behavior: Behavior) -> Hpa {
+    Hpa::new(HpaSpec {
+        min_replicas: min,
+        max_replicas: max,
+        target_milli: to_milli(target),
+        behavior,
+    })
+}
+
+/// Behavior with no stabilization, to look at policies alone.
+fn no_windows() -> Behavior {
+    let mut b = Behavior::default();
+    b.scale_down.stabilization_window_s = 0;
+    b
+}
+
+/// Runs syncs every 15 s from t = 0 with the given values; returns the counts.
+fn run(h: &mut Hpa, start: u32, values: &[f64]) -> Vec<u32> {
+    let mut current = start;
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            current = h.reconcile(i as i64 * 15 * S, current, Some(v));
+            current
+        })
+        .collect()
+}
+
+#[test]
+fn milli_values_round_up_like_quantities() {
+    assert_eq!(to_milli(0.3), 300);
+    assert_eq!(to_milli(0.1 * 3.0), 300);
+    assert_eq!(to_milli(0.0001), 1);
+    assert_eq!(to_milli(2.5), 2500);
+}
+
+#[test]
+fn tolerance_band_keeps_the_current_count() {
+    // 10 replicas, target 100 per replica: ratio value / 1000.
+    assert_eq!(metric_replicas(1_050_000, 100_000, 10, 0.1, 0.1), 10);
+    assert_eq!(
+        metric_replicas(1_100_000, 100_000, 10, 0.1, 0.1),
+        10,
+        "1.1 is inside"
+    );
+    assert_eq!(
+        metric_replicas(1_101_000, 100_000, 10, 0.1, 0.1),
+        12,
+        "ceil(11.01)"
+    );
+    assert_eq!(
+        metric_replicas(900_000, 100_000, 10, 0.1, 0.1),
+        10,
+        "0.9 is inside"
+    );
+    assert_eq!(
+        metric_replicas(899_000, 100_000, 10, 0.1, 0.1),
+        9,
+        "ceil(8.99)"
+    );
+    // Per-direction tolerances: scale up at +2 %, down only at -50 %.
+    assert_eq!(metric_replicas(1_030_000, 100_000, 10, 0.02, 0.5), 11);
+    assert_eq!(metric_replicas(600_000, 100_000, 10, 0.02, 0.5), 10);
+    assert_eq!(metric_replicas(400_000, 100_000, 10, 0.02, 0.5), 4);
+    // The docs' doubling example: 200m per pod against a 100m target doubles.
+    assert_eq!(metric_replicas(200 * 4, 100, 4, 0.1, 0.1), 8);
+}
+
+#[test]
+fn tolerance_band_in_a_whole_reconcile() {
+    let mut h = hpa(1, 100, 100.0, Behavior::default());
+    assert_eq!(h.reconcile(0, 10, Some(1_080.0)), 10);
+    assert_eq!(h.reconcile(15 * S, 10, Some(1_120.0)), 12);
+}
+
+#[test]
+fn scale_down_stabilization_holds_the_highest_recommendation() {
+    let mut h = hpa(1, 100, 1.0, Behavior::default());
+    // Recommendations 10 at t=0 (and the seeded current 10), then 8 at 15 s,
+    // 6 at 30 s, then 4 from 45 s on.
+    let mut values = vec![10.0, 8.0, 6.0];
+    values.extend(std::iter::repeat_n(4.0, 40));
+    let counts = run(&mut h, 10, &values);
+    // The window is 300 s and strict: a recommendation made at t counts while
+    // now - 300 s < t. The 10s of t = 0 hold until 285 s, the 8 until 300 s, the 6
+    // until 315 s; at 330 s only 4s remain.
+    for (i, &c) in counts.iter().enumerate() {
+        let t = i as i64 * 15;
+        let expected = match t {
+            0..=285 => 10,
+            300 => 8,
+            315 => 6,
+            _ => 4,
+        };
+        assert_eq!(c, expected, "at {t} s");
+    }
+}
+
+#[test]
+fn scale_up_stabilization_takes_the_lowest_recommendation() {
+    let mut b = Behavior::default();
+    b.scale_up.stabilization_window_s = 60;
+    let mut h = hpa(1, 100, 1.0, b);
+    // The seeded 5 at t = 0 keeps the scale-up bound at 5 until it leaves the window.
+    let counts = run(&mut h, 5, &[5.0, 9.0, 9.0, 9.0, 9.0, 9.0]);
+    assert_eq!(counts, vec![5, 5, 5, 5, 9, 9]);
+}
+
+#[test]
+fn default_scale_up_is_the_larger_of_100_percent_and_4_pods_per_15_s() {
+    let mut h = hpa(1, 1000, 1.0, Behavior::default());
+    let counts = run(&mut h, 1, &[100.0; 7]);
+    // 1 -> max(2, 5) = 5 -> max(10, 9) = 10 -> 20 -> 40 -> 80 -> 100.
+    assert_eq!(counts, vec![5, 10, 20, 40, 80, 100, 100]);
+}
+
+fn docs_scale_down(select: SelectPolicy) -> Behavior {
+    // The scale-down example of the Kubernetes HPA docs: 4 pods or 10 % per minute.
+    let mut b = no_windows();
+    b.scale_down = ScalingRules {
+        stabilization_window_s: 0,
+        select_policy: select,
+        policies: vec![
+            Policy {
+                kind: PolicyKind::Pods,
+                value: 4,
+                period_s: 60,
+            },
+            Policy {
+                kind: PolicyKind::Percent,
+                value: 10,
+                period_s: 60,
+            },
+        ],
+        tolerance: 0.1,
+    };
+    b
+}
+
+#[test]
+fn policy_max_picks_the_largest_change() {
+    let mut h = hpa(1, 100, 1.0, docs_scale_down(SelectPolicy::Max));
+    let counts = run(&mut h, 80, &[10.0; 9]);
+    // 80 -> 72 (10 % beats 4 pods); nothing more within the minute, since the period
+    // started at 80; at 60 s 72 -> int(64.8) = 64 (the docs' "7.2 rounded up to 8").
+    assert_eq!(counts, vec![72, 72, 72, 72, 64, 64, 64, 64, 57]);
+}
+
+#[test]
+fn policy_min_picks_the_smallest_change() {
+    let mut h = hpa(1, 100, 1.0, docs_scale_down(SelectPolicy::Min));
+    let counts = run(&mut h, 80, &[10.0; 5]);
+    // 80 -> max(76, 72) = 76; at 60 s 76 -> max(72, 68) = 72.
+    assert_eq!(counts, vec![76, 76, 76, 76, 72]);
+}
+
+#[test]
+fn policy_disabled_stops_that_direction() {
+    let mut h = hpa(1, 100, 1.0, docs_scale_down(SelectPolicy::Disabled));
+    assert_eq!(run(&mut h, 80, &[10.0; 4]), vec![80; 4]);
+    let mut b = Behavior::default();
+    b.scale_up.select_policy = SelectPolicy::Disabled;
+    let mut h = hpa(1, 100, 1.0, b);
+    assert_eq!(run(&mut h, 5, &[50.0; 3]), vec![5; 3]);
+}
+
+#[test]
+fn scale_up_pods_policy_counts_changes_within_its_period() {
+    let mut b = Behavior::default();
+    b.scale_up.policies = vec![Policy {
+        kind: PolicyKind::Pods,
+        value: 3,
+        period_s: 60,
+    }];
+    let mut h = hpa(1, 100, 1.0, b);
+    // 3 pods per minute: 10 -> 13, held for the minute, then 16.
+    assert_eq!(run(&mut h, 10, &[30.0; 5]), vec![13, 13, 13, 13, 16]);
+}
+
+#[test]
+fn min_and_max_replicas_clamp() {
+    let mut h = hpa(3, 15, 1.0, no_windows());
+    assert_eq!(h.reconcile(0, 10, Some(50.0)), 15, "max replicas");
+    let mut h = hpa(3, 15, 1.0, no_windows());
+    assert_eq!(h.reconcile(0, 10, Some(0.0)), 3, "min replicas");
+    let mut h = hpa(3, 15, 1.0, no_windows());
+    assert_eq!(
+        h.reconcile(0, 20, Some(20.0)),
+        15,
+        "above max is brought to max"
+    );
+    let mut h = hpa(3, 15, 1.0, no_windows());
+    assert_eq!(
+        h.reconcile(0, 1, Some(1.0)),
+        3,
+        "below min is brought to min"
+    );
+}
+
+#[test]
+fn a_missing_metric_holds_the_count() {
+    let mut h = hpa(1, 100, 1.0, no_windows());
+    assert_eq!(h.reconcile(0, 7, None), 7);
+    assert_eq!(h.reconcile(15 * S, 7, Some(f64::NAN)), 7);
+}
+
+// ---- the replay ----
+
+fn series(step_s: i64, values: Vec<f64>) -> Series {
+    Series {
+        start_ms: 1_700_000_000_000,
+        step_ms: step_s * S,
+        values,
+    }
+}
+
+fn scenario(lead_s: i64) -> Scenario {
+    let plan = ForecastPlan::new(ModelSpec::by_name("auto").unwrap(), 0.9);
+    Scenario::new(1.0, lead_s * S, plan)
+}
+
+#[test]
+fn a_step_up_costs_reactive_one_pod_start_and_oracle_nothing() {
+    let mut v = vec![10.0; 30];
+    v.extend(vec![20.0; 30]);
+    let s = series(60, v);
+    let r = backtest("step", &s, &scenario(180)).unwrap();
+    let reactive = r.run(Strategy::Reactive).unwrap().measures;
+    // The jump at 30 min is read at once (a sync falls on the grid point); the 10
+    // new pods are ready 30 s later: 10 replicas × 0.5 min.
+    assert!(
+        (reactive.under_provisioned_replica_minutes - 5.0).abs() < 1e-9,
+        "{reactive:?}"
+    );
+    assert!((reactive.under_provisioned_minutes - 0.5).abs() < 1e-9);
+    assert!((reactive.peak_shortfall_replicas - 10.0).abs() < 1e-9);
+    assert_eq!(reactive.scale_events, 1);
+    // 10 pods for 30 min, 20 placed for the last 30 min.
+    assert!((reactive.replica_hours - 15.0).abs() < 1e-9);
+    let oracle = r.run(Strategy::Oracle).unwrap().measures;
+    assert_eq!(oracle.under_provisioned_replica_minutes, 0.0);
+    // It scaled 3 minutes early: 10 pods × 3 min more.
+    assert!((oracle.replica_hours - 15.5).abs() < 1e-9, "{oracle:?}");
+}
+
+#[test]
+fn nodes_delay_the_reactive_run_by_their_provisioning_time() {
+    let mut v = vec![8.0; 30];
+    v.extend(vec![16.0; 30]);
+    let s = series(60, v);
+    let mut sc = scenario(240);
+    sc.capacity.pool = Some(NodePool {
+        pods_per_node: 4,
+        provisioning_ms: 180 * S,
+        unneeded_ms: 600 * S,
+    });
+    let r = backtest("nodes", &s, &sc).unwrap();
+    let reactive = r.run(Strategy::Reactive).unwrap().measures;
+    // 8 replicas short for 3 min (nodes) + 30 s (start-up).
+    assert!(
+        (reactive.under_provisioned_replica_minutes - 28.0).abs() < 1e-9,
+        "{reactive:?}"
+    );
+    // 2 nodes for 30 min, then 4 (2 of them ordered at the jump).
+    assert!((reactive.node_hours - 3.0).abs() < 1e-9, "{reactive:?}");
+    let oracle = r.run(Strategy::Oracle).unwrap().measures;
+    assert_eq!(oracle.under_provisioned_replica_minutes, 0.0, "{oracle:?}");
+}
+
+#[test]
+fn inside_the_tolerance_band_demand_goes_unserved() {
+    let mut v = vec![10.0; 30];
+    v.extend(vec![10.8; 30]);
+    let r = simulate(&series(60, v), &scenario(180), Strategy::Reactive).unwrap();
+    // Ratio 1.08 is within 0.1: 0.8 replicas short for 30 min.
+    assert!((r.measures.under_provisioned_replica_minutes - 24.0).abs() < 1e-6);
+    assert_eq!(r.measures.scale_events, 0);
+}
+
+#[test]
+fn gaps_cost_capacity_but_are_not_scored_as_shortfalls() {
+    let mut v = vec![10.0; 30];
+    v.extend(vec![f64::NAN; 10]);
+    v.extend(vec![10.8; 20]);
+    let r = simulate(&series(60, v), &scenario(180), Strategy::Reactive).unwrap();
+    // Only the 20 observed minutes at 10.8 count: 0.8 × 20.
+    assert!((r.measures.under_provisioned_replica_minutes - 16.0).abs() < 1e-6);
+    assert!((r.measures.replica_hours - 10.0).abs() < 1e-9);
+}
+
+#[test]
+fn predictive_sees_a_daily_peak_coming() {
+    // Hourly trace, a sharp daily peak: seasonal models see it a step ahead.
+    let v: Vec<f64> = (0..24 * 8)
+        .map(|i| if i % 24 == 12 { 40.0 } else { 10.0 })
+        .collect();
+    let r = backtest("daily", &series(3600, v), &scenario(180)).unwrap();
+    let reactive = r.run(Strategy::Reactive).unwrap();
+    let predictive = r.run(Strategy::Predictive).unwrap();
+    assert!(reactive.measures.under_provisioned_replica_minutes > 0.0);
+    assert!(
+        predictive.measures.under_provisioned_replica_minutes
+            < reactive.measures.under_provisioned_replica_minutes,
+        "{:?} vs {:?}",
+        predictive.measures,
+        reactive.measures
+    );
+    let acc = predictive.forecast.as_ref().unwrap();
+    assert!(acc.scored > 0, "{acc:?}");
+}
+
+#[test]
+fn bad_traces_and_targets_are_clear_errors() {
+    let sc = scenario(180);
+    assert!(matches!(
+        backtest("e", &series(60, vec![]), &sc),
+        Err(Error::Empty)
+    ));
+    assert!(matches!(
+        backtest("one", &series(60, vec![5.0]), &sc),
+        Err(Error::TooFewPoints { got: 1 })
+    ));
+    assert!(matches!(
+        backtest("gaps", &series(60, vec![f64::NAN, 5.0, f64::NAN]), &sc),
+        Err(Error::TooFewPoints { got: 1 })
+    ));
+    assert!(matches!(
+        backtest("short", &series(60, vec![1.0, 2.0]), &sc),
+        Err(Error::ShorterThanLeadTime {
+            span_s: 120,
+            lead_s: 180
+        })
+    ));
+    for t in [0.0, -1.0, f64::NAN, 0.0001] {
+        let mut sc = scenario(180);
+        sc.target_per_replica = t;
+        let e = backtest("t", &series(60, vec![1.0; 10]), &sc).unwrap_err();
+        assert!(matches!(e, Error::BadTarget(_)), "{e}");
+    }
+    assert!(matches!(auto_target(&[0.0, 0.0]), Err(Error::NoAutoTarget)));
+    let a = auto_target(&[1.0, 50.0, 100.0]).unwrap();
+    assert_eq!((a.target_per_replica, a.unit_scale), (500.0, 100.0));
+    let a = auto_target(&[0.0, 0.0, 0.0, 0.4416, 0.52]).unwrap();
+    assert_eq!(
+        a.unit_scale, 1e4,
+        "median 0, mean 0.19232 / 10 -> 0.019232, scaled to 192.32"
+    );
+    assert_eq!(a.target_per_replica, 192.0);
+}
+
+#[test]
+fn plots_are_drawn_with_labels_in_svg() {
+    let v: Vec<f64> = (0..120).map(|i| 10.0 + (i % 20) as f64).collect();
+    let r = backtest("saw", &series(60, v), &scenario(180)).unwrap();
+    let svg = plot::svg(&r).unwrap();
+    assert!(svg.starts_with("<svg") || svg.contains("<svg"));
+    assert!(svg.contains(">ready (predictive)</text>"));
+    assert!(svg.trim_end().ends_with("</svg>"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// The predictive run's decisions up to grid point k depend only on points
+    /// 0..=k: changing everything after k changes nothing before k + 1.
+    #[test]
+    fn predictive_decisions_do_not_look_ahead(
+        head in proptest::collection::vec(0.0f64..100.0, 60),
+        tail in proptest::collection::vec(0.0f64..100.0, 20),
+        k in 30usize..59,
+    ) {
+        let mut other = head.clone();
+        for (i, v) in tail.iter().enumerate() {
+            if k + 1 + i < other.len() {
+                other[k + 1 + i] = *v;
+            }
+        }
+        let mut sc = scenario(7200);
+        sc.keep_ticks = true;
+        let a = simulate(&series(3600, head), &sc, Strategy::Predictive).unwrap();
+        let b = simulate(&series(3600, other), &sc, Strategy::Predictive).unwrap();
+        let cut = 1_700_000_000_000 + (k as i64 + 1) * 3600 * S;
+        let before = |r: &Run| r.ticks.iter().filter(|t| t.t_ms < cut).copied().collect::<Vec<_>>();
+        prop_assert!(!before(&a).is_empty());
+        prop_assert_eq!(before(&a), before(&b));
+    }
+}

@@ -1,0 +1,46 @@
+//! `prescale check-config`: validate a configuration file without starting anything.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use prescale::config::Config;
+
+/// Arguments of `prescale check-config`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The configuration file to validate.
+    pub file: PathBuf,
+}
+
+/// Runs `prescale check-config`: prints a summary of the signals, or every problem.
+///
+/// # Errors
+/// When the file cannot be read, does not parse, or fails validation.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::from_file(&args.file).with_context(|| {
+        format!(
+            "{} is not a valid prescale configuration",
+            args.file.display()
+        )
+    })?;
+    println!(
+        "{}: ok, {} signal(s), Prometheus {}",
+        args.file.display(),
+        config.signals.len(),
+        config.prometheus.url
+    );
+    for s in &config.signals {
+        println!(
+            "  {}: step {}, history {}, lead time {}, q{}, model {}, floor {}",
+            s.name,
+            s.step,
+            s.history,
+            s.lead_time,
+            s.quantile.get(),
+            s.model,
+            if s.reactive_floor { "on" } else { "off" }
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,398 @@
+//! `prescale serve`: the engine loop and the API, until SIGTERM or Ctrl-C.
+//!
+//! With `--config FILE` it forecasts the configured Prometheus queries. Without, it
+//! serves the bundled recorded traces (embedded in the binary, so it runs from any
+//! directory) through the file source replayed on the wall clock: no Prometheus and
+//! no cluster needed, which makes it the first command to try.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use prescale::api::auth::{FrontProxy, StaticAuthorizer};
+use prescale::api::{AuthMode, TlsSource};
+use prescale::clock::{Clock, SystemClock};
+use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
+use prescale::engine::{Engine, Metrics, SignalSettings};
+use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
+use prescale::snapshot::Shared;
+use prescale::source::file::FileSource;
+use prescale::source::prometheus::PrometheusSource;
+use prescale::source::Source;
+
+/// Arguments of `prescale serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Configuration file; without it the bundled traces are served locally on
+    /// loopback with a self-signed certificate and no authentication.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Overrides the HTTPS address (default 127.0.0.1:6443 without a config).
+    #[arg(long)]
+    pub https_address: Option<SocketAddr>,
+    /// Overrides the plain-HTTP address (default 127.0.0.1:8080 without a config).
+    #[arg(long)]
+    pub http_address: Option<SocketAddr>,
+    /// Overrides the authentication mode: `kubernetes`, `requestheader` or `none`
+    /// (local use only: refuses non-loopback addresses).
+    #[arg(long, value_parser = parse_auth)]
+    pub auth: Option<config::AuthMode>,
+}
+
+fn parse_auth(s: &str) -> Result<config::AuthMode, String> {
+    match s {
+        "kubernetes" => Ok(config::AuthMode::Kubernetes),
+        "requestheader" => Ok(config::AuthMode::Requestheader),
+        "none" => Ok(config::AuthMode::None),
+        _ => Err(format!(
+            "must be one of kubernetes, requestheader, none; got {s:?}"
+        )),
+    }
+}
+
+/// The bundled traces: (metric name, CSV text).
+const BUNDLED: &[(&str, &str)] = &[
+    (
+        "azure_llm_conv_requests_per_sec",
+        include_str!("../../tests/data/azure_llm_conv_requests_per_sec.csv"),
+    ),
+    (
+        "google2019_cell_avg_cpu_5min",
+        include_str!("../../tests/data/google2019_cell_avg_cpu_5min.csv"),
+    ),
+    (
+        "nab_cpu_utilization_asg_misconfiguration",
+        include_str!("../../tests/data/nab_cpu_utilization_asg_misconfiguration.csv"),
+    ),
+    (
+        "nab_ec2_cpu_utilization_5f5533",
+        include_str!("../../tests/data/nab_ec2_cpu_utilization_5f5533.csv"),
+    ),
+    (
+        "nab_ec2_cpu_utilization_ac20cd",
+        include_str!("../../tests/data/nab_ec2_cpu_utilization_ac20cd.csv"),
+    ),
+    (
+        "nab_ec2_network_in_257a54",
+        include_str!("../../tests/data/nab_ec2_network_in_257a54.csv"),
+    ),
+    (
+        "nab_ec2_request_latency_system_failure",
+        include_str!("../../tests/data/nab_ec2_request_latency_system_failure.csv"),
+    ),
+    (
+        "nab_elb_request_count_8c0756",
+        include_str!("../../tests/data/nab_elb_request_count_8c0756.csv"),
+    ),
+    (
+        "nab_rds_cpu_utilization_cc0c53",
+        include_str!("../../tests/data/nab_rds_cpu_utilization_cc0c53.csv"),
+    ),
+    (
+        "snowflake_region1_vm_demand_hourly",
+        include_str!("../../tests/data/snowflake_region1_vm_demand_hourly.csv"),
+    ),
+];
+
+/// Most history kept per bundled trace: two weeks, and never more than 20k points.
+const BUNDLED_HISTORY_MS: i64 = 14 * 86_400_000;
+const BUNDLED_MAX_STEPS: i64 = 20_000;
+
+/// Runs `prescale serve`.
+///
+/// # Errors
+/// On a bad configuration, a source that cannot be set up, or a server that cannot bind.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (signals, source, mut server): (Vec<SignalConfig>, Arc<dyn Source>, ServerConfig) =
+        match &args.config {
+            Some(path) => {
+                let config = Config::from_file(path)
+                    .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+                let source = PrometheusSource::new(&config.prometheus)
+                    .context("cannot set up the Prometheus client")?;
+                (config.signals, Arc::new(source), config.server)
+            }
+            None => {
+                let (signals, source) = bundled(clock.now_ms())?;
+                (signals, Arc::new(source), local_server())
+            }
+        };
+    if let Some(addr) = args.https_address {
+        server.https_address = addr;
+    }
+    if let Some(addr) = args.http_address {
+        server.http_address = addr;
+    }
+    if let Some(mode) = args.auth {
+        server.auth.mode = mode;
+    }
+    let settings = signals
+        .iter()
+        .map(SignalSettings::from_config)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let shared = Shared::new();
+    let engine = Engine::new(
+        settings,
+        source,
+        shared.clone(),
+        Arc::clone(&clock),
+        metrics,
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let api_settings = prescale::api::Settings::new(
+        server.https_address,
+        server.http_address,
+        tls_source(&server),
+        auth_mode(&server).await?,
+    );
+    let api =
+        prescale::api::Server::bind(api_settings, shared, Arc::new(registry), Arc::clone(&clock))
+            .await
+            .context("cannot start the API")?;
+    let https = api.https_addr();
+    let mut engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
+    let mut api_task = tokio::spawn(api.run(stopped(stop_rx.clone())));
+    tracing::info!(signals = signals.len(), %https, "serving");
+    if let Some(first) = signals.first() {
+        let insecure = if server.tls.cert_file.is_none() {
+            "k"
+        } else {
+            ""
+        };
+        println!(
+            "curl -s{insecure} https://{https}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{}",
+            first.name
+        );
+    }
+
+    // Either half ending early (an error) stops the other: never serve without a
+    // live engine, nor refresh for nobody.
+    let (engine_result, api_result) = tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            (engine_task.await, api_task.await)
+        }
+        r = &mut engine_task => {
+            tracing::error!("engine stopped; stopping the API");
+            let _ = stop_tx.send(true);
+            (r, api_task.await)
+        }
+        r = &mut api_task => {
+            tracing::error!("API stopped; stopping the engine");
+            let _ = stop_tx.send(true);
+            (engine_task.await, r)
+        }
+    };
+    engine_result.context("engine task")?.context("engine")?;
+    api_result.context("API task")?.context("API")?;
+    Ok(())
+}
+
+/// Without a configuration: loopback only, generated certificate, no authentication.
+fn local_server() -> ServerConfig {
+    let mut server = ServerConfig {
+        https_address: SocketAddr::from(([127, 0, 0, 1], 6443)),
+        http_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        ..ServerConfig::default()
+    };
+    server.tls.cert_dir = std::env::temp_dir().join("prescale-serving-cert");
+    server.auth.mode = config::AuthMode::None;
+    server
+}
+
+fn tls_source(server: &ServerConfig) -> TlsSource {
+    match (&server.tls.cert_file, &server.tls.key_file) {
+        (Some(cert), Some(key)) => TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => TlsSource::SelfSigned {
+            dir: server.tls.cert_dir.clone(),
+            dns_names: server.tls.dns_names.clone(),
+        },
+    }
+}
+
+/// The front-proxy settings from the configured files.
+fn front_proxy_from_files(
+    auth: &config::AuthConfig,
+    ca_file: &std::path::Path,
+) -> anyhow::Result<FrontProxy> {
+    let pem = std::fs::read_to_string(ca_file).with_context(|| {
+        format!(
+            "cannot read requestheader_client_ca_file {}",
+            ca_file.display()
+        )
+    })?;
+    Ok(FrontProxy {
+        client_ca_pem: pem,
+        allowed_names: auth.requestheader_allowed_names.clone(),
+        username_headers: auth.requestheader_username_headers.clone(),
+        group_headers: auth.requestheader_group_headers.clone(),
+        extra_headers_prefix: auth.requestheader_extra_headers_prefix.clone(),
+    })
+}
+
+async fn auth_mode(server: &ServerConfig) -> anyhow::Result<AuthMode> {
+    let auth = &server.auth;
+    match auth.mode {
+        config::AuthMode::None => {
+            for addr in [server.https_address, server.http_address] {
+                anyhow::ensure!(
+                    addr.ip().is_loopback(),
+                    "--auth=none only binds loopback addresses, got {addr}"
+                );
+            }
+            Ok(AuthMode::None)
+        }
+        config::AuthMode::Requestheader => {
+            let ca = auth
+                .requestheader_client_ca_file
+                .as_deref()
+                .context("auth mode requestheader needs requestheader_client_ca_file")?;
+            Ok(AuthMode::Delegated {
+                front_proxy: Some(front_proxy_from_files(auth, ca)?),
+                tokens: None,
+                // Whoever the kube-apiserver vouches for may read: it has already
+                // authorized the request against its own RBAC.
+                authorizer: Arc::new(StaticAuthorizer::allow_all()),
+            })
+        }
+        config::AuthMode::Kubernetes => {
+            let client = ::kube::Client::try_default()
+                .await
+                .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
+            let front_proxy = match &auth.requestheader_client_ca_file {
+                Some(ca) => front_proxy_from_files(auth, ca)?,
+                None => prescale::kube::read_front_proxy(client.clone())
+                    .await
+                    .context("cannot read the front-proxy settings")?,
+            };
+            Ok(AuthMode::Delegated {
+                front_proxy: Some(front_proxy),
+                tokens: Some(Arc::new(prescale::kube::KubeTokenReviewer::new(
+                    client.clone(),
+                ))),
+                authorizer: Arc::new(prescale::kube::KubeAuthorizer::new(client)),
+            })
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// The bundled traces as signals and a file source whose recordings end at `now_ms`.
+fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
+    let mut source = FileSource::new(now_ms);
+    let mut signals = Vec::new();
+    for (name, text) in BUNDLED {
+        let raw = read_csv(text).with_context(|| format!("bundled trace {name}"))?;
+        let (series, _) = raw
+            .resample(&ResampleOptions::default())
+            .with_context(|| format!("bundled trace {name}"))?;
+        let step_ms = series.series.step_ms;
+        // Whole seconds, as Prometheus steps are.
+        let step_ms = (step_ms.max(1_000) / 1_000) * 1_000;
+        let points = i64::try_from(series.series.len()).unwrap_or(i64::MAX);
+        let history_ms =
+            (points.min(BUNDLED_MAX_STEPS) * step_ms).min(BUNDLED_HISTORY_MS.max(2 * step_ms));
+        let ms = |v: i64| {
+            Duration::try_from_ms(u64::try_from(v.max(1)).unwrap_or(1)).map_err(anyhow::Error::msg)
+        };
+        let signal = SignalConfig {
+            name: MetricName::try_new(name).map_err(anyhow::Error::msg)?,
+            query: (*name).to_string(),
+            step: ms(step_ms)?,
+            history: ms(history_ms)?,
+            lead_time: ms(step_ms.max(180_000))?,
+            quantile: Quantile::try_new(0.9).map_err(anyhow::Error::msg)?,
+            model: "auto".to_string(),
+            reactive_floor: true,
+            namespaces: None,
+            max_staleness: ms((3 * step_ms).max(300_000))?,
+            refit_interval: ms(step_ms.max(3_600_000))?,
+            min_history: ms((history_ms / 2).min(86_400_000))?,
+        };
+        let labels = [("trace".to_string(), (*name).to_string())].into();
+        source = source.with_recording(
+            *name,
+            vec![LabeledSeries {
+                labels,
+                series: series.series,
+            }],
+        );
+        signals.push(signal);
+    }
+    Ok((signals, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_traces_make_valid_signals() {
+        let (signals, _) = bundled(1_700_000_000_000).unwrap();
+        assert_eq!(signals.len(), BUNDLED.len());
+        let config = Config {
+            prometheus: prescale::config::PrometheusConfig {
+                url: "http://127.0.0.1:9090".to_string(),
+                timeout: Duration::try_new("1s").unwrap(),
+                bearer_token_file: None,
+                ca_file: None,
+                insecure_skip_verify: false,
+                headers: Default::default(),
+            },
+            signals,
+            server: Default::default(),
+        };
+        config.validate().unwrap();
+        for s in &config.signals {
+            SignalSettings::from_config(s).unwrap();
+        }
+    }
+}

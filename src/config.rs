@@ -1,0 +1,844 @@
+//! The `prescale serve` configuration file: YAML, validated up front.
+//!
+//! Every value that can be wrong on its own is a newtype that cannot hold a bad value
+//! ([`Duration`], [`Quantile`], [`MetricName`]); `Deserialize` goes through their
+//! `try_new`, so serde reports the field path (`signals[2].quantile: ...`). Problems
+//! that involve several fields (a lead time shorter than the step, two signals with
+//! one name) are found by [`Config::validate`], which reports all of them at once,
+//! each with its field path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors from reading and validating a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file asked for.
+        path: PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not match the schema (the message names the field path).
+    #[error("the YAML does not match the configuration schema")]
+    Parse(#[source] serde_yaml::Error),
+    /// The values parse but do not make sense together; one line per problem.
+    #[error("invalid configuration:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+}
+
+/// Result with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A strictly positive duration written with units: `500ms`, `30s`, `5m`, `1h30m`, `7d`, `2w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct Duration(std::time::Duration);
+
+impl Duration {
+    /// A duration of `ms` milliseconds.
+    ///
+    /// # Errors
+    /// When `ms` is zero.
+    pub fn try_from_ms(ms: u64) -> std::result::Result<Self, String> {
+        if ms == 0 {
+            return Err("must be positive, got 0".to_string());
+        }
+        Ok(Self(std::time::Duration::from_millis(ms)))
+    }
+
+    /// Parses `30s`, `5m`, `1h30m`, `7d`, `500ms`, `2w`.
+    ///
+    /// # Errors
+    /// A message saying what was expected, for an empty, unitless, zero or overflowing text.
+    pub fn try_new(text: &str) -> std::result::Result<Self, String> {
+        let expected = || {
+            format!(
+                "expected a duration such as \"30s\", \"5m\", \"1h30m\" or \"7d\", got {text:?}"
+            )
+        };
+        let s = text.trim();
+        if s.is_empty() {
+            return Err(expected());
+        }
+        let mut total_ms: u64 = 0;
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(expected());
+            }
+            let n: u64 = rest[..digits].parse().map_err(|_| expected())?;
+            rest = &rest[digits..];
+            let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+            let unit_ms: u64 = match &rest[..unit_len] {
+                "ms" => 1,
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                "w" => 7 * 86_400_000,
+                _ => return Err(expected()),
+            };
+            rest = &rest[unit_len..];
+            total_ms = n
+                .checked_mul(unit_ms)
+                .and_then(|v| total_ms.checked_add(v))
+                .ok_or_else(expected)?;
+        }
+        Self::try_from_ms(total_ms).map_err(|_| format!("must be positive, got {text:?}"))
+    }
+
+    /// The duration in milliseconds (saturating at `i64::MAX`).
+    pub fn as_ms(self) -> i64 {
+        i64::try_from(self.0.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// The duration as a [`std::time::Duration`].
+    pub fn as_std(self) -> std::time::Duration {
+        self.0
+    }
+}
+
+impl TryFrom<String> for Duration {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Self::try_new(&s)
+    }
+}
+
+impl From<Duration> for String {
+    fn from(d: Duration) -> String {
+        d.to_string()
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = self.0.as_millis();
+        for (unit, size) in [
+            ("d", 86_400_000u128),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+/// A quantile level strictly inside (0, 1).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize)]
+#[serde(into = "f64")]
+pub struct Quantile(f64);
+
+impl Quantile {
+    /// A quantile level.
+    ///
+    /// # Errors
+    /// When `q` is not in (0, 1).
+    pub fn try_new(q: f64) -> std::result::Result<Self, String> {
+        if q > 0.0 && q < 1.0 {
+            Ok(Self(q))
+        } else {
+            Err(format!("must be in (0, 1), got {q}"))
+        }
+    }
+
+    /// The level.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for Quantile {
+    type Error = String;
+    fn try_from(q: f64) -> std::result::Result<Self, String> {
+        Self::try_new(q)
+    }
+}
+
+impl From<Quantile> for f64 {
+    fn from(q: Quantile) -> f64 {
+        q.0
+    }
+}
+
+/// An external metric name: what an HPA writes in `metric.name`, and a URL path segment.
+///
+/// Starts with a letter; then letters, digits, `_`, `-`, `.` or `:`; at most 253 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "String")]
+pub struct MetricName(String);
+
+impl MetricName {
+    /// A metric name.
+    ///
+    /// # Errors
+    /// When the name is empty, too long, or has a character outside the allowed set.
+    pub fn try_new(name: &str) -> std::result::Result<Self, String> {
+        let ok_first = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic());
+        let ok_rest = name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        if ok_first && ok_rest && name.len() <= 253 {
+            Ok(Self(name.to_string()))
+        } else {
+            Err(format!(
+                "must start with a letter and contain only letters, digits, '_', '-', '.', ':' (at most 253), got {name:?}"
+            ))
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MetricName {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Self::try_new(&s)
+    }
+}
+
+impl From<MetricName> for String {
+    fn from(n: MetricName) -> String {
+        n.0
+    }
+}
+
+impl std::fmt::Display for MetricName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+// The newtypes deserialize through visitors rather than `#[serde(try_from)]`: an error
+// raised inside the visitor is attributed to the field itself (`signals[2].quantile`),
+// while a `try_from` error surfaces one level up (`signals[2]`).
+
+/// Visits a string and validates it with `parse`.
+struct StrVisitor<T>(fn(&str) -> std::result::Result<T, String>, &'static str);
+
+impl<T> serde::de::Visitor<'_> for StrVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.1)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<T, E> {
+        (self.0)(v).map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor(Self::try_new, "a duration such as \"30s\""))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor(Self::try_new, "a metric name"))
+    }
+}
+
+struct QuantileVisitor;
+
+impl serde::de::Visitor<'_> for QuantileVisitor {
+    type Value = Quantile;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a number in (0, 1)")
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Quantile, E> {
+        Quantile::try_new(v).map_err(E::custom)
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Quantile, E> {
+        Quantile::try_new(v as f64).map_err(E::custom)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Quantile, E> {
+        Quantile::try_new(v as f64).map_err(E::custom)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_f64(QuantileVisitor)
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where history comes from.
+    pub prometheus: PrometheusConfig,
+    /// What to forecast and serve: one entry per external metric.
+    pub signals: Vec<SignalConfig>,
+    /// How the API is served.
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// The Prometheus HTTP API to read history from (Prometheus, Thanos, Mimir, VictoriaMetrics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusConfig {
+    /// Base URL of the HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    pub url: String,
+    /// Timeout of one HTTP request; a refresh that times out counts as a source error.
+    #[serde(default = "default_prometheus_timeout")]
+    pub timeout: Duration,
+    /// File holding a bearer token sent as `Authorization: Bearer ...` (re-read at start).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// PEM file of the CA that signs Prometheus' certificate, added to the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Skip TLS certificate verification (test setups only; logged as a warning).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Extra HTTP headers sent with every request (e.g. `X-Scope-OrgID` for Mimir).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+const fn default_prometheus_timeout() -> Duration {
+    // Long enough for a chunked backfill query, short enough that a hung Prometheus
+    // is noticed well within the default staleness budget.
+    Duration(std::time::Duration::from_secs(10))
+}
+
+/// One configured query, served as one external metric (possibly several series).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalConfig {
+    /// The external metric name an HPA refers to.
+    pub name: MetricName,
+    /// PromQL; every series it returns is one forecast, its labels become `metricLabels`.
+    pub query: String,
+    /// Grid step of the history and of the forecast; a whole number of seconds.
+    #[serde(default = "default_step")]
+    pub step: Duration,
+    /// How much history to keep and fit on (at least two seasons for seasonal models).
+    #[serde(default = "default_history")]
+    pub history: Duration,
+    /// How far ahead capacity must be planned: pod start-up plus node provisioning.
+    #[serde(default = "default_lead_time")]
+    pub lead_time: Duration,
+    /// Which forecast quantile to serve; higher means more head-room.
+    #[serde(default = "default_quantile")]
+    pub quantile: Quantile,
+    /// Model name (see `models/`), or `auto` to pick per series by backtest.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Never serve less than the latest observation (what a reactive HPA would see).
+    #[serde(default = "default_true")]
+    pub reactive_floor: bool,
+    /// Namespaces allowed to read this metric; all when absent.
+    #[serde(default)]
+    pub namespaces: Option<Vec<String>>,
+    /// How long the last value keeps being served while the source fails; after that
+    /// requests get 503 and the HPA holds its replica count.
+    #[serde(default = "default_max_staleness")]
+    pub max_staleness: Duration,
+    /// How often the model is refitted from scratch; it is updated every step in between.
+    #[serde(default = "default_refit_interval")]
+    pub refit_interval: Duration,
+    /// Less observed history than this: the series is warming and serves its latest value.
+    #[serde(default = "default_min_history")]
+    pub min_history: Duration,
+}
+
+const fn default_step() -> Duration {
+    // The usual Prometheus scrape interval is 15-30 s; a minute smooths scrape jitter
+    // and keeps a week of history at 10k points.
+    Duration(std::time::Duration::from_secs(60))
+}
+const fn default_history() -> Duration {
+    // A week: two daily seasons and one weekly one.
+    Duration(std::time::Duration::from_secs(7 * 86_400))
+}
+const fn default_lead_time() -> Duration {
+    // HPA sync (15 s) + pod start (~30 s) + node provisioning (~2-3 min).
+    Duration(std::time::Duration::from_secs(180))
+}
+const fn default_quantile() -> Quantile {
+    Quantile(0.9)
+}
+fn default_model() -> String {
+    "auto".to_string()
+}
+const fn default_true() -> bool {
+    true
+}
+const fn default_max_staleness() -> Duration {
+    // Longer than a Prometheus restart, shorter than a traffic pattern change.
+    Duration(std::time::Duration::from_secs(300))
+}
+const fn default_refit_interval() -> Duration {
+    Duration(std::time::Duration::from_secs(3_600))
+}
+const fn default_min_history() -> Duration {
+    Duration(std::time::Duration::from_secs(3_600))
+}
+
+/// How the API is served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the HTTPS server the kube-apiserver connects to.
+    #[serde(default = "default_https_address")]
+    pub https_address: SocketAddr,
+    /// Address of the plain-HTTP server for health probes, `/metrics` and `/debug/signals`.
+    #[serde(default = "default_http_address")]
+    pub http_address: SocketAddr,
+    /// Serving certificate.
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Who may read metrics.
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+fn default_https_address() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 6443))
+}
+fn default_http_address() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            https_address: default_https_address(),
+            http_address: default_http_address(),
+            tls: TlsConfig::default(),
+            auth: AuthConfig::default(),
+        }
+    }
+}
+
+/// The HTTPS serving certificate: files, or a self-signed pair generated at start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; together with `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key; together with `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Without files: directory where a self-signed pair is generated at start (as
+    /// metrics-server does; the APIService then needs `insecureSkipTLSVerify`).
+    #[serde(default = "default_cert_dir")]
+    pub cert_dir: PathBuf,
+    /// Extra DNS names of the generated certificate (besides localhost and loopback
+    /// addresses), e.g. the Service's `prescale.prescale.svc`.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+}
+
+fn default_cert_dir() -> PathBuf {
+    PathBuf::from("/tmp/prescale-serving-cert")
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            cert_dir: default_cert_dir(),
+            dns_names: Vec::new(),
+        }
+    }
+}
+
+/// How callers are authenticated and authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Front-proxy client certificates and TokenReview, SubjectAccessReview (in-cluster).
+    #[default]
+    Kubernetes,
+    /// Front-proxy client certificates checked against `requestheader_client_ca_file`,
+    /// and every authenticated user allowed: no calls to the kube-apiserver (for
+    /// clusters where only the aggregation layer can reach prescale, and for tests).
+    Requestheader,
+    /// No authentication at all: local use only, loopback addresses only.
+    None,
+}
+
+/// Authentication and authorization settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Which scheme protects the API.
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// CA that signs the kube-apiserver's front-proxy client certificate; read from the
+    /// `kube-system/extension-apiserver-authentication` ConfigMap when absent.
+    #[serde(default)]
+    pub requestheader_client_ca_file: Option<PathBuf>,
+    /// Common names allowed for the front-proxy certificate; empty means any.
+    #[serde(default)]
+    pub requestheader_allowed_names: Vec<String>,
+    /// Headers carrying the user name.
+    #[serde(default = "default_username_headers")]
+    pub requestheader_username_headers: Vec<String>,
+    /// Headers carrying the groups.
+    #[serde(default = "default_group_headers")]
+    pub requestheader_group_headers: Vec<String>,
+    /// Prefixes of headers carrying extra user attributes.
+    #[serde(default = "default_extra_prefixes")]
+    pub requestheader_extra_headers_prefix: Vec<String>,
+}
+
+fn default_username_headers() -> Vec<String> {
+    vec!["X-Remote-User".to_string()]
+}
+fn default_group_headers() -> Vec<String> {
+    vec!["X-Remote-Group".to_string()]
+}
+fn default_extra_prefixes() -> Vec<String> {
+    vec!["X-Remote-Extra-".to_string()]
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::default(),
+            requestheader_client_ca_file: None,
+            requestheader_allowed_names: Vec::new(),
+            requestheader_username_headers: default_username_headers(),
+            requestheader_group_headers: default_group_headers(),
+            requestheader_extra_headers_prefix: default_extra_prefixes(),
+        }
+    }
+}
+
+/// Most grid points kept per series; bounds memory and fit time.
+pub const MAX_HISTORY_STEPS: i64 = 100_000;
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    ///
+    /// # Errors
+    /// [`Error::Read`], [`Error::Parse`] (naming the field) or [`Error::Invalid`].
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    /// Parses and validates a configuration from YAML text.
+    ///
+    /// # Errors
+    /// [`Error::Parse`] (naming the field) or [`Error::Invalid`].
+    pub fn from_yaml(text: &str) -> Result<Self> {
+        let config: Self = serde_yaml::from_str(text).map_err(Error::Parse)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot; reports every problem with its field path.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] with one message per problem.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        self.prometheus.check(&mut problems);
+        if self.signals.is_empty() {
+            problems.push("signals: must list at least one signal".to_string());
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in self.signals.iter().enumerate() {
+            if !names.insert(s.name.as_str()) {
+                problems.push(format!(
+                    "signals[{i}].name: {:?} is used by an earlier signal",
+                    s.name.as_str()
+                ));
+            }
+            s.check(&format!("signals[{i}]"), &mut problems);
+        }
+        self.server.check(&mut problems);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Invalid(problems))
+        }
+    }
+}
+
+impl PrometheusConfig {
+    fn check(&self, problems: &mut Vec<String>) {
+        match reqwest::Url::parse(&self.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => problems.push(format!(
+                "prometheus.url: scheme must be http or https, got {:?}",
+                u.scheme()
+            )),
+            Err(e) => problems.push(format!("prometheus.url: not a URL ({e}): {:?}", self.url)),
+        }
+        for (name, value) in &self.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                problems.push(format!("prometheus.headers: {name:?} is not a header name"));
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                problems.push(format!(
+                    "prometheus.headers.{name}: not a valid header value"
+                ));
+            }
+        }
+        if self.insecure_skip_verify && self.ca_file.is_some() {
+            problems.push(
+                "prometheus.insecure_skip_verify: cannot be combined with ca_file".to_string(),
+            );
+        }
+    }
+}
+
+impl SignalConfig {
+    fn check(&self, at: &str, problems: &mut Vec<String>) {
+        let step = self.step.as_ms();
+        if self.query.trim().is_empty() {
+            problems.push(format!("{at}.query: must not be empty"));
+        }
+        if step % 1_000 != 0 {
+            problems.push(format!(
+                "{at}.step: must be a whole number of seconds, got {}",
+                self.step
+            ));
+        }
+        if self.history.as_ms() < 2 * step {
+            problems.push(format!(
+                "{at}.history: must cover at least two steps ({}), got {}",
+                self.step, self.history
+            ));
+        }
+        if self.history.as_ms() / step.max(1) > MAX_HISTORY_STEPS {
+            problems.push(format!(
+                "{at}.history: at most {MAX_HISTORY_STEPS} steps per series, got {} ({} / {})",
+                self.history.as_ms() / step.max(1),
+                self.history,
+                self.step
+            ));
+        }
+        if self.lead_time.as_ms() < step {
+            problems.push(format!(
+                "{at}.lead_time: must be at least one step ({}), got {}",
+                self.step, self.lead_time
+            ));
+        }
+        if self.max_staleness.as_ms() < step {
+            problems.push(format!(
+                "{at}.max_staleness: must be at least one step ({}), got {}",
+                self.step, self.max_staleness
+            ));
+        }
+        if self.min_history > self.history {
+            problems.push(format!(
+                "{at}.min_history: must not exceed history ({}), got {}",
+                self.history, self.min_history
+            ));
+        }
+        if let Err(e) = crate::forecast::ModelSpec::by_name(&self.model) {
+            problems.push(format!("{at}.model: {e}"));
+        }
+        if let Some(ns) = &self.namespaces {
+            for (j, n) in ns.iter().enumerate() {
+                if !is_dns_label(n) {
+                    problems.push(format!(
+                        "{at}.namespaces[{j}]: not a namespace name (lowercase RFC 1123 label), got {n:?}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl ServerConfig {
+    fn check(&self, problems: &mut Vec<String>) {
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                problems.push("server.tls.key_file: required with cert_file".to_string())
+            }
+            (None, Some(_)) => {
+                problems.push("server.tls.cert_file: required with key_file".to_string())
+            }
+            _ => {}
+        }
+        if self.auth.mode == AuthMode::Requestheader
+            && self.auth.requestheader_client_ca_file.is_none()
+        {
+            problems.push(
+                "server.auth.requestheader_client_ca_file: required with mode requestheader"
+                    .to_string(),
+            );
+        }
+        if self.auth.mode == AuthMode::None {
+            for (field, addr) in [
+                ("https_address", self.https_address),
+                ("http_address", self.http_address),
+            ] {
+                if !addr.ip().is_loopback() {
+                    problems.push(format!(
+                        "server.{field}: auth mode none only binds to loopback, got {addr}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Whether `s` is a lowercase RFC 1123 label (a Kubernetes namespace name).
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "
+prometheus:
+  url: http://127.0.0.1:9090
+signals:
+  - name: cpu
+    query: avg(rate(cpu_seconds_total[1m]))
+";
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(Duration::try_new("30s").unwrap().as_ms(), 30_000);
+        assert_eq!(Duration::try_new("5m").unwrap().as_ms(), 300_000);
+        assert_eq!(Duration::try_new("1h30m").unwrap().as_ms(), 5_400_000);
+        assert_eq!(Duration::try_new("7d").unwrap().as_ms(), 604_800_000);
+        assert_eq!(Duration::try_new("250ms").unwrap().as_ms(), 250);
+        for bad in ["", "5", "m", "5x", "0s", "-5s", "99999999999999999999d"] {
+            assert!(Duration::try_new(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(Duration::try_new("90m").unwrap().to_string(), "90m");
+        assert_eq!(Duration::try_new("1500ms").unwrap().to_string(), "1500ms");
+    }
+
+    #[test]
+    fn quantile_and_names_are_checked() {
+        assert!(Quantile::try_new(0.5).is_ok());
+        for bad in [0.0, 1.0, 1.5, -0.1, f64::NAN] {
+            assert!(Quantile::try_new(bad).is_err());
+        }
+        assert!(MetricName::try_new("rabbitmq_queue_messages_ready").is_ok());
+        for bad in ["", "9lives", "a/b", "a b"] {
+            assert!(MetricName::try_new(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        let s = &c.signals[0];
+        assert_eq!(s.step.as_ms(), 60_000);
+        assert_eq!(s.quantile.get(), 0.9);
+        assert_eq!(s.model, "auto");
+        assert!(s.reactive_floor);
+        assert_eq!(c.server.https_address.port(), 6443);
+        assert_eq!(c.server.auth.mode, AuthMode::Kubernetes);
+    }
+
+    #[test]
+    fn bad_quantile_names_its_field_path() {
+        let text = format!("{MINIMAL}  - name: two\n    query: up\n  - name: three\n    query: up\n    quantile: 1.5\n");
+        let err = Config::from_yaml(&text).unwrap_err();
+        let err = std::error::Error::source(&err).unwrap().to_string();
+        assert!(
+            err.contains("signals[2].quantile: must be in (0, 1), got 1.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = MINIMAL.replace("query:", "querry:");
+        let err = Config::from_yaml(&text).unwrap_err();
+        let err = std::error::Error::source(&err).unwrap().to_string();
+        assert!(
+            err.contains("signals[0]") && err.contains("querry"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cross_field_problems_are_all_reported() {
+        let text = "
+prometheus:
+  url: ftp://x
+signals:
+  - name: cpu
+    query: up
+    step: 1500ms
+    lead_time: 1s
+  - name: cpu
+    query: ' '
+    model: prophet
+    namespaces: [Default]
+server:
+  https_address: 0.0.0.0:6443
+  auth: { mode: none }
+";
+        let requestheader = format!("{MINIMAL}server:\n  auth: {{ mode: requestheader }}\n");
+        let Err(Error::Invalid(p)) = Config::from_yaml(&requestheader) else {
+            panic!("requestheader without a CA accepted");
+        };
+        assert!(p[0].starts_with("server.auth.requestheader_client_ca_file: required"));
+        let Err(Error::Invalid(problems)) = Config::from_yaml(text) else {
+            panic!("expected validation errors");
+        };
+        let all = problems.join("\n");
+        for want in [
+            "prometheus.url: scheme must be http or https",
+            "signals[0].step: must be a whole number of seconds",
+            "signals[0].lead_time: must be at least one step",
+            "signals[1].name: \"cpu\" is used by an earlier signal",
+            "signals[1].query: must not be empty",
+            "signals[1].model: unknown model",
+            "signals[1].namespaces[0]: not a namespace name",
+            "server.https_address: auth mode none only binds to loopback",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/prescale.yaml");
+        let c = Config::from_file(&path).unwrap();
+        let names: Vec<&str> = c.signals.iter().map(|s| s.name.as_str()).collect();
+        for want in [
+            "cpu_utilisation",
+            "rabbitmq_queue_messages_ready",
+            "qdrant_search_latency_seconds",
+            "packets_per_second",
+        ] {
+            assert!(names.contains(&want), "{want} missing from the example");
+        }
+    }
+}

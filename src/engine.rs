@@ -1,0 +1,749 @@
+//! The serving loop: refresh, update, refit, plan, publish.
+//!
+//! All mutable state lives in one [`Core`]: per signal the series it has seen, each
+//! with a [`plan::Tracker`] (the same code the backtester drives). The core is
+//! synchronous and takes time as an argument: [`Core::plan`] says which ranges to
+//! fetch at `now`, [`Core::apply`] takes what the source returned (or its error),
+//! and [`Core::snapshot`] builds the immutable [`Snapshot`] the API serves. The async
+//! [`Engine`] is only a thin shell: it fetches the planned ranges concurrently, hands
+//! the results to the core on a blocking thread (fits can take a while) and
+//! publishes the snapshot.
+//!
+//! Status per series: `warming` (not enough history: the latest observation is
+//! served), `ok`, `stale` (the source fails, or the series is missing from its
+//! query: the last value is kept until `max_staleness`), `failed` (older than
+//! `max_staleness`: the API answers 503 so the HPA holds its replicas). A series
+//! missing for a whole history window is forgotten. Every transition is logged
+//! and counted.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::clock::Clock;
+use crate::config::SignalConfig;
+use crate::forecast::ModelSpec;
+use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
+use crate::series::{format_labels, LabeledSeries, Labels};
+use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Shared, Snapshot, Status};
+use crate::source::{align_down, Range, Source};
+
+/// Errors from setting up or running the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A signal's settings cannot drive a tracker (unknown model, bad step).
+    #[error("signal {signal}: {message}")]
+    Signal {
+        /// The signal's name.
+        signal: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The blocking task that updates the models panicked or was cancelled.
+    #[error("the model update task ended abnormally")]
+    Update(#[source] tokio::task::JoinError),
+}
+
+/// Result with [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the engine needs to know about one signal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalSettings {
+    /// External metric name.
+    pub name: String,
+    /// The query the source runs.
+    pub query: String,
+    /// How much history to backfill and keep, in milliseconds.
+    pub history_ms: i64,
+    /// How long the last value is served while the series cannot be refreshed.
+    pub max_staleness_ms: i64,
+    /// Namespaces allowed to read the metric; all when `None`.
+    pub namespaces: Option<Vec<String>>,
+    /// How each series is fitted and served (its `step_ms` is the signal's grid).
+    pub tracker: TrackerSettings,
+}
+
+impl SignalSettings {
+    /// Settings from a validated config entry.
+    ///
+    /// # Errors
+    /// [`Error::Signal`] when the model is unknown.
+    pub fn from_config(c: &SignalConfig) -> Result<Self> {
+        let step_ms = c.step.as_ms().max(1);
+        let steps = |ms: i64| usize::try_from(ms.div_euclid(step_ms)).unwrap_or(usize::MAX);
+        let ceil_steps =
+            |ms: i64| usize::try_from((ms + step_ms - 1).div_euclid(step_ms)).unwrap_or(usize::MAX);
+        let spec = ModelSpec::by_name(&c.model).map_err(|e| Error::Signal {
+            signal: c.name.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            name: c.name.to_string(),
+            query: c.query.clone(),
+            history_ms: c.history.as_ms(),
+            max_staleness_ms: c.max_staleness.as_ms(),
+            namespaces: c.namespaces.clone(),
+            tracker: TrackerSettings {
+                spec,
+                step_ms,
+                policy: ServePolicy {
+                    lead_steps: ceil_steps(c.lead_time.as_ms()).max(1),
+                    quantile: c.quantile.get(),
+                    reactive_floor: c.reactive_floor,
+                },
+                history_steps: steps(c.history.as_ms()).max(2),
+                refit_every_steps: steps(c.refit_interval.as_ms()).max(1),
+                min_history_steps: steps(c.min_history.as_ms()).max(1),
+            },
+        })
+    }
+
+    fn step_ms(&self) -> i64 {
+        self.tracker.step_ms.max(1)
+    }
+}
+
+/// Label set of per-signal metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SignalLabel {
+    signal: String,
+}
+
+/// Label set of the series-by-status gauge.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabel {
+    signal: String,
+    status: String,
+}
+
+/// Label set of the transition counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransitionLabel {
+    signal: String,
+    from: String,
+    to: String,
+}
+
+/// The engine's self-metrics, registered under the `prescale` prefix.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    series: Family<StatusLabel, Gauge>,
+    transitions: Family<TransitionLabel, Counter>,
+    source_errors: Family<SignalLabel, Counter>,
+    refresh_seconds: Family<SignalLabel, Histogram, fn() -> Histogram>,
+    forecast_error: Family<SignalLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+fn refresh_histogram() -> Histogram {
+    // 1 ms .. ~32 s: a local fetch to a slow chunked backfill.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them on `registry` under the `prescale` prefix.
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::unregistered();
+        let r = registry.sub_registry_with_prefix("prescale");
+        r.register(
+            "series_by_signal",
+            "Series served, by signal and status",
+            m.series.clone(),
+        );
+        r.register(
+            "series_transitions",
+            "Series status changes, by signal and old and new status",
+            m.transitions.clone(),
+        );
+        r.register(
+            "source_errors",
+            "Failed refreshes of a signal from its source",
+            m.source_errors.clone(),
+        );
+        r.register(
+            "refresh_duration_seconds",
+            "Time to fetch one signal's new points from the source",
+            m.refresh_seconds.clone(),
+        );
+        r.register(
+            "forecast_error_ratio",
+            "Mean absolute one-step-ahead forecast error relative to the observation, per signal, at the last refresh",
+            m.forecast_error.clone(),
+        );
+        m
+    }
+
+    /// Metrics that are not registered anywhere (tests, tools).
+    pub fn unregistered() -> Self {
+        Self {
+            series: Family::default(),
+            transitions: Family::default(),
+            source_errors: Family::default(),
+            refresh_seconds: Family::new_with_constructor(refresh_histogram),
+            forecast_error: Family::default(),
+        }
+    }
+}
+
+/// One series of a signal.
+#[derive(Debug)]
+struct SeriesState {
+    tracker: Tracker,
+    /// The next grid time the tracker expects.
+    next_ms: i64,
+    /// Clock time of the last refresh that returned a sample for this series.
+    last_seen_ms: i64,
+    status: Status,
+    /// The last served entry (kept while stale or failed).
+    entry: Option<SeriesEntry>,
+    /// One-step-ahead mean forecast from the last decision, for the error measure.
+    next_forecast: Option<f64>,
+}
+
+/// A status change, as logged and counted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The signal.
+    pub signal: String,
+    /// The series' labels.
+    pub labels: Labels,
+    /// The old status; `None` for a new series.
+    pub from: Option<Status>,
+    /// The new status; `None` for a forgotten series.
+    pub to: Option<Status>,
+}
+
+/// What the source returned for a planned range.
+pub type FetchResult = std::result::Result<Vec<LabeledSeries>, String>;
+
+/// One signal's state.
+#[derive(Debug)]
+pub struct SignalState {
+    settings: SignalSettings,
+    series: BTreeMap<Labels, SeriesState>,
+    /// The last grid point successfully fetched.
+    fetched_to_ms: Option<i64>,
+    last_error: Option<String>,
+    /// A series appeared in an incremental fetch: fetch the whole window next, so it
+    /// starts with its history instead of warming up from nothing.
+    backfill_pending: bool,
+}
+
+impl SignalState {
+    /// A signal with nothing fetched yet.
+    pub fn new(settings: SignalSettings) -> Self {
+        Self {
+            settings,
+            series: BTreeMap::new(),
+            fetched_to_ms: None,
+            last_error: None,
+            backfill_pending: false,
+        }
+    }
+
+    /// The signal's settings.
+    pub fn settings(&self) -> &SignalSettings {
+        &self.settings
+    }
+
+    /// The range to fetch at `now_ms`: the whole history window at first (and after a
+    /// new series appeared), then the grid points since the last successful fetch
+    /// (never more than the window); `None` when no new grid point has passed.
+    pub fn due(&self, now_ms: i64) -> Option<Range> {
+        let step = self.settings.step_ms();
+        let end = align_down(now_ms, step);
+        let window_start = end - (self.settings.tracker.history_steps as i64 - 1) * step;
+        let start = match self.fetched_to_ms {
+            None => window_start,
+            Some(_) if self.backfill_pending => window_start,
+            Some(done) if done >= end => return None,
+            Some(done) => (done + step).max(window_start),
+        };
+        Range::try_new(start, end, step).ok()
+    }
+
+    /// Takes the result of fetching `range` at `now_ms`: feeds the trackers, decides
+    /// what each series serves and updates statuses. Returns the transitions.
+    pub fn apply(
+        &mut self,
+        now_ms: i64,
+        range: Range,
+        result: FetchResult,
+        metrics: &Metrics,
+    ) -> Vec<Transition> {
+        let label = SignalLabel {
+            signal: self.settings.name.clone(),
+        };
+        let mut transitions = Vec::new();
+        let mut present = std::collections::BTreeSet::new();
+        match result {
+            Ok(fetched) => {
+                let incremental = self.fetched_to_ms.is_some() && !self.backfill_pending;
+                self.backfill_pending = false;
+                self.fetched_to_ms = Some(range.end_ms);
+                self.last_error = None;
+                let mut errors = Vec::new();
+                for ls in fetched {
+                    let mut labels = ls.labels;
+                    // The metric name is the signal's; the HPA selects on the others.
+                    labels.remove("__name__");
+                    let values = on_grid(&ls.series, range);
+                    if !values.iter().any(|v| v.is_finite()) {
+                        continue;
+                    }
+                    if incremental && !self.series.contains_key(&labels) {
+                        // Created on the next (whole-window) fetch, with its history.
+                        self.backfill_pending = true;
+                        continue;
+                    }
+                    let st = self
+                        .series
+                        .entry(labels.clone())
+                        .or_insert_with(|| SeriesState {
+                            tracker: Tracker::new(self.settings.tracker.clone()),
+                            next_ms: range.start_ms,
+                            last_seen_ms: now_ms,
+                            status: Status::Warming,
+                            entry: None,
+                            next_forecast: None,
+                        });
+                    if st.next_ms == range.start_ms {
+                        if let (Some(f), Some(y)) = (st.next_forecast, values.first().copied()) {
+                            if y.is_finite() && y != 0.0 {
+                                errors.push((f - y).abs() / y.abs());
+                            }
+                        }
+                    }
+                    feed(st, &values, range, self.settings.tracker.history_steps);
+                    st.last_seen_ms = now_ms;
+                    present.insert(labels);
+                }
+                if !errors.is_empty() {
+                    let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+                    metrics.forecast_error.get_or_create(&label).set(mean);
+                }
+                // Series the query no longer returns keep their grid position with gaps.
+                for (labels, st) in self.series.iter_mut() {
+                    if !present.contains(labels) {
+                        let gaps = vec![f64::NAN; range.len()];
+                        feed(st, &gaps, range, self.settings.tracker.history_steps);
+                    }
+                }
+            }
+            Err(message) => {
+                metrics.source_errors.get_or_create(&label).inc();
+                tracing::warn!(signal = %self.settings.name, error = %message, "refresh failed");
+                self.last_error = Some(message);
+            }
+        }
+        let name = self.settings.name.clone();
+        let step_s = u64::try_from(self.settings.step_ms() / 1_000)
+            .unwrap_or(0)
+            .max(1);
+        let forget_ms = self.settings.history_ms.max(self.settings.max_staleness_ms);
+        let mut forgotten = Vec::new();
+        for (labels, st) in self.series.iter_mut() {
+            let old = st.entry.as_ref().map(|_| st.status);
+            let new = if present.contains(labels) {
+                let d = st.tracker.decide(now_ms);
+                st.next_forecast = d.forecast.as_ref().and_then(|f| f.mean.first().copied());
+                let status = if d.warming {
+                    Status::Warming
+                } else {
+                    Status::Ok
+                };
+                st.entry = Some(entry_from(
+                    labels,
+                    status,
+                    &d,
+                    st.next_ms - range.step_ms,
+                    step_s,
+                ));
+                status
+            } else {
+                let age = now_ms - st.last_seen_ms;
+                if age > forget_ms {
+                    forgotten.push(labels.clone());
+                    continue;
+                }
+                let status = if age <= self.settings.max_staleness_ms {
+                    Status::Stale
+                } else {
+                    Status::Failed
+                };
+                let reason = self
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| "series missing from the latest query result".to_string());
+                if let Some(e) = st.entry.as_mut() {
+                    e.status = status;
+                    e.detail.reason = Some(reason);
+                }
+                status
+            };
+            st.status = new;
+            if old != Some(new) {
+                transitions.push(Transition {
+                    signal: name.clone(),
+                    labels: labels.clone(),
+                    from: old,
+                    to: Some(new),
+                });
+            }
+        }
+        for labels in forgotten {
+            if let Some(st) = self.series.remove(&labels) {
+                transitions.push(Transition {
+                    signal: name.clone(),
+                    labels,
+                    from: Some(st.status),
+                    to: None,
+                });
+            }
+        }
+        for t in &transitions {
+            record_transition(t, metrics);
+        }
+        for status in [Status::Warming, Status::Ok, Status::Stale, Status::Failed] {
+            let n = self.series.values().filter(|s| s.status == status).count();
+            metrics
+                .series
+                .get_or_create(&StatusLabel {
+                    signal: name.clone(),
+                    status: status_name(status).to_string(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        transitions
+    }
+
+    /// What this signal serves.
+    pub fn entry(&self) -> MetricEntry {
+        MetricEntry {
+            namespaces: self.settings.namespaces.clone(),
+            series: self
+                .series
+                .values()
+                .filter_map(|s| s.entry.clone())
+                .collect(),
+        }
+    }
+}
+
+/// Appends `values` (the grid points of `range`) to a series, first filling any grid
+/// points it missed with gaps (at most a history window of them).
+fn feed(st: &mut SeriesState, values: &[f64], range: Range, history_steps: usize) {
+    if st.next_ms < range.start_ms {
+        let missed = usize::try_from((range.start_ms - st.next_ms) / range.step_ms).unwrap_or(0);
+        st.tracker
+            .observe(&vec![f64::NAN; missed.min(history_steps)]);
+    }
+    // Points the series already has (an overlapping range) are skipped.
+    let skip = usize::try_from((st.next_ms - range.start_ms) / range.step_ms).unwrap_or(0);
+    if skip < values.len() {
+        st.tracker.observe(&values[skip..]);
+    }
+    st.next_ms = st.next_ms.max(range.end_ms + range.step_ms);
+}
+
+/// The values of `series` at the grid points of `range`, `NAN` where it has none.
+fn on_grid(series: &crate::series::Series, range: Range) -> Vec<f64> {
+    if series.start_ms == range.start_ms
+        && series.step_ms == range.step_ms
+        && series.len() == range.len()
+    {
+        return series.values.clone();
+    }
+    (0..range.len())
+        .map(|i| {
+            let ts = range.start_ms + i as i64 * range.step_ms;
+            series.index_of(ts).map_or(f64::NAN, |j| series.values[j])
+        })
+        .collect()
+}
+
+fn entry_from(
+    labels: &Labels,
+    status: Status,
+    d: &Decision,
+    last_ms: i64,
+    window_s: u64,
+) -> SeriesEntry {
+    SeriesEntry {
+        labels: labels.clone(),
+        status,
+        value: d.value.unwrap_or(f64::NAN),
+        timestamp_ms: last_ms,
+        window_s,
+        detail: SeriesDetail {
+            model: d.model.clone(),
+            last_fit_ms: d.last_fit_ms,
+            backtest_mase: None,
+            latest: d.latest,
+            forecast_mean: d
+                .forecast
+                .as_ref()
+                .map(|f| f.mean.clone())
+                .unwrap_or_default(),
+            forecast_quantile: d
+                .forecast
+                .as_ref()
+                .and_then(|f| f.quantiles.first().map(|q| q.values.clone()))
+                .unwrap_or_default(),
+            reason: d.fit_error.clone(),
+        },
+    }
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Warming => "warming",
+        Status::Ok => "ok",
+        Status::Stale => "stale",
+        Status::Failed => "failed",
+    }
+}
+
+fn record_transition(t: &Transition, metrics: &Metrics) {
+    let from = t.from.map_or("none", status_name);
+    let to = t.to.map_or("gone", status_name);
+    let series = format_labels(&t.labels);
+    match t.to {
+        Some(Status::Stale | Status::Failed) => {
+            tracing::warn!(signal = %t.signal, series = %series, from, to, "series status changed")
+        }
+        _ => {
+            tracing::info!(signal = %t.signal, series = %series, from, to, "series status changed")
+        }
+    }
+    metrics
+        .transitions
+        .get_or_create(&TransitionLabel {
+            signal: t.signal.clone(),
+            from: from.to_string(),
+            to: to.to_string(),
+        })
+        .inc();
+}
+
+/// All mutable serving state; synchronous, time is an argument.
+#[derive(Debug)]
+pub struct Core {
+    signals: Vec<SignalState>,
+    metrics: Metrics,
+}
+
+/// A planned fetch: which signal, its query, which range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// Index of the signal in the core.
+    pub signal: usize,
+    /// The query to run.
+    pub query: String,
+    /// The grid points to fetch.
+    pub range: Range,
+}
+
+impl Core {
+    /// A core for these signals.
+    pub fn new(signals: Vec<SignalSettings>, metrics: Metrics) -> Self {
+        Self {
+            signals: signals.into_iter().map(SignalState::new).collect(),
+            metrics,
+        }
+    }
+
+    /// The signals' states.
+    pub fn signals(&self) -> &[SignalState] {
+        &self.signals
+    }
+
+    /// What to fetch at `now_ms`.
+    pub fn plan(&self, now_ms: i64) -> Vec<Planned> {
+        self.signals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.due(now_ms).map(|range| Planned {
+                    signal: i,
+                    query: s.settings.query.clone(),
+                    range,
+                })
+            })
+            .collect()
+    }
+
+    /// Applies fetch results (with how long each fetch took) at `now_ms`.
+    pub fn apply(
+        &mut self,
+        now_ms: i64,
+        results: Vec<(Planned, FetchResult, std::time::Duration)>,
+    ) -> Vec<Transition> {
+        let mut all = Vec::new();
+        for (planned, result, took) in results {
+            let Some(signal) = self.signals.get_mut(planned.signal) else {
+                continue;
+            };
+            self.metrics
+                .refresh_seconds
+                .get_or_create(&SignalLabel {
+                    signal: signal.settings.name.clone(),
+                })
+                .observe(took.as_secs_f64());
+            all.extend(signal.apply(now_ms, planned.range, result, &self.metrics));
+        }
+        all
+    }
+
+    /// The snapshot to publish at `now_ms`.
+    pub fn snapshot(&self, now_ms: i64) -> Snapshot {
+        Snapshot {
+            published_ms: now_ms,
+            metrics: self
+                .signals
+                .iter()
+                .map(|s| (s.settings.name.clone(), s.entry()))
+                .collect(),
+        }
+    }
+}
+
+/// The async shell around [`Core`]: fetches, updates, publishes, on a tick.
+pub struct Engine {
+    core: Option<Core>,
+    source: Arc<dyn Source>,
+    shared: Shared,
+    clock: Arc<dyn Clock>,
+    tick: std::time::Duration,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("tick", &self.tick).finish()
+    }
+}
+
+impl Engine {
+    /// An engine over `signals`, reading `source`, publishing to `shared`. It wakes up
+    /// every `tick` (the shortest signal step is a good choice) and fetches what is due.
+    pub fn new(
+        signals: Vec<SignalSettings>,
+        source: Arc<dyn Source>,
+        shared: Shared,
+        clock: Arc<dyn Clock>,
+        metrics: Metrics,
+    ) -> Self {
+        let min_step = signals
+            .iter()
+            .map(SignalSettings::step_ms)
+            .min()
+            .unwrap_or(1_000);
+        // Waking at a fraction of the step keeps the served value at most a fraction of a
+        // step behind the grid, without hammering the source (fetches happen only when due).
+        let tick_ms = u64::try_from((min_step / 4).clamp(100, 15_000)).unwrap_or(1_000);
+        Self {
+            core: Some(Core::new(signals, metrics)),
+            source,
+            shared,
+            clock,
+            tick: std::time::Duration::from_millis(tick_ms),
+        }
+    }
+
+    /// Wakes up every `tick` instead of the default.
+    pub fn with_tick(mut self, tick: std::time::Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
+    /// The core, for inspection between steps.
+    pub fn core(&self) -> Option<&Core> {
+        self.core.as_ref()
+    }
+
+    /// One step at the clock's `now`: fetch what is due, update, publish.
+    ///
+    /// # Errors
+    /// [`Error::Update`] when the update task panicked (the core is then lost).
+    pub async fn step(&mut self) -> Result<Vec<Transition>> {
+        let now_ms = self.clock.now_ms();
+        let Some(core) = self.core.take() else {
+            return Ok(Vec::new());
+        };
+        let planned = core.plan(now_ms);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (order, p) in planned.into_iter().enumerate() {
+            let source = Arc::clone(&self.source);
+            tasks.spawn(async move {
+                let started = tokio::time::Instant::now();
+                let result = source
+                    .fetch(&p.query, p.range)
+                    .await
+                    .map_err(|e| error_chain(&e));
+                (order, p, result, started.elapsed())
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok(r) => results.push(r),
+                Err(e) => tracing::error!(error = %e, "fetch task ended abnormally"),
+            }
+        }
+        results.sort_by_key(|r| r.0);
+        let results: Vec<_> = results.into_iter().map(|(_, p, r, d)| (p, r, d)).collect();
+        let (core, transitions, snapshot) = tokio::task::spawn_blocking(move || {
+            let mut core = core;
+            let t = core.apply(now_ms, results);
+            let snap = core.snapshot(now_ms);
+            (core, t, snap)
+        })
+        .await
+        .map_err(Error::Update)?;
+        self.core = Some(core);
+        self.shared.publish(snapshot);
+        Ok(transitions)
+    }
+
+    /// Runs steps every tick until `shutdown` completes.
+    ///
+    /// # Errors
+    /// As [`Engine::step`].
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let mut interval = tokio::time::interval(self.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    tracing::info!("engine stopping");
+                    return Ok(());
+                }
+                _ = interval.tick() => {
+                    self.step().await?;
+                }
+            }
+        }
+    }
+}
+
+/// An error with its causes, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests;

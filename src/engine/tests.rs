@@ -1,0 +1,337 @@
+use super::*;
+use crate::clock::SimClock;
+use crate::series::Series;
+use crate::source::file::FileSource;
+
+const STEP: i64 = 3_600_000;
+
+fn settings(name: &str) -> SignalSettings {
+    SignalSettings {
+        name: name.to_string(),
+        query: format!("q_{name}"),
+        history_ms: 200 * STEP,
+        max_staleness_ms: 5 * STEP,
+        namespaces: None,
+        tracker: TrackerSettings {
+            spec: ModelSpec::by_name("seasonal-naive").unwrap(),
+            step_ms: STEP,
+            policy: ServePolicy {
+                lead_steps: 3,
+                quantile: 0.9,
+                reactive_floor: true,
+            },
+            history_steps: 200,
+            refit_every_steps: 10,
+            min_history_steps: 20,
+        },
+    }
+}
+
+fn wave(ts_ms: i64) -> f64 {
+    let i = ts_ms / STEP;
+    50.0 + 10.0 * ((i % 7) as f64) + (i % 3) as f64
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn fetched(range: Range, l: &Labels) -> FetchResult {
+    let mut s = range.empty_series();
+    for (i, v) in s.values.iter_mut().enumerate() {
+        *v = wave(range.start_ms + i as i64 * range.step_ms);
+    }
+    Ok(vec![LabeledSeries {
+        labels: l.clone(),
+        series: s,
+    }])
+}
+
+#[test]
+fn first_fetch_is_the_window_then_only_new_steps() {
+    let s = SignalState::new(settings("a"));
+    let now = 1_000 * STEP + 1_234;
+    let r = s.due(now).unwrap();
+    assert_eq!(r.end_ms, 1_000 * STEP);
+    assert_eq!(r.len(), 200);
+    let mut s = s;
+    let m = Metrics::unregistered();
+    let l = labels(&[("queue", "a")]);
+    s.apply(now, r, fetched(r, &l), &m);
+    assert_eq!(s.due(now + 5_000), None, "no new grid point yet");
+    let r2 = s.due(now + 3 * STEP).unwrap();
+    assert_eq!((r2.start_ms, r2.end_ms), (1_001 * STEP, 1_003 * STEP));
+    // A failed fetch is retried with a growing range, capped at the window.
+    s.apply(now + 3 * STEP, r2, Err("down".into()), &m);
+    let r3 = s.due(now + 4 * STEP).unwrap();
+    assert_eq!((r3.start_ms, r3.end_ms), (1_001 * STEP, 1_004 * STEP));
+    let r4 = s.due(now + 1_000 * STEP).unwrap();
+    assert_eq!(r4.len(), 200);
+}
+
+#[test]
+fn served_value_equals_a_tracker_fed_the_same_history() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let l = labels(&[("queue", "a")]);
+    let mut reference = Tracker::new(settings("a").tracker);
+    let mut now = 500 * STEP;
+    for k in 0..30 {
+        let r = s.due(now).unwrap();
+        let f = fetched(r, &l);
+        reference.observe(&f.as_ref().unwrap()[0].series.values);
+        s.apply(now, r, f, &m);
+        let want = reference.decide(now);
+        let e = &s.entry().series[0];
+        assert_eq!(e.value, want.value.unwrap(), "step {k}");
+        assert_eq!(e.status, Status::Ok);
+        assert_eq!(e.labels, l);
+        assert_eq!(e.timestamp_ms, r.end_ms);
+        assert_eq!(e.window_s, 3_600);
+        assert_eq!(e.detail.model, want.model);
+        now += STEP;
+    }
+}
+
+#[test]
+fn warming_then_ok() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let l = labels(&[]);
+    // Only 5 points exist: the source returns gaps before them.
+    let now = 100 * STEP;
+    let r = s.due(now).unwrap();
+    let mut f = fetched(r, &l).unwrap();
+    let n = f[0].series.values.len();
+    for v in &mut f[0].series.values[..n - 5] {
+        *v = f64::NAN;
+    }
+    let t = s.apply(now, r, Ok(f), &m);
+    assert_eq!(t[0].to, Some(Status::Warming));
+    let e = &s.entry().series[0];
+    assert_eq!(e.status, Status::Warming);
+    assert_eq!(e.value, wave(now));
+    assert_eq!(e.detail.model, "last-value");
+    let mut now = now;
+    let mut last = Status::Warming;
+    for _ in 0..60 {
+        now += STEP;
+        let r = s.due(now).unwrap();
+        s.apply(now, r, fetched(r, &l), &m);
+        last = s.entry().series[0].status;
+    }
+    assert_eq!(last, Status::Ok);
+}
+
+#[test]
+fn source_failure_goes_stale_then_failed_then_recovers() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let l = labels(&[("queue", "a")]);
+    let mut now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &l), &m);
+    let served = s.entry().series[0].clone();
+    assert_eq!(served.status, Status::Ok);
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        now += STEP;
+        let r = s.due(now).unwrap();
+        let t = s.apply(now, r, Err("connection refused".into()), &m);
+        seen.extend(t.into_iter().map(|t| t.to));
+        let e = &s.entry().series[0];
+        assert_eq!(e.value, served.value, "the last value is kept");
+        assert_eq!(e.timestamp_ms, served.timestamp_ms);
+    }
+    assert_eq!(seen, vec![Some(Status::Stale), Some(Status::Failed)]);
+    assert_eq!(
+        s.entry().series[0].detail.reason.as_deref(),
+        Some("connection refused")
+    );
+    now += STEP;
+    let r = s.due(now).unwrap();
+    assert_eq!(r.start_ms, 501 * STEP, "the outage is backfilled");
+    let t = s.apply(now, r, fetched(r, &l), &m);
+    assert_eq!(t[0].to, Some(Status::Ok));
+    assert_eq!(s.entry().series[0].timestamp_ms, r.end_ms);
+    let mut reference = Tracker::new(settings("a").tracker);
+    let first = Range::try_new(301 * STEP, 500 * STEP, STEP).unwrap();
+    reference.observe(&fetched(first, &l).unwrap()[0].series.values);
+    reference.observe(&fetched(r, &l).unwrap()[0].series.values);
+    assert_eq!(
+        s.entry().series[0].value,
+        reference.decide(now).value.unwrap()
+    );
+}
+
+#[test]
+fn series_come_and_go() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let a = labels(&[("queue", "a")]);
+    let b = labels(&[("queue", "b")]);
+    let mut now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &a), &m);
+    // b appears, a disappears.
+    for _ in 0..6 {
+        now += STEP;
+        let r = s.due(now).unwrap();
+        s.apply(now, r, fetched(r, &b), &m);
+    }
+    let e = s.entry();
+    let by: BTreeMap<_, _> = e
+        .series
+        .iter()
+        .map(|x| (x.labels.clone(), x.status))
+        .collect();
+    assert_eq!(by[&a], Status::Failed);
+    // b was backfilled with the whole window when it appeared, so it did not warm up.
+    assert_eq!(by[&b], Status::Ok);
+    // After a whole history window without a, it is forgotten.
+    now += 200 * STEP;
+    let r = s.due(now).unwrap();
+    let t = s.apply(now, r, fetched(r, &b), &m);
+    assert!(t.iter().any(|t| t.labels == a && t.to.is_none()));
+    assert_eq!(s.entry().series.len(), 1);
+    assert_eq!(s.entry().series[0].labels, b);
+}
+
+#[test]
+fn a_new_series_is_backfilled_with_its_history() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let a = labels(&[("queue", "a")]);
+    let b = labels(&[("queue", "b")]);
+    let both = |range: Range| -> FetchResult {
+        let mut v = fetched(range, &a).unwrap();
+        v.extend(fetched(range, &b).unwrap());
+        Ok(v)
+    };
+    let mut reference = Tracker::new(settings("a").tracker);
+    let mut now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &a), &m);
+    reference.observe(&fetched(r, &a).unwrap()[0].series.values);
+    reference.decide(now);
+    now += STEP;
+    let r = s.due(now).unwrap();
+    assert_eq!(r.len(), 1);
+    s.apply(now, r, both(r), &m);
+    reference.observe(&fetched(r, &a).unwrap()[0].series.values);
+    reference.decide(now);
+    assert_eq!(s.entry().series.len(), 1, "b waits for its history");
+    let r = s.due(now).unwrap();
+    assert_eq!(r.len(), 200, "the whole window again, at the same time");
+    s.apply(now, r, both(r), &m);
+    let e = s.entry();
+    assert_eq!(e.series.len(), 2);
+    assert!(e.series.iter().all(|x| x.status == Status::Ok));
+    // a was not fed twice: it still equals a tracker fed each point once.
+    let va = e.series.iter().find(|x| x.labels == a).unwrap().value;
+    assert_eq!(va, reference.decide(now).value.unwrap());
+    assert_eq!(s.due(now), None);
+}
+
+#[test]
+fn metrics_count_statuses_and_errors() {
+    let mut registry = Registry::default();
+    let m = Metrics::new(&mut registry);
+    let mut core = Core::new(vec![settings("a")], m);
+    let now = 500 * STEP;
+    let p = core.plan(now);
+    let l = labels(&[]);
+    let f = fetched(p[0].range, &l);
+    core.apply(
+        now,
+        vec![(p[0].clone(), f, std::time::Duration::from_millis(3))],
+    );
+    let p = core.plan(now + STEP);
+    core.apply(
+        now + STEP,
+        vec![(
+            p[0].clone(),
+            Err("x".into()),
+            std::time::Duration::from_millis(3),
+        )],
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("prescale_series_by_signal{signal=\"a\",status=\"stale\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prescale_source_errors_total{signal=\"a\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prescale_refresh_duration_seconds_count{signal=\"a\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prescale_series_transitions_total{signal=\"a\",from=\"ok\",to=\"stale\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn engine_publishes_snapshots_from_a_file_source() {
+    let anchor = 1_000 * STEP;
+    let rec = LabeledSeries {
+        labels: labels(&[("trace", "wave")]),
+        series: Series {
+            start_ms: 0,
+            step_ms: STEP,
+            values: (0..400).map(|i| wave(i * STEP)).collect(),
+        },
+    };
+    let source = FileSource::new(anchor).with_recording("q_a", vec![rec]);
+    let clock = Arc::new(SimClock::new(anchor));
+    let shared = Shared::new();
+    let mut engine = Engine::new(
+        vec![settings("a")],
+        Arc::new(source),
+        shared.clone(),
+        clock.clone(),
+        Metrics::unregistered(),
+    );
+    assert!(!shared.is_ready());
+    engine.step().await.unwrap();
+    assert!(shared.is_ready());
+    let snap = shared.load();
+    let e = &snap.metrics["a"].series[0];
+    assert_eq!(e.status, Status::Ok);
+    assert_eq!(e.detail.latest, Some(wave(399 * STEP)));
+    clock.advance(STEP);
+    engine.step().await.unwrap();
+    let snap = shared.load();
+    assert_eq!(snap.published_ms, anchor + STEP);
+    // After the anchor the recording starts over from its first point.
+    assert_eq!(snap.metrics["a"].series[0].detail.latest, Some(wave(0)));
+}
+
+#[tokio::test]
+async fn run_stops_on_shutdown() {
+    let source = FileSource::new(0).with_recording("q_a", vec![]);
+    let shared = Shared::new();
+    let engine = Engine::new(
+        vec![settings("a")],
+        Arc::new(source),
+        shared.clone(),
+        Arc::new(SimClock::new(STEP * 10)),
+        Metrics::unregistered(),
+    )
+    .with_tick(std::time::Duration::from_millis(5));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async move {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(shared.is_ready());
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -1,0 +1,159 @@
+//! Samples from the Prometheus HTTP API (`/api/v1/query_range`), through
+//! prometheus-http-query.
+//!
+//! Prometheus refuses a range query that would return more than 11,000 points per
+//! series, so long ranges (the history backfill at start) are split into chunks of
+//! [`MAX_POINTS_PER_QUERY`] points and stitched back together per label set.
+
+use std::collections::BTreeMap;
+
+use prometheus_http_query::response::Data;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
+
+use super::{BoxFuture, Error, Range, Result, Source};
+use crate::config::PrometheusConfig;
+use crate::series::{LabeledSeries, Labels};
+
+/// Points per range query; below Prometheus' limit of 11,000 with room to spare.
+pub const MAX_POINTS_PER_QUERY: usize = 10_000;
+
+/// A [`Source`] that reads a Prometheus-compatible HTTP API.
+#[derive(Clone)]
+pub struct PrometheusSource {
+    client: prometheus_http_query::Client,
+    timeout_ms: i64,
+    max_points: usize,
+}
+
+impl std::fmt::Debug for PrometheusSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrometheusSource")
+            .field("url", &self.client.base_url().as_str())
+            .field("timeout_ms", &self.timeout_ms)
+            .finish()
+    }
+}
+
+impl PrometheusSource {
+    /// A source for the configured Prometheus: timeout, bearer token file, CA file or
+    /// insecure mode, and extra headers.
+    ///
+    /// # Errors
+    /// When the token or CA file cannot be read, or a header or the URL is invalid.
+    pub fn new(config: &PrometheusConfig) -> Result<Self> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &config.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Error::ClientSetting(format!("header name {name:?}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| Error::ClientSetting(format!("value of header {name}")))?;
+            headers.insert(name, value);
+        }
+        if let Some(path) = &config.bearer_token_file {
+            let token = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|_| Error::ClientSetting(format!("token in {}", path.display())))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.timeout.as_std())
+            .default_headers(headers);
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path).map_err(|source| Error::ReadFile {
+                path: path.clone(),
+                source,
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| Error::ClientSetting(format!("CA file {}: {e}", path.display())))?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if config.insecure_skip_verify {
+            tracing::warn!(url = %config.url, "TLS verification of Prometheus is switched off");
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| Error::ClientSetting(format!("HTTP client: {e}")))?;
+        let client = prometheus_http_query::Client::from(http, &config.url)
+            .map_err(|e| Error::ClientSetting(format!("url {:?}: {e}", config.url)))?;
+        Ok(Self {
+            client,
+            timeout_ms: config.timeout.as_ms(),
+            max_points: MAX_POINTS_PER_QUERY,
+        })
+    }
+
+    /// Uses chunks of at most `max_points` points per query (tests use small chunks).
+    pub fn with_max_points(mut self, max_points: usize) -> Self {
+        self.max_points = max_points.max(1);
+        self
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(start_ms = range.start_ms, points = range.len()))]
+    async fn fetch_range(&self, query: &str, range: Range) -> Result<Vec<LabeledSeries>> {
+        let mut by_labels: BTreeMap<Labels, crate::series::Series> = BTreeMap::new();
+        for chunk in range.chunks(self.max_points) {
+            let (start_s, end_s) = (chunk.start_ms / 1_000, chunk.end_ms / 1_000);
+            let step_s = chunk.step_ms as f64 / 1_000.0;
+            let err = |source| Error::Prometheus {
+                query: query.to_string(),
+                start_s,
+                end_s,
+                source,
+            };
+            let result = self
+                .client
+                .query_range(query, start_s, end_s, step_s)
+                .timeout(self.timeout_ms)
+                .get()
+                .await
+                .map_err(err)?;
+            let matrix = match result.into_inner().0 {
+                Data::Matrix(m) => m,
+                Data::Vector(_) => return Err(not_a_matrix(query, "instant vector")),
+                Data::Scalar(_) => return Err(not_a_matrix(query, "scalar")),
+            };
+            for rv in matrix {
+                let (labels, samples) = rv.into_inner();
+                let labels: Labels = labels.into_iter().collect();
+                let series = by_labels
+                    .entry(labels)
+                    .or_insert_with(|| range.empty_series());
+                for s in samples {
+                    let ts_ms = (s.timestamp() * 1_000.0).round() as i64;
+                    let value = s.value();
+                    if let (Some(i), true) = (range.index_of(ts_ms), value.is_finite()) {
+                        series.values[i] = value;
+                    }
+                }
+            }
+        }
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, series)| LabeledSeries { labels, series })
+            .collect())
+    }
+}
+
+fn not_a_matrix(query: &str, kind: &'static str) -> Error {
+    Error::NotAMatrix {
+        query: query.to_string(),
+        kind,
+    }
+}
+
+impl Source for PrometheusSource {
+    fn fetch<'a>(
+        &'a self,
+        query: &'a str,
+        range: Range,
+    ) -> BoxFuture<'a, Result<Vec<LabeledSeries>>> {
+        Box::pin(self.fetch_range(query, range))
+    }
+}

@@ -1,0 +1,221 @@
+//! `prescale backtest` end to end: the real binary on small traces.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn prescale(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("backtest")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn write_trace(dir: &Path, name: &str, values: &[f64]) -> String {
+    let mut text = String::from("timestamp,value\n");
+    for (i, v) in values.iter().enumerate() {
+        text.push_str(&format!("{},{v}\n", 1_700_000_000 + 60 * i as i64));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+/// Two hours of per-minute load with a ramp in the middle.
+fn ramp() -> Vec<f64> {
+    (0..120)
+        .map(|i| match i {
+            0..=39 => 100.0,
+            40..=59 => 100.0 + 10.0 * (i - 39) as f64,
+            _ => 300.0,
+        })
+        .collect()
+}
+
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "should fail: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in: {stderr}"
+    );
+}
+
+#[test]
+fn replays_a_trace_and_ends_with_one_json_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "ramp.csv", &ramp());
+    let out = prescale(&["--input", &f, "--target-per-replica", "10", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for s in ["reactive", "predictive", "oracle"] {
+        let m = &doc["aggregate"][s];
+        for k in [
+            "under_provisioned_replica_minutes",
+            "replica_hours",
+            "node_hours",
+            "scale_events",
+        ] {
+            assert!(m[k].is_number(), "{s}.{k} missing in {m}");
+        }
+    }
+    // 10 replicas for 40 min, then more: at least 20 replica-hours for reactive.
+    let rh = doc["aggregate"]["reactive"]["replica_hours"]
+        .as_f64()
+        .unwrap();
+    assert!(rh > 20.0, "{rh}");
+    assert_eq!(doc["traces"][0]["name"], "ramp");
+    assert_eq!(
+        doc["aggregate"]["oracle"]["under_provisioned_replica_minutes"],
+        0.0
+    );
+}
+
+#[test]
+fn a_directory_gives_a_table_per_trace_and_an_aggregate_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    write_trace(dir.path(), "a.csv", &ramp());
+    write_trace(
+        dir.path(),
+        "b.csv",
+        &ramp().iter().map(|v| v * 2.0).collect::<Vec<_>>(),
+    );
+    let svg = dir.path().join("plot.svg");
+    let out = prescale(&[
+        "--input",
+        dir.path().to_str().unwrap(),
+        "--target-auto",
+        "--pods-per-node",
+        "4",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("aggregate over 2 trace(s)"), "{stdout}");
+    assert!(
+        stdout.contains("\na — ") || stdout.starts_with("a — "),
+        "{stdout}"
+    );
+    for name in ["plot-a.svg", "plot-b.svg"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(text.contains("<svg") && text.contains("reactive"), "{name}");
+    }
+    let png = dir.path().join("one.png");
+    let f = dir.path().join("a.csv");
+    let out = prescale(&[
+        "--input",
+        f.to_str().unwrap(),
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[1..4], b"PNG");
+}
+
+#[test]
+fn an_empty_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("empty.csv");
+    std::fs::write(&f, "").unwrap();
+    assert_clean_failure(&prescale(&["--input", f.to_str().unwrap()]), "empty");
+}
+
+#[test]
+fn a_single_point_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "one.csv", &[5.0]);
+    assert_clean_failure(&prescale(&["--input", &f]), "1 observed point");
+}
+
+#[test]
+fn a_trace_shorter_than_the_lead_time_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "short.csv", &[5.0, 6.0]);
+    assert_clean_failure(
+        &prescale(&["--input", &f, "--lead-time", "3m"]),
+        "shorter than the lead time",
+    );
+}
+
+#[test]
+fn zero_or_negative_targets_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "ramp.csv", &ramp());
+    for t in ["--target-per-replica=-1", "--target-per-replica=0"] {
+        assert_clean_failure(&prescale(&["--input", &f, t]), "target-per-replica");
+    }
+}
+
+#[test]
+fn bad_arguments_name_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "ramp.csv", &ramp());
+    assert_clean_failure(
+        &prescale(&["--input", &f, "--lead-time", "3 parsecs"]),
+        "duration",
+    );
+    assert_clean_failure(&prescale(&["--input", &f, "--quantile", "1.5"]), "quantile");
+    let b = dir.path().join("behavior.yaml");
+    std::fs::write(&b, "scaleDown:\n  selectPolicy: Sometimes\n").unwrap();
+    assert_clean_failure(
+        &prescale(&["--input", &f, "--behavior", b.to_str().unwrap()]),
+        "scaleDown.selectPolicy",
+    );
+    let missing = dir.path().join("nope.csv");
+    assert_clean_failure(
+        &prescale(&["--input", missing.to_str().unwrap()]),
+        "nope.csv",
+    );
+}
+
+#[test]
+fn a_serve_configuration_is_replayed_with_its_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "ramp.csv", &ramp());
+    let cfg = dir.path().join("prescale.yaml");
+    std::fs::write(
+        &cfg,
+        "prometheus:\n  url: http://127.0.0.1:9090\nsignals:\n  - name: other\n    query: up\n  - name: rps\n    query: sum(rate(x[1m]))\n    step: 2m\n    lead_time: 6m\n    quantile: 0.8\n    reactive_floor: false\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = prescale(&["--input", &f, "--config", cfg, "--signal", "rps", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &doc["settings"];
+    assert_eq!(s["signal"], "rps");
+    assert_eq!(s["step_s"], 120.0);
+    assert_eq!(s["lead_steps"], 3);
+    assert_eq!(s["quantile"], 0.8);
+    assert_eq!(s["reactive_floor"], false);
+    // The 1 min trace was resampled onto the signal's 2 min grid.
+    assert_eq!(doc["traces"][0]["step_s"], 120.0);
+    assert_clean_failure(
+        &prescale(&["--input", &f, "--config", cfg, "--signal", "nope"]),
+        "must be one of other, rps",
+    );
+    assert_clean_failure(
+        &prescale(&["--input", &f, "--config", cfg, "--quantile", "0.5"]),
+        "cannot be used with",
+    );
+}

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod prometheus;
