@@ -157,9 +157,11 @@ fn source_failure_goes_stale_then_failed_then_recovers() {
     let t = s.apply(now, r, fetched(r, &l), &m);
     assert_eq!(t[0].to, Some(Status::Ok));
     assert_eq!(s.entry().series[0].timestamp_ms, r.end_ms);
+    // The same observations and decisions, in the same order, as the engine made.
     let mut reference = Tracker::new(settings("a").tracker);
     let first = Range::try_new(301 * STEP, 500 * STEP, STEP).unwrap();
     reference.observe(&fetched(first, &l).unwrap()[0].series.values);
+    reference.decide(500 * STEP);
     reference.observe(&fetched(r, &l).unwrap()[0].series.values);
     assert_eq!(
         s.entry().series[0].value,
