@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Fit a model to a recorded series and print its forecast with intervals.
     Forecast(cmd::forecast::Args),
+    /// Score a forecast model over a data set (M4 files or recorded traces).
+    Eval(cmd::eval::Args),
     /// Validate a configuration file without starting anything.
     CheckConfig(cmd::check_config::Args),
     /// Save a range of a PromQL query as CSV, one file per series, for replay.
@@ -39,6 +41,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Forecast(args) => cmd::forecast::run(args),
+        Command::Eval(args) => cmd::eval::run(args),
         Command::CheckConfig(args) => cmd::check_config::run(args),
         Command::Record(args) => cmd::record::run(args),
         Command::Serve(args) => cmd::serve::run(args),

@@ -2,6 +2,8 @@
 
 pub mod backtest;
 pub mod check_config;
+pub mod eval;
 pub mod forecast;
 pub mod record;
 pub mod serve;
+mod traces;

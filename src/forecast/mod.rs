@@ -7,11 +7,25 @@
 //!
 //! History is a slice of values on a regular grid; `NAN` marks a gap.
 //!
-//! NOTE(scaffold): the façade below (`ModelSpec`, [`fit`], [`Forecast`]) is the API
-//! the engine and the backtester build on. The seasonal-naive model here is the
-//! first real model; the others arrive behind the same API.
+//! Every model produces a point path; its quantiles come from its own
+//! out-of-sample errors at each horizon step, measured by a rolling-origin
+//! backtest on the history it was fitted to ([`calibrate`]). `auto` ([`select`])
+//! runs the same backtest for several models and picks or combines them per series.
+
+pub mod accuracy;
+pub mod calibrate;
+pub mod ets;
+pub mod linear;
+pub mod mstl;
+pub mod seasonal_naive;
+pub mod seasonality;
+pub mod select;
+mod spec;
 
 use serde::{Deserialize, Serialize};
+
+pub use calibrate::Calibrated;
+pub use spec::{Combine, ModelKind, ModelSpec};
 
 /// Errors from fitting and forecasting.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +49,17 @@ pub enum Error {
         /// The names that exist, comma-separated.
         known: String,
     },
+    /// A model spec (YAML) that does not parse or does not make sense.
+    #[error("model spec {name:?}: {message}")]
+    BadSpec {
+        /// The spec's name or file.
+        name: String,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+    /// The linear solver failed (a degenerate design matrix).
+    #[error("linear model could not be solved: {0}")]
+    Solve(String),
 }
 
 /// Result with [`Error`] as the default error.
@@ -73,6 +98,35 @@ impl Forecast {
     }
 }
 
+/// The backtest score of one model on one series: mean absolute error of its
+/// rolling-origin forecasts, and the same scaled by the seasonal-naive error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// The model's name.
+    pub model: String,
+    /// Mean absolute error over all backtest windows and steps.
+    pub mae: f64,
+    /// `mae` divided by the in-sample seasonal-naive MAE (like MASE); `NAN` when undefined.
+    pub scaled: f64,
+}
+
+/// What a fitted model is and why it was chosen, for reports and `/debug` pages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelReport {
+    /// The fitted model's name (for `auto`, the chosen model or combination).
+    pub model: String,
+    /// Backtest scores of every model tried (one entry for a single model).
+    pub scores: Vec<Score>,
+    /// Seasonal periods (in steps) confirmed on the data.
+    pub periods: Vec<usize>,
+    /// Why candidate periods were not used, one line each.
+    pub season_notes: Vec<String>,
+    /// Number of rolling-origin windows the backtest used.
+    pub backtest_windows: usize,
+    /// True when the history was too short for seasonal models and a simple model was used.
+    pub fell_back_to_simple: bool,
+}
+
 /// A model specification that can be fitted to history.
 pub trait Fit {
     /// The fitted model.
@@ -98,31 +152,42 @@ pub trait Predict: Send + Sync {
     /// # Errors
     /// When a quantile is outside (0, 1).
     fn predict(&self, horizon: usize, quantiles: &[f64]) -> Result<Forecast>;
-}
 
-/// A named model spec, as configs and the CLI refer to it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelSpec {
-    /// The model's name (`auto`, `seasonal-naive`, ...).
-    pub name: String,
-}
-
-impl ModelSpec {
-    /// Looks a model up by name.
-    ///
-    /// # Errors
-    /// [`Error::UnknownModel`] for a name that is not known.
-    pub fn by_name(name: &str) -> Result<Self> {
-        match name {
-            "auto" | "seasonal-naive" => Ok(Self {
-                name: name.to_string(),
-            }),
-            _ => Err(Error::UnknownModel {
-                name: name.to_string(),
-                known: "auto, seasonal-naive".to_string(),
-            }),
+    /// What the model is and how it scored in its backtest.
+    fn report(&self) -> ModelReport {
+        ModelReport {
+            model: self.name(),
+            scores: Vec::new(),
+            periods: Vec::new(),
+            season_notes: Vec::new(),
+            backtest_windows: 0,
+            fell_back_to_simple: false,
         }
     }
+}
+
+/// A fitted point-forecast model: the part each model family implements. The
+/// quantiles are added by [`Calibrated`].
+pub trait PointModel: Send + Sync {
+    /// A short name for reports.
+    fn name(&self) -> String;
+    /// Takes new points (finite: gaps are filled by the caller).
+    fn update(&mut self, new_points: &[f64]);
+    /// The point forecast for steps `1..=horizon`.
+    fn point(&self, horizon: usize) -> Vec<f64>;
+}
+
+/// A point-model spec: fits gap-free history into a [`PointModel`].
+pub trait PointFit: Send + Sync {
+    /// The fitted model.
+    type Model: PointModel + 'static;
+    /// Fewest points the model fits on.
+    fn min_len(&self) -> usize;
+    /// Fits the model to gap-free `history`.
+    ///
+    /// # Errors
+    /// When the history is shorter than [`PointFit::min_len`] or degenerate.
+    fn fit_point(&self, history: &[f64]) -> Result<Self::Model>;
 }
 
 /// Seasonal periods, in steps, worth trying for a grid of `step_ms`: a day and a
@@ -139,119 +204,71 @@ pub fn candidate_periods(step_ms: i64) -> Vec<usize> {
 
 /// Fits the model named by `spec` to `history` on a grid of `step_ms`.
 ///
+/// Seasonal periods come from the step ([`candidate_periods`]) and are confirmed
+/// on the data; the quantiles are calibrated for `spec.horizon_steps` (by default
+/// two hours of steps) and extended beyond it.
+///
 /// # Errors
 /// When the history is too short for any model.
 pub fn fit(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result<Box<dyn Predict>> {
-    let _ = spec;
-    let period = candidate_periods(step_ms).first().copied().unwrap_or(1);
-    let fitted = SeasonalNaive { period }.fit(history)?;
-    Ok(Box::new(fitted))
+    select::fit_spec(spec, history, step_ms)
 }
 
-/// Seasonal naive: tomorrow looks like today.
-#[derive(Debug, Clone, Copy)]
-pub struct SeasonalNaive {
-    /// The season length in steps.
-    pub period: usize,
-}
-
-/// A fitted [`SeasonalNaive`].
-#[derive(Debug, Clone)]
-pub struct FittedSeasonalNaive {
-    period: usize,
-    /// The last `period` values (gaps filled with the last observed value).
-    tail: Vec<f64>,
-    /// Sorted absolute-free residuals `y[t] - y[t - period]` seen in the history.
-    residuals: Vec<f64>,
-}
-
-impl Fit for SeasonalNaive {
-    type Fitted = FittedSeasonalNaive;
-
-    fn fit(&self, history: &[f64]) -> Result<FittedSeasonalNaive> {
-        let period = self.period.max(1);
-        let filled = fill_gaps(history);
-        let got = history.iter().filter(|v| v.is_finite()).count();
-        if filled.len() < period || got == 0 {
-            return Err(Error::TooShort {
-                needed: period,
-                got,
-            });
-        }
-        let mut residuals: Vec<f64> = (period..filled.len())
-            .map(|t| filled[t] - filled[t - period])
-            .collect();
-        residuals.sort_by(f64::total_cmp);
-        Ok(FittedSeasonalNaive {
-            period,
-            tail: filled[filled.len() - period..].to_vec(),
-            residuals,
-        })
-    }
-}
-
-impl Predict for FittedSeasonalNaive {
-    fn name(&self) -> String {
-        format!("seasonal-naive({})", self.period)
-    }
-
-    fn update(&mut self, new_points: &[f64]) {
-        for &v in new_points {
-            let last = self.tail.last().copied().unwrap_or(0.0);
-            let v = if v.is_finite() { v } else { last };
-            self.tail.remove(0);
-            self.tail.push(v);
+/// Checks that every quantile is in (0, 1) and returns them sorted.
+pub(crate) fn checked_quantiles(quantiles: &[f64]) -> Result<Vec<f64>> {
+    for &q in quantiles {
+        if !(q > 0.0 && q < 1.0) {
+            return Err(Error::BadQuantile(q));
         }
     }
+    let mut qs = quantiles.to_vec();
+    qs.sort_by(f64::total_cmp);
+    qs.dedup_by(|a, b| (*a - *b).abs() < 1e-12);
+    Ok(qs)
+}
 
-    fn predict(&self, horizon: usize, quantiles: &[f64]) -> Result<Forecast> {
-        for &q in quantiles {
-            if !(q > 0.0 && q < 1.0) {
-                return Err(Error::BadQuantile(q));
-            }
+/// Fills gaps (`NAN`, infinities) by linear interpolation between the observed
+/// neighbours; leading gaps take the first observed value, trailing gaps the last.
+/// All-gap input becomes zeros.
+pub(crate) fn fill_gaps(history: &[f64]) -> Vec<f64> {
+    let mut out = history.to_vec();
+    let mut last: Option<usize> = None;
+    for i in 0..out.len() {
+        if !out[i].is_finite() {
+            continue;
         }
-        let mean: Vec<f64> = (0..horizon).map(|h| self.tail[h % self.period]).collect();
-        let mut qs: Vec<f64> = quantiles.to_vec();
-        qs.sort_by(f64::total_cmp);
-        let quantiles = qs
-            .into_iter()
-            .map(|q| {
-                let offset = empirical_quantile(&self.residuals, q);
-                QuantilePath {
-                    q,
-                    values: mean.iter().map(|m| m + offset).collect(),
+        match last {
+            Some(j) if i > j + 1 => {
+                let (a, b) = (out[j], out[i]);
+                for (k, slot) in out.iter_mut().enumerate().take(i).skip(j + 1) {
+                    let w = (k - j) as f64 / (i - j) as f64;
+                    *slot = a + (b - a) * w;
                 }
-            })
-            .collect();
-        Ok(Forecast { mean, quantiles })
-    }
-}
-
-/// Replaces gaps with the last observed value (the first observed value before it).
-fn fill_gaps(history: &[f64]) -> Vec<f64> {
-    let first = history
-        .iter()
-        .copied()
-        .find(|v| v.is_finite())
-        .unwrap_or(0.0);
-    let mut last = first;
-    history
-        .iter()
-        .map(|&v| {
-            if v.is_finite() {
-                last = v;
             }
-            last
-        })
-        .collect()
+            None if i > 0 => {
+                let v = out[i];
+                out[..i].iter_mut().for_each(|s| *s = v);
+            }
+            _ => {}
+        }
+        last = Some(i);
+    }
+    match last {
+        Some(j) => {
+            let v = out[j];
+            out[j + 1..].iter_mut().for_each(|s| *s = v);
+        }
+        None => out.iter_mut().for_each(|s| *s = 0.0),
+    }
+    out
 }
 
 /// The `q` quantile of sorted values (linear interpolation); 0 for no values.
-fn empirical_quantile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn empirical_quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let pos = q * (sorted.len() - 1) as f64;
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
     let lo = pos.floor() as usize;
     let hi = pos.ceil() as usize;
     let w = pos - lo as f64;
@@ -259,22 +276,4 @@ fn empirical_quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seasonal_naive_repeats_the_last_season() {
-        let y: Vec<f64> = (0..48).map(|i| (i % 24) as f64).collect();
-        let f = SeasonalNaive { period: 24 }.fit(&y).unwrap();
-        let fc = f.predict(30, &[0.5, 0.9]).unwrap();
-        assert_eq!(fc.mean[0], 0.0);
-        assert_eq!(fc.mean[25], 1.0);
-        assert_eq!(fc.quantile(0.9).unwrap().len(), 30);
-    }
-
-    #[test]
-    fn periods_follow_the_step() {
-        assert_eq!(candidate_periods(300_000), vec![288, 2016]);
-        assert_eq!(candidate_periods(3_600_000), vec![24, 168]);
-    }
-}
+mod tests;

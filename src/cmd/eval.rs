@@ -1,0 +1,98 @@
+//! `prescale eval`: score a model over a data set (M4 files or recorded traces).
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use prescale::eval::{self, SeriesScore, Summary};
+use prescale::forecast::ModelSpec;
+
+/// Arguments of `prescale eval`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// M4 training file (wide CSV: id, then values); needs --m4-test.
+    #[arg(long, requires = "m4_test", conflicts_with = "traces")]
+    pub m4_train: Option<PathBuf>,
+    /// M4 test file with the actuals that follow each training series.
+    #[arg(long, requires = "m4_train")]
+    pub m4_test: Option<PathBuf>,
+    /// Seasonal period used by MASE for the M4 files (24 for hourly).
+    #[arg(long, default_value_t = 24)]
+    pub m4_season: usize,
+    /// Directory of recorded traces (CSV `timestamp,value`).
+    #[arg(long)]
+    pub traces: Option<PathBuf>,
+    /// Steps forecast per window for traces.
+    #[arg(long, default_value_t = 12)]
+    pub horizon: usize,
+    /// Model spec name (see models/), or a path to a spec YAML file.
+    #[arg(long, default_value = "auto")]
+    pub model: String,
+    /// Print per-series scores too.
+    #[arg(long)]
+    pub per_series: bool,
+    /// End with one JSON object (the summary) on the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `prescale eval`.
+///
+/// # Errors
+/// When the files cannot be read or the model name is unknown.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let spec = if args.model.ends_with(".yaml") || args.model.ends_with(".yml") {
+        let text = std::fs::read_to_string(&args.model)
+            .with_context(|| format!("reading model spec {}", args.model))?;
+        ModelSpec::from_yaml(&text).with_context(|| format!("in {}", args.model))?
+    } else {
+        ModelSpec::by_name(&args.model)?
+    };
+    let tasks = if let (Some(train), Some(test)) = (&args.m4_train, &args.m4_test) {
+        let train = eval::read_m4(train)?;
+        let test = eval::read_m4(test)?;
+        eval::m4_tasks(train, test, args.m4_season)?
+    } else if let Some(dir) = &args.traces {
+        crate::cmd::traces::tasks(dir, args.horizon)
+            .with_context(|| format!("loading traces from {}", dir.display()))?
+    } else {
+        anyhow::bail!("give --m4-train and --m4-test, or --traces DIR");
+    };
+    if tasks.is_empty() {
+        return Err(eval::Error::Empty("the input".to_string()).into());
+    }
+    let (summary, scores) = eval::evaluate(&spec, &tasks);
+    print_report(&summary, &scores, args.per_series || args.traces.is_some());
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    Ok(())
+}
+
+fn print_report(summary: &Summary, scores: &[SeriesScore], per_series: bool) {
+    if per_series {
+        println!(
+            "{:<48} {:>9} {:>9} {:>9} {:>7}  model",
+            "series", "sMAPE", "MASE", "MASE-sn", "P90cov"
+        );
+        for s in scores {
+            println!(
+                "{:<48} {:>9.3} {:>9.3} {:>9.3} {:>7.3}  {}",
+                s.id, s.smape, s.mase, s.mase_seasonal_naive, s.coverage_p90, s.model
+            );
+        }
+    }
+    println!(
+        "model {}: {} series, sMAPE {:.3}, MASE {:.3} (seasonal naive {:.3}), P90 coverage {:.3}, fit+predict {:.2} s, failures {}",
+        summary.model,
+        summary.series,
+        summary.smape,
+        summary.mase,
+        summary.mase_seasonal_naive,
+        summary.coverage_p90,
+        summary.fit_predict_seconds,
+        summary.failures
+    );
+    for (model, count) in &summary.chosen {
+        println!("  chosen {count:>4} x {model}");
+    }
+}

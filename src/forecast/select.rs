@@ -1,0 +1,413 @@
+//! From a named spec to a fitted, calibrated model; `auto` chooses or combines
+//! candidates per series by a rolling-origin backtest on the series' own recent
+//! history.
+
+use super::calibrate::{backtest, errors, mean_abs, naive_scale, origins, Calibration};
+use super::ets::HoltWinters;
+use super::linear::LinearLags;
+use super::mstl::Mstl;
+use super::seasonal_naive::SeasonalNaive;
+use super::seasonality::{self, Seasons};
+use super::{
+    candidate_periods, fill_gaps, Calibrated, Combine, Error, ModelKind, ModelReport, ModelSpec,
+    PointFit, PointModel, Predict, Result, Score,
+};
+
+/// Candidates whose mean backtest error estimates the chosen model's true error.
+const WINNERS_CURSE_POOL: usize = 3;
+
+/// Largest widening of the intervals for the winner's curse. Measured on M4
+/// Hourly: P90 coverage 0.868 without it, 0.894 with 1.15, 0.905 with 1.3.
+const WINNERS_CURSE_MAX: f64 = 1.25;
+
+/// A model family with its periods resolved for one series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Candidate {
+    /// Seasonal naive (period 1: naive).
+    SeasonalNaive(SeasonalNaive),
+    /// Holt-Winters (period below 2: damped Holt).
+    HoltWinters(HoltWinters),
+    /// MSTL.
+    Mstl(Mstl),
+    /// Linear lags.
+    Linear(LinearLags),
+}
+
+impl PointFit for Candidate {
+    type Model = Box<dyn PointModel>;
+
+    fn min_len(&self) -> usize {
+        match self {
+            Self::SeasonalNaive(s) => s.min_len(),
+            Self::HoltWinters(s) => s.min_len(),
+            Self::Mstl(s) => s.min_len(),
+            Self::Linear(s) => s.min_len(),
+        }
+    }
+
+    fn fit_point(&self, history: &[f64]) -> Result<Box<dyn PointModel>> {
+        Ok(match self {
+            Self::SeasonalNaive(s) => Box::new(s.fit_point(history)?),
+            Self::HoltWinters(s) => Box::new(s.fit_point(history)?),
+            Self::Mstl(s) => Box::new(s.fit_point(history)?),
+            Self::Linear(s) => Box::new(s.fit_point(history)?),
+        })
+    }
+}
+
+/// The simple models used when the history is shorter than two seasons.
+fn simple_candidates() -> Vec<Candidate> {
+    vec![
+        Candidate::SeasonalNaive(SeasonalNaive {
+            period: 1,
+            seasons: 1,
+        }),
+        Candidate::HoltWinters(HoltWinters {
+            period: 0,
+            damped: true,
+        }),
+    ]
+}
+
+/// Resolves a model family against the confirmed seasons. `None` when the family
+/// adds nothing here (a weekly naive without a weekly season, inside `auto`).
+fn candidate_for(kind: &ModelKind, seasons: &Seasons, strict: bool) -> Option<Candidate> {
+    let daily = seasons.periods.first().copied();
+    let longest = seasons.periods.last().copied();
+    match kind {
+        ModelKind::SeasonalNaive { seasons: k, weekly } => {
+            let period = if *weekly {
+                match (daily, longest) {
+                    (Some(d), Some(l)) if l > d => l,
+                    _ if strict => return None,
+                    _ => daily.unwrap_or(1),
+                }
+            } else {
+                daily.unwrap_or(1)
+            };
+            Some(Candidate::SeasonalNaive(SeasonalNaive {
+                period,
+                seasons: *k,
+            }))
+        }
+        ModelKind::HoltWinters { damped } => Some(Candidate::HoltWinters(HoltWinters {
+            period: daily.unwrap_or(0),
+            damped: *damped,
+        })),
+        ModelKind::Mstl { weekly } => Some(Candidate::Mstl(Mstl {
+            periods: if *weekly {
+                seasons.periods.clone()
+            } else {
+                daily.into_iter().collect()
+            },
+        })),
+        ModelKind::LinearLags {
+            lags,
+            fourier,
+            ridge,
+            log,
+        } => Some(Candidate::Linear(LinearLags {
+            lags: *lags,
+            periods: seasons.periods.clone(),
+            fourier: *fourier,
+            ridge: *ridge,
+            log: *log,
+        })),
+        ModelKind::Auto { .. } => None,
+    }
+}
+
+/// Calibration horizon when the spec sets none: two hours of steps, at least 6.
+fn default_horizon(step_ms: i64) -> usize {
+    (7_200_000 / step_ms.max(1)).clamp(6, 288) as usize
+}
+
+/// Several fitted models averaged (or their median) step by step.
+struct Combination {
+    members: Vec<Box<dyn PointModel>>,
+    median: bool,
+}
+
+fn combine_paths(paths: &[Vec<f64>], median: bool) -> Vec<f64> {
+    let h = paths.iter().map(Vec::len).min().unwrap_or(0);
+    let mut col = Vec::with_capacity(paths.len());
+    (0..h)
+        .map(|i| {
+            col.clear();
+            col.extend(paths.iter().map(|p| p[i]));
+            if median {
+                col.sort_by(f64::total_cmp);
+                let k = col.len();
+                if k % 2 == 1 {
+                    col[k / 2]
+                } else {
+                    0.5 * (col[k / 2 - 1] + col[k / 2])
+                }
+            } else {
+                col.iter().sum::<f64>() / col.len() as f64
+            }
+        })
+        .collect()
+}
+
+impl PointModel for Combination {
+    fn name(&self) -> String {
+        let names: Vec<String> = self.members.iter().map(|m| m.name()).collect();
+        format!(
+            "{}({})",
+            if self.median { "median" } else { "mean" },
+            names.join(", ")
+        )
+    }
+
+    fn update(&mut self, new_points: &[f64]) {
+        for m in &mut self.members {
+            m.update(new_points);
+        }
+    }
+
+    fn point(&self, horizon: usize) -> Vec<f64> {
+        let paths: Vec<Vec<f64>> = self.members.iter().map(|m| m.point(horizon)).collect();
+        combine_paths(&paths, self.median)
+    }
+}
+
+/// One scored candidate.
+struct Scored {
+    name: String,
+    candidate: Candidate,
+    forecasts: Vec<Vec<f64>>,
+    mae: f64,
+}
+
+/// Fits `spec` to `history` on a grid of `step_ms` (see [`super::fit`]).
+pub(crate) fn fit_spec(
+    spec: &ModelSpec,
+    history: &[f64],
+    step_ms: i64,
+) -> Result<Box<dyn Predict>> {
+    Ok(Box::new(fit_calibrated(spec, history, step_ms)?))
+}
+
+/// [`fit_spec`] with the concrete result type.
+///
+/// # Errors
+/// When the history has fewer than two observed points, or no candidate fits.
+pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result<Calibrated> {
+    spec.validate()?;
+    let got = history.iter().filter(|v| v.is_finite()).count();
+    if got < 2 {
+        return Err(Error::TooShort { needed: 2, got });
+    }
+    let filled = fill_gaps(history);
+    let n = filled.len();
+    let seasons = seasonality::confirm(&filled, &candidate_periods(step_ms));
+    let horizon = spec
+        .horizon_steps
+        .unwrap_or_else(|| default_horizon(step_ms));
+
+    let (named, combine): (Vec<(String, ModelKind)>, Combine) = match &spec.model {
+        ModelKind::Auto {
+            candidates,
+            combine,
+        } => {
+            let mut named = Vec::with_capacity(candidates.len());
+            for c in candidates {
+                let s = ModelSpec::by_name(c)?;
+                if matches!(s.model, ModelKind::Auto { .. }) {
+                    return Err(Error::BadSpec {
+                        name: spec.name.clone(),
+                        message: format!("model.candidates: {c:?} is itself an auto model"),
+                    });
+                }
+                named.push((c.clone(), s.model));
+            }
+            (named, *combine)
+        }
+        kind => (vec![(spec.name.clone(), kind.clone())], Combine::Best),
+    };
+    let auto = matches!(spec.model, ModelKind::Auto { .. });
+
+    let mut cands: Vec<(String, Candidate)> = Vec::new();
+    if seasons.too_short {
+        for c in simple_candidates() {
+            cands.push((c.fit_point_name(), c));
+        }
+        if !auto {
+            // A single model keeps its own family when it can run without a season.
+            if let Some((_, kind)) = named.first() {
+                if let Some(c @ (Candidate::HoltWinters(_) | Candidate::Linear(_))) =
+                    candidate_for(kind, &seasons, false)
+                {
+                    if c.min_len() <= n {
+                        cands = vec![(named[0].0.clone(), c)];
+                    }
+                }
+            }
+            cands.truncate(1);
+        }
+    } else {
+        for (name, kind) in &named {
+            if let Some(c) = candidate_for(kind, &seasons, auto) {
+                if !cands.iter().any(|(_, o)| *o == c) {
+                    cands.push((name.clone(), c));
+                }
+            }
+        }
+    }
+    cands.retain(|(_, c)| c.min_len() <= n);
+    if cands.is_empty() {
+        cands = simple_candidates()
+            .into_iter()
+            .filter(|c| c.min_len() <= n)
+            .map(|c| (c.fit_point_name(), c))
+            .collect();
+    }
+    if cands.is_empty() {
+        return Err(Error::TooShort { needed: 3, got: n });
+    }
+
+    // All candidates are scored on the same windows: as many as the best-placed
+    // candidate can use, dropping those that cannot use them all.
+    let all = origins(n, horizon, spec.backtest_windows, 1);
+    let usable = |c: &Candidate| all.iter().take_while(|&&o| o >= c.min_len()).count();
+    let w = cands.iter().map(|(_, c)| usable(c)).max().unwrap_or(0);
+    let starts: Vec<usize> = all[..w].to_vec();
+    if w > 0 {
+        cands.retain(|(_, c)| usable(c) >= w);
+    }
+    let mut scored: Vec<Scored> = cands
+        .into_iter()
+        .filter_map(|(name, candidate)| {
+            let runs = backtest(&candidate, &filled, &starts, horizon);
+            let forecasts: Option<Vec<Vec<f64>>> = runs.into_iter().collect();
+            let forecasts = forecasts?;
+            let mae = mean_abs(&errors(history, &starts, &forecasts));
+            Some(Scored {
+                name,
+                candidate,
+                forecasts,
+                mae: if w == 0 { f64::INFINITY } else { mae },
+            })
+        })
+        .collect();
+    if scored.is_empty() {
+        return Err(Error::Solve(
+            "no candidate model could be fitted to the backtest windows".to_string(),
+        ));
+    }
+    // Stable sort: ties keep the spec's order, so the simplest listed model wins.
+    scored.sort_by(|a, b| a.mae.total_cmp(&b.mae));
+
+    let top = |k: usize| k.clamp(1, scored.len());
+    let (chosen, median): (usize, bool) = match combine {
+        Combine::Best => (1, false),
+        Combine::Mean { top: k } => (top(k), false),
+        Combine::Median { top: k } => (top(k), true),
+        Combine::BestOrMean { top: k } => {
+            let k = top(k);
+            if k > 1 && w > 0 {
+                let mean_fc: Vec<Vec<f64>> = (0..starts.len())
+                    .map(|i| {
+                        let paths: Vec<Vec<f64>> =
+                            scored[..k].iter().map(|s| s.forecasts[i].clone()).collect();
+                        combine_paths(&paths, false)
+                    })
+                    .collect();
+                let mae = mean_abs(&errors(history, &starts, &mean_fc));
+                if mae < scored[0].mae {
+                    (k, false)
+                } else {
+                    (1, false)
+                }
+            } else {
+                (1, false)
+            }
+        }
+    };
+
+    // Final fits on the whole history; a member that fails is left out.
+    let mut members: Vec<Box<dyn PointModel>> = Vec::with_capacity(chosen);
+    let mut member_idx = Vec::with_capacity(chosen);
+    for (i, s) in scored.iter().enumerate().take(chosen) {
+        if let Ok(m) = s.candidate.fit_point(&filled) {
+            members.push(m);
+            member_idx.push(i);
+        }
+    }
+    if members.is_empty() {
+        // Fall back down the ranking.
+        for (i, s) in scored.iter().enumerate().skip(chosen) {
+            if let Ok(m) = s.candidate.fit_point(&filled) {
+                members.push(m);
+                member_idx.push(i);
+                break;
+            }
+        }
+    }
+    if members.is_empty() {
+        return Err(Error::Solve(
+            "no candidate model could be fitted".to_string(),
+        ));
+    }
+    let combined_fc: Vec<Vec<f64>> = (0..starts.len())
+        .map(|i| {
+            let paths: Vec<Vec<f64>> = member_idx
+                .iter()
+                .map(|&j| scored[j].forecasts[i].clone())
+                .collect();
+            combine_paths(&paths, median)
+        })
+        .collect();
+    let mut errs = errors(history, &starts, &combined_fc);
+    // Winner's curse: the chosen model's backtest error is the smallest of several
+    // noisy estimates, so it understates the error to come. Widen by how much the
+    // best few candidates' typical error exceeds it, within a bound.
+    if w > 0 && scored.len() > 1 {
+        let k = scored.len().min(WINNERS_CURSE_POOL);
+        let pool = scored[..k].iter().map(|s| s.mae).sum::<f64>() / k as f64;
+        let own = mean_abs(&errs);
+        if own > 0.0 && pool.is_finite() {
+            let factor = (pool / own).clamp(1.0, WINNERS_CURSE_MAX);
+            errs.iter_mut().flatten().for_each(|e| *e *= factor);
+        }
+    }
+    let model: Box<dyn PointModel> = if members.len() == 1 {
+        members.swap_remove(0)
+    } else {
+        Box::new(Combination { members, median })
+    };
+    let scale = naive_scale(&filled, seasons.periods.first().copied().unwrap_or(1));
+    let report = ModelReport {
+        model: model.name(),
+        scores: scored
+            .iter()
+            .map(|s| Score {
+                model: s.name.clone(),
+                mae: s.mae,
+                scaled: s.mae / scale,
+            })
+            .collect(),
+        periods: seasons.periods.clone(),
+        season_notes: seasons.notes.clone(),
+        backtest_windows: w,
+        fell_back_to_simple: seasons.too_short,
+    };
+    let calibration = Calibration::from_errors(&errs, horizon, naive_scale(&filled, 1));
+    let non_negative = history.iter().filter(|v| v.is_finite()).all(|&v| v >= 0.0);
+    Ok(Calibrated::new(model, calibration, report, non_negative))
+}
+
+impl Candidate {
+    /// A report name for the built-in simple models.
+    fn fit_point_name(&self) -> String {
+        match self {
+            Self::SeasonalNaive(s) if s.period == 1 => "naive".to_string(),
+            Self::SeasonalNaive(_) => "seasonal-naive".to_string(),
+            Self::HoltWinters(h) if h.period < 2 => "holt-damped".to_string(),
+            Self::HoltWinters(_) => "holt-winters-damped".to_string(),
+            Self::Mstl(_) => "mstl".to_string(),
+            Self::Linear(_) => "linear-lags".to_string(),
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Model-level tests: every model recovers a known signal, updates agree with
+//! refits, quantiles are monotone and calibrated.
+
+use proptest::prelude::*;
+
+use super::calibrate::Calibrate;
+use super::*;
+
+const HOUR_MS: i64 = 3_600_000;
+
+/// A deterministic uniform generator (SplitMix64), so tests are seeded.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-12);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// Sine with a daily period plus a trend, without noise.
+fn signal(t: usize) -> f64 {
+    100.0 + 0.05 * t as f64 + 10.0 * (t as f64 * std::f64::consts::TAU / 24.0).sin()
+}
+
+fn noisy(n: usize, sd: f64, seed: u64) -> Vec<f64> {
+    let mut rng = Rng(seed);
+    (0..n).map(|t| signal(t) + sd * rng.normal()).collect()
+}
+
+fn assert_close(got: &[f64], want: impl Fn(usize) -> f64, tol: f64, what: &str) {
+    let mae = got
+        .iter()
+        .enumerate()
+        .map(|(h, v)| (v - want(h)).abs())
+        .sum::<f64>()
+        / got.len() as f64;
+    assert!(
+        mae < tol,
+        "{what}: MAE {mae} against the true signal, tolerance {tol}"
+    );
+}
+
+#[test]
+fn every_named_model_recovers_sine_plus_trend() {
+    let n = 24 * 21;
+    let y = noisy(n, 0.5, 7);
+    for name in ModelSpec::names() {
+        let spec = ModelSpec::by_name(name).unwrap().with_horizon(24);
+        let fitted = fit(&spec, &y, HOUR_MS).unwrap();
+        let fc = fitted.predict(24, &[0.1, 0.5, 0.9]).unwrap();
+        // The seasonal naive copies one noisy season and lags the trend by it
+        // (0.05 per step: 1.2 for a day; the weekly one has no week here, so a day).
+        let tol = if name.starts_with("seasonal-naive") {
+            2.5
+        } else {
+            1.2
+        };
+        assert_close(&fc.mean, |h| signal(n + h), tol, name);
+    }
+}
+
+#[test]
+fn typed_fit_recovers_the_signal() {
+    let n = 24 * 14;
+    let y = noisy(n, 0.5, 11);
+    let hw = Calibrate {
+        spec: ets::HoltWinters {
+            period: 24,
+            damped: true,
+        },
+        horizon: 24,
+        windows: 3,
+    }
+    .fit(&y)
+    .unwrap();
+    assert_close(
+        &hw.predict(24, &[]).unwrap().mean,
+        |h| signal(n + h),
+        1.0,
+        "hw",
+    );
+    let mstl = Calibrate {
+        spec: mstl::Mstl { periods: vec![24] },
+        horizon: 24,
+        windows: 2,
+    }
+    .fit(&y)
+    .unwrap();
+    assert_close(
+        &mstl.predict(24, &[]).unwrap().mean,
+        |h| signal(n + h),
+        1.0,
+        "mstl",
+    );
+}
+
+#[test]
+fn update_matches_a_refit_on_the_longer_history() {
+    let n = 24 * 21;
+    let y = noisy(n + 12, 0.5, 3);
+    for name in ModelSpec::names() {
+        let spec = ModelSpec::by_name(name).unwrap().with_horizon(24);
+        let mut updated = fit(&spec, &y[..n], HOUR_MS).unwrap();
+        updated.update(&y[n..]);
+        let refit = fit(&spec, &y, HOUR_MS).unwrap();
+        let a = updated.predict(24, &[]).unwrap().mean;
+        let b = refit.predict(24, &[]).unwrap().mean;
+        assert_close(&a, |h| b[h], 1.0, name);
+    }
+}
+
+#[test]
+fn gaps_in_updates_do_not_break_the_model() {
+    let y = noisy(24 * 10, 0.5, 5);
+    let spec = ModelSpec::by_name("auto").unwrap();
+    let mut m = fit(&spec, &y, HOUR_MS).unwrap();
+    m.update(&[f64::NAN, signal(240), f64::NAN]);
+    let fc = m.predict(12, &[0.5, 0.9]).unwrap();
+    assert!(fc.mean.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn p90_covers_about_ninety_percent_of_a_noisy_signal() {
+    // Many independent series: share of outcomes below the P90 forecast.
+    let (mut below, mut total) = (0usize, 0usize);
+    for seed in 0..40 {
+        let y = noisy(24 * 14 + 24, 2.0, 100 + seed);
+        let n = 24 * 14;
+        let spec = ModelSpec::by_name("auto").unwrap().with_horizon(24);
+        let fc = fit(&spec, &y[..n], HOUR_MS)
+            .unwrap()
+            .predict(24, &[0.9])
+            .unwrap();
+        let p90 = fc.quantile(0.9).unwrap();
+        for h in 0..24 {
+            total += 1;
+            below += usize::from(y[n + h] <= p90[h]);
+        }
+    }
+    let share = below as f64 / total as f64;
+    assert!((0.8..=0.97).contains(&share), "P90 coverage {share}");
+}
+
+#[test]
+fn short_history_falls_back_to_simple_models_and_says_so() {
+    let y: Vec<f64> = (0..30).map(|t| 5.0 + t as f64).collect();
+    let m = fit(&ModelSpec::by_name("auto").unwrap(), &y, HOUR_MS).unwrap();
+    let r = m.report();
+    assert!(r.fell_back_to_simple);
+    assert!(r.periods.is_empty());
+    assert!(m
+        .predict(5, &[0.5])
+        .unwrap()
+        .mean
+        .iter()
+        .all(|v| v.is_finite()));
+}
+
+#[test]
+fn auto_reports_its_choice_and_scores() {
+    let y = noisy(24 * 21, 0.5, 9);
+    let m = fit(
+        &ModelSpec::by_name("auto").unwrap().with_horizon(24),
+        &y,
+        HOUR_MS,
+    )
+    .unwrap();
+    let r = m.report();
+    assert!(r.scores.len() >= 3, "{r:?}");
+    assert_eq!(r.periods, vec![24]);
+    assert!(r.backtest_windows > 0);
+    assert!(!r.model.is_empty());
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let spec = ModelSpec::by_name("auto").unwrap();
+    assert!(matches!(
+        fit(&spec, &[f64::NAN; 10], HOUR_MS),
+        Err(Error::TooShort { .. })
+    ));
+    assert!(fit(&spec, &[], HOUR_MS).is_err());
+    let m = fit(&spec, &noisy(100, 1.0, 1), HOUR_MS).unwrap();
+    assert!(matches!(m.predict(3, &[1.5]), Err(Error::BadQuantile(_))));
+    assert!(matches!(
+        ModelSpec::by_name("prophet"),
+        Err(Error::UnknownModel { .. })
+    ));
+    let err = ModelSpec::from_yaml(
+        "name: x\nmodel:\n  type: linear-lags\n  lags: 0\n  fourier: 1\n  ridge: 1\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("model.lags"), "{err}");
+    assert!(ModelSpec::from_yaml("name: x\nmodel:\n  type: mstl\n  colour: red\n").is_err());
+}
+
+#[test]
+fn every_bundled_spec_parses() {
+    for name in ModelSpec::names() {
+        assert_eq!(ModelSpec::by_name(name).unwrap().name, name);
+    }
+}
+
+#[test]
+fn fill_gaps_interpolates() {
+    let y = [f64::NAN, 1.0, f64::NAN, 3.0, f64::NAN];
+    assert_eq!(fill_gaps(&y), vec![1.0, 1.0, 2.0, 3.0, 3.0]);
+}
+
+#[test]
+fn periods_follow_the_step() {
+    assert_eq!(candidate_periods(300_000), vec![288, 2016]);
+    assert_eq!(candidate_periods(3_600_000), vec![24, 168]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn quantiles_are_monotone_at_every_step(
+        values in proptest::collection::vec(0.0f64..1000.0, 30..200),
+        qs in proptest::collection::vec(0.01f64..0.99, 1..6),
+        horizon in 1usize..40,
+        model in 0usize..6,
+    ) {
+        let names = ModelSpec::names();
+        let spec = ModelSpec::by_name(names[model % names.len()]).unwrap();
+        let fitted = fit(&spec, &values, 300_000).unwrap();
+        let fc = fitted.predict(horizon, &qs).unwrap();
+        prop_assert_eq!(fc.mean.len(), horizon);
+        for w in fc.quantiles.windows(2) {
+            prop_assert!(w[0].q < w[1].q);
+            for h in 0..horizon {
+                prop_assert!(w[0].values[h] <= w[1].values[h],
+                    "step {}: q{} = {} > q{} = {}", h, w[0].q, w[0].values[h], w[1].q, w[1].values[h]);
+            }
+        }
+    }
+}
