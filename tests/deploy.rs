@@ -1,0 +1,1136 @@
+//! deploy/: every kustomization rendered with `kubectl kustomize` and its output
+//! checked for the invariants an install depends on (APIServices point at a real
+//! Service port, RBAC subjects and roles exist, the ConfigMap's config parses with
+//! prescale's own parser, security contexts, probes and args that the real binary
+//! accepts), the examples against the base config, and the Grafana dashboard's
+//! PromQL against the self-metrics of a running `prescale serve`.
+//!
+//! Needs kubectl (skipped with a message when it is missing).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use common::prometheus::free_addr;
+
+/// RBAC subjects the cluster itself provides (not created by deploy/).
+const CLUSTER_SERVICE_ACCOUNTS: &[(&str, &str)] = &[
+    // The HPA controller, with kube-controller-manager's
+    // --use-service-account-credentials (kubeadm and managed clusters).
+    ("kube-system", "horizontal-pod-autoscaler"),
+];
+
+/// Roles the cluster itself provides.
+const CLUSTER_ROLES: &[&str] = &["system:auth-delegator"];
+const KUBE_SYSTEM_ROLES: &[&str] = &["extension-apiserver-authentication-reader"];
+
+/// External metric names served by the node-pool work (src/plan/nodepool.rs).
+const NODEPOOL_METRICS: &[&str] = &["prescale_nodepool_nodes", "prescale_nodepool_balloons"];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn kubectl() -> Option<PathBuf> {
+    let candidates = [PathBuf::from("/usr/bin/kubectl")];
+    let found = candidates.into_iter().find(|p| p.exists()).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("kubectl"))
+                .find(|p| p.exists())
+        })
+    });
+    if found.is_none() {
+        println!("SKIPPED: kubectl not found; the deploy/ kustomizations were not rendered");
+    }
+    found
+}
+
+/// Every directory under deploy/ that holds a kustomization.yaml.
+fn kustomizations() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                out.push(p.parent().unwrap().to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo().join("deploy"), &mut out);
+    out
+}
+
+fn render(kubectl: &Path, dir: &Path) -> Vec<Value> {
+    let out = Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {} failed: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    assert!(!docs.is_empty(), "{} renders nothing", dir.display());
+    docs
+}
+
+/// `v["a"]["b"]...` as a string, or "".
+fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    get(v, path).and_then(Value::as_str).unwrap_or("")
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, k| v.get(*k))
+}
+
+fn seq<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
+    get(v, path)
+        .and_then(Value::as_sequence)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+fn kind<'a>(docs: &'a [Value], k: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    docs.iter().filter(move |d| s(d, &["kind"]) == k)
+}
+
+fn find<'a>(docs: &'a [Value], k: &str, ns: &str, name: &str) -> Option<&'a Value> {
+    docs.iter().find(|d| {
+        s(d, &["kind"]) == k
+            && s(d, &["metadata", "name"]) == name
+            && s(d, &["metadata", "namespace"]) == ns
+    })
+}
+
+fn selects(selector: &Value, labels: &Value) -> bool {
+    let Some(want) = selector.as_mapping() else {
+        return false;
+    };
+    !want.is_empty() && want.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The installs: kustomizations that contain prescale's Deployment.
+fn is_install(docs: &[Value]) -> bool {
+    find(docs, "Deployment", "prescale", "prescale").is_some()
+}
+
+#[test]
+fn every_kustomization_renders_and_the_installs_hold_their_invariants() {
+    let Some(kubectl) = kubectl() else { return };
+    let dirs = kustomizations();
+    let names: BTreeSet<String> = dirs
+        .iter()
+        .map(|d| d.strip_prefix(repo()).unwrap().display().to_string())
+        .collect();
+    for expected in [
+        "deploy/base",
+        "deploy/overlays/cert-manager",
+        "deploy/overlays/dev",
+        "deploy/examples",
+    ] {
+        assert!(names.contains(expected), "{expected} missing: {names:?}");
+    }
+    for dir in &dirs {
+        let docs = render(&kubectl, dir);
+        let at = dir.strip_prefix(repo()).unwrap().display().to_string();
+        if is_install(&docs) {
+            check_install(&at, &docs);
+        }
+        check_pod_security(&at, &docs);
+    }
+}
+
+fn check_install(at: &str, docs: &[Value]) {
+    check_apiservices(at, docs);
+    check_rbac(at, docs);
+    let config = check_deployment(at, docs);
+    check_service_matches_config(at, docs, &config);
+    match at {
+        "deploy/base" => {
+            for a in kind(docs, "APIService") {
+                assert!(
+                    get(a, &["spec", "insecureSkipTLSVerify"]).is_none(),
+                    "{at}: base must not skip TLS verification"
+                );
+            }
+        }
+        "deploy/overlays/cert-manager" => check_cert_manager(at, docs, &config),
+        "deploy/overlays/dev" => {
+            for a in kind(docs, "APIService") {
+                assert_eq!(
+                    get(a, &["spec", "insecureSkipTLSVerify"]),
+                    Some(&Value::Bool(true)),
+                    "{at}: {}",
+                    s(a, &["metadata", "name"])
+                );
+                assert_eq!(
+                    s(a, &["metadata", "labels", "prescale.io/insecure"]),
+                    "dev-only-not-for-production"
+                );
+            }
+            assert!(
+                config.server.tls.cert_file.is_none(),
+                "{at}: dev generates its certificate"
+            );
+        }
+        other => {
+            // A new install must be given its own expectations here.
+            panic!("{other}: an install this test does not know about");
+        }
+    }
+}
+
+fn check_apiservices(at: &str, docs: &[Value]) {
+    let mut seen = BTreeMap::new();
+    for a in kind(docs, "APIService") {
+        let name = s(a, &["metadata", "name"]);
+        let (svc, ns) = (
+            s(a, &["spec", "service", "name"]),
+            s(a, &["spec", "service", "namespace"]),
+        );
+        let port = get(a, &["spec", "service", "port"])
+            .and_then(Value::as_u64)
+            .unwrap_or(443);
+        let service = find(docs, "Service", ns, svc).unwrap_or_else(|| {
+            panic!("{at}: APIService {name} points at missing Service {ns}/{svc}")
+        });
+        assert!(
+            seq(service, &["spec", "ports"])
+                .iter()
+                .any(|p| get(p, &["port"]).and_then(Value::as_u64) == Some(port)),
+            "{at}: APIService {name} points at port {port}, absent from Service {ns}/{svc}"
+        );
+        let group = s(a, &["spec", "group"]);
+        let version = s(a, &["spec", "version"]);
+        assert_eq!(name, format!("{version}.{group}"), "{at}: APIService name");
+        assert_eq!(
+            get(a, &["spec", "groupPriorityMinimum"]).and_then(Value::as_u64),
+            Some(100),
+            "{at}: {name} groupPriorityMinimum"
+        );
+        let vp = get(a, &["spec", "versionPriority"])
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        assert!(vp > 0, "{at}: {name} versionPriority");
+        seen.insert(name.to_string(), vp);
+    }
+    let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "v1beta1.custom.metrics.k8s.io",
+            "v1beta1.external.metrics.k8s.io",
+            "v1beta2.custom.metrics.k8s.io"
+        ],
+        "{at}"
+    );
+    assert!(
+        seen["v1beta2.custom.metrics.k8s.io"] > seen["v1beta1.custom.metrics.k8s.io"],
+        "{at}: v1beta2 must be the preferred custom.metrics version"
+    );
+}
+
+fn check_rbac(at: &str, docs: &[Value]) {
+    let prescale_sa = find(docs, "ServiceAccount", "prescale", "prescale");
+    assert!(
+        prescale_sa.is_some(),
+        "{at}: ServiceAccount prescale/prescale"
+    );
+    let mut bound_roles = Vec::new();
+    for b in kind(docs, "ClusterRoleBinding").chain(kind(docs, "RoleBinding")) {
+        let bname = s(b, &["metadata", "name"]);
+        let bns = s(b, &["metadata", "namespace"]);
+        let subjects = seq(b, &["subjects"]);
+        assert!(
+            !subjects.is_empty(),
+            "{at}: binding {bname} has no subjects"
+        );
+        for subject in subjects {
+            assert_eq!(s(subject, &["kind"]), "ServiceAccount", "{at}: {bname}");
+            let (ns, name) = (s(subject, &["namespace"]), s(subject, &["name"]));
+            assert!(
+                find(docs, "ServiceAccount", ns, name).is_some()
+                    || CLUSTER_SERVICE_ACCOUNTS.contains(&(ns, name)),
+                "{at}: binding {bname} names ServiceAccount {ns}/{name}, which does not exist"
+            );
+        }
+        let (rkind, rname) = (s(b, &["roleRef", "kind"]), s(b, &["roleRef", "name"]));
+        let exists = match rkind {
+            "ClusterRole" => {
+                find(docs, "ClusterRole", "", rname).is_some() || CLUSTER_ROLES.contains(&rname)
+            }
+            "Role" => {
+                find(docs, "Role", bns, rname).is_some()
+                    || (bns == "kube-system" && KUBE_SYSTEM_ROLES.contains(&rname))
+            }
+            other => panic!("{at}: binding {bname}: roleRef kind {other}"),
+        };
+        assert!(
+            exists,
+            "{at}: binding {bname} refers to missing {rkind} {rname}"
+        );
+        if subjects
+            .iter()
+            .any(|x| s(x, &["namespace"]) == "prescale" && s(x, &["name"]) == "prescale")
+        {
+            bound_roles.push((b.clone(), rkind.to_string(), rname.to_string()));
+        }
+    }
+    let bound = |k: &str, name: &str, ns: &str| {
+        bound_roles
+            .iter()
+            .any(|(b, rk, rn)| rk == k && rn == name && s(b, &["metadata", "namespace"]) == ns)
+    };
+    assert!(
+        bound("ClusterRole", "system:auth-delegator", ""),
+        "{at}: auth-delegator"
+    );
+    assert!(
+        bound(
+            "Role",
+            "extension-apiserver-authentication-reader",
+            "kube-system"
+        ),
+        "{at}: extension-apiserver-authentication-reader in kube-system"
+    );
+    // What prescale's own roles grant, as (group, resource, verb).
+    let mut grants = BTreeSet::new();
+    for (b, rk, rn) in &bound_roles {
+        let ns = s(b, &["metadata", "namespace"]);
+        let role = if rk == "ClusterRole" {
+            find(docs, "ClusterRole", "", rn)
+        } else {
+            find(docs, "Role", ns, rn)
+        };
+        for rule in role.map(|r| seq(r, &["rules"])).unwrap_or(&[]) {
+            for g in seq(rule, &["apiGroups"]) {
+                for r in seq(rule, &["resources"]) {
+                    for v in seq(rule, &["verbs"]) {
+                        grants.insert((
+                            g.as_str().unwrap().to_string(),
+                            r.as_str().unwrap().to_string(),
+                            v.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for (g, r, v) in [
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+        ("", "namespaces", "get"),
+        ("", "nodes", "list"),
+        ("", "nodes", "watch"),
+        ("coordination.k8s.io", "leases", "get"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("coordination.k8s.io", "leases", "create"),
+        ("autoscaling.x-k8s.io", "capacitybuffers", "list"),
+        ("autoscaling.x-k8s.io", "capacitybuffers", "update"),
+    ] {
+        assert!(
+            grants.contains(&(g.to_string(), r.to_string(), v.to_string())),
+            "{at}: prescale may not {v} {r} in group {g:?}"
+        );
+    }
+    // prescale reads, it never writes workloads or secrets.
+    assert!(
+        !grants.iter().any(|(_, r, _)| r == "secrets" || r == "*"),
+        "{at}: prescale's roles are too broad: {grants:?}"
+    );
+    // The HPA controller may read the metrics (prescale authorizes by SAR).
+    let hpa_reads = kind(docs, "ClusterRoleBinding").any(|b| {
+        seq(b, &["subjects"]).iter().any(|x| {
+            s(x, &["namespace"]) == "kube-system" && s(x, &["name"]) == "horizontal-pod-autoscaler"
+        }) && find(docs, "ClusterRole", "", s(b, &["roleRef", "name"])).is_some_and(|r| {
+            seq(r, &["rules"]).iter().any(|rule| {
+                seq(rule, &["apiGroups"])
+                    .iter()
+                    .any(|g| g.as_str() == Some("external.metrics.k8s.io"))
+                    && seq(rule, &["verbs"])
+                        .iter()
+                        .any(|v| v.as_str() == Some("get"))
+            })
+        })
+    });
+    assert!(
+        hpa_reads,
+        "{at}: the HPA controller cannot read external metrics"
+    );
+}
+
+/// Checks the Deployment and returns the configuration it runs with.
+fn check_deployment(at: &str, docs: &[Value]) -> prescale::config::Config {
+    let d = find(docs, "Deployment", "prescale", "prescale").unwrap();
+    assert_eq!(
+        get(d, &["spec", "replicas"]).and_then(Value::as_u64),
+        Some(2),
+        "{at}: replicas"
+    );
+    let pod = get(d, &["spec", "template"]).unwrap();
+    let labels = get(pod, &["metadata", "labels"]).unwrap();
+    assert!(
+        selects(
+            get(d, &["spec", "selector", "matchLabels"]).unwrap(),
+            labels
+        ),
+        "{at}: the Deployment's selector does not select its pods"
+    );
+    let sa = s(pod, &["spec", "serviceAccountName"]);
+    assert!(
+        find(docs, "ServiceAccount", "prescale", sa).is_some(),
+        "{at}: ServiceAccount {sa}"
+    );
+    // Disruption budget and spreading.
+    let pdb = kind(docs, "PodDisruptionBudget")
+        .find(|p| {
+            selects(
+                get(p, &["spec", "selector", "matchLabels"]).unwrap_or(&Value::Null),
+                labels,
+            )
+        })
+        .unwrap_or_else(|| panic!("{at}: no PodDisruptionBudget selects prescale's pods"));
+    assert_eq!(
+        get(pdb, &["spec", "minAvailable"]).and_then(Value::as_u64),
+        Some(1),
+        "{at}: PDB"
+    );
+    let anti = get(pod, &["spec", "affinity", "podAntiAffinity"]).unwrap();
+    let terms: Vec<&Value> = seq(anti, &["preferredDuringSchedulingIgnoredDuringExecution"])
+        .iter()
+        .filter_map(|t| get(t, &["podAffinityTerm"]))
+        .chain(seq(
+            anti,
+            &["requiredDuringSchedulingIgnoredDuringExecution"],
+        ))
+        .collect();
+    assert!(
+        terms
+            .iter()
+            .any(|t| s(t, &["topologyKey"]) == "kubernetes.io/hostname"
+                && selects(
+                    get(t, &["labelSelector", "matchLabels"]).unwrap_or(&Value::Null),
+                    labels
+                )),
+        "{at}: no anti-affinity across nodes"
+    );
+    check_pod_spec_security(at, pod);
+    let containers = seq(pod, &["spec", "containers"]);
+    assert_eq!(containers.len(), 1, "{at}");
+    let c = &containers[0];
+    // Image: prescale at the crate's version.
+    let image = s(c, &["image"]);
+    assert!(
+        image.ends_with(&format!("/prescale:{}", env!("CARGO_PKG_VERSION"))),
+        "{at}: image {image} is not prescale:{}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for r in ["cpu", "memory"] {
+        assert!(
+            get(c, &["resources", "requests", r]).is_some(),
+            "{at}: requests.{r}"
+        );
+        assert!(
+            get(c, &["resources", "limits", r]).is_some(),
+            "{at}: limits.{r}"
+        );
+    }
+    // Args: accepted by the real binary (clap rejects unknown flags and bad values
+    // before it prints the help).
+    let args: Vec<String> = seq(c, &["args"])
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        args.first().map(String::as_str),
+        Some("serve"),
+        "{at}: args {args:?}"
+    );
+    assert!(
+        seq(c, &["command"]).is_empty(),
+        "{at}: the image's entrypoint is the binary"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(&args)
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{at}: prescale rejects the container args {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The config file: --config names a key of the mounted ConfigMap.
+    let config_path = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--config="))
+        .unwrap_or_else(|| panic!("{at}: no --config=FILE in {args:?}"));
+    let volumes = seq(pod, &["spec", "volumes"]);
+    let mounts = seq(c, &["volumeMounts"]);
+    for m in mounts {
+        assert!(
+            volumes.iter().any(|v| s(v, &["name"]) == s(m, &["name"])),
+            "{at}: volumeMount {} has no volume",
+            s(m, &["name"])
+        );
+    }
+    let mount_of = |path: &str| {
+        mounts
+            .iter()
+            .filter(|m| Path::new(path).starts_with(s(m, &["mountPath"])))
+            .max_by_key(|m| s(m, &["mountPath"]).len())
+            .map(|m| {
+                let v = volumes
+                    .iter()
+                    .find(|v| s(v, &["name"]) == s(m, &["name"]))
+                    .unwrap();
+                (m, v)
+            })
+    };
+    let (m, v) = mount_of(config_path).unwrap_or_else(|| panic!("{at}: {config_path} not mounted"));
+    let cm_name = s(v, &["configMap", "name"]);
+    let key = Path::new(config_path)
+        .strip_prefix(s(m, &["mountPath"]))
+        .unwrap()
+        .display()
+        .to_string();
+    let cm = find(docs, "ConfigMap", "prescale", cm_name)
+        .unwrap_or_else(|| panic!("{at}: ConfigMap prescale/{cm_name} missing"));
+    let text = s(cm, &["data", &key]);
+    assert!(
+        !text.is_empty(),
+        "{at}: ConfigMap {cm_name} has no key {key}"
+    );
+    let config = prescale::config::Config::from_yaml(text)
+        .unwrap_or_else(|e| panic!("{at}: ConfigMap {cm_name}/{key} does not parse: {e:?}"));
+    assert_eq!(
+        config.server.auth.mode,
+        prescale::config::AuthMode::Kubernetes,
+        "{at}: in-cluster auth"
+    );
+    // Certificate files live on a mounted Secret; the generated pair on a writable volume.
+    match (&config.server.tls.cert_file, &config.server.tls.key_file) {
+        (Some(cert), Some(key)) => {
+            for f in [cert, key] {
+                let (_, v) = mount_of(&f.display().to_string())
+                    .unwrap_or_else(|| panic!("{at}: {} not mounted", f.display()));
+                let secret = s(v, &["secret", "secretName"]);
+                assert!(
+                    !secret.is_empty(),
+                    "{at}: {} is not on a Secret volume",
+                    f.display()
+                );
+            }
+        }
+        (None, None) => {
+            let dir = config.server.tls.cert_dir.display().to_string();
+            let (m, v) = mount_of(&dir)
+                .unwrap_or_else(|| panic!("{at}: cert_dir {dir} not on a volume (read-only root)"));
+            assert!(
+                get(v, &["emptyDir"]).is_some(),
+                "{at}: cert_dir must be writable"
+            );
+            assert_ne!(
+                get(m, &["readOnly"]),
+                Some(&Value::Bool(true)),
+                "{at}: cert_dir read-only"
+            );
+        }
+        _ => panic!("{at}: cert_file and key_file go together"),
+    }
+    // Ports and probes: named container ports matching the config's addresses.
+    let port = |name: &str| {
+        seq(c, &["ports"])
+            .iter()
+            .find(|p| s(p, &["name"]) == name)
+            .and_then(|p| get(p, &["containerPort"]))
+            .and_then(Value::as_u64)
+    };
+    assert_eq!(
+        port("https"),
+        Some(u64::from(config.server.https_address.port())),
+        "{at}: https port"
+    );
+    assert_eq!(
+        port("http"),
+        Some(u64::from(config.server.http_address.port())),
+        "{at}: http port"
+    );
+    assert!(port("grpc-expander").is_some(), "{at}: grpc-expander port");
+    for (probe, path) in [("livenessProbe", "/livez"), ("readinessProbe", "/readyz")] {
+        let p = get(c, &[probe, "httpGet"]).unwrap_or_else(|| panic!("{at}: {probe}"));
+        assert_eq!(s(p, &["path"]), path, "{at}: {probe}");
+        let named = s(p, &["port"]);
+        assert_eq!(
+            port(named),
+            port("http"),
+            "{at}: {probe} must probe the plain-HTTP port"
+        );
+    }
+    config
+}
+
+fn check_service_matches_config(at: &str, docs: &[Value], config: &prescale::config::Config) {
+    let svc = find(docs, "Service", "prescale", "prescale").unwrap();
+    let d = find(docs, "Deployment", "prescale", "prescale").unwrap();
+    let pod = get(d, &["spec", "template"]).unwrap();
+    assert!(
+        selects(
+            get(svc, &["spec", "selector"]).unwrap(),
+            get(pod, &["metadata", "labels"]).unwrap()
+        ),
+        "{at}: the Service does not select prescale's pods"
+    );
+    let c = &seq(pod, &["spec", "containers"])[0];
+    let container_port = |target: &Value| -> Option<u64> {
+        match target {
+            Value::String(name) => seq(c, &["ports"])
+                .iter()
+                .find(|p| s(p, &["name"]) == name)
+                .and_then(|p| get(p, &["containerPort"]))
+                .and_then(Value::as_u64),
+            other => other.as_u64(),
+        }
+    };
+    let mut by_name = BTreeMap::new();
+    for p in seq(svc, &["spec", "ports"]) {
+        let target = get(p, &["targetPort"]).unwrap();
+        let cp = container_port(target).unwrap_or_else(|| {
+            panic!(
+                "{at}: Service port {} targets no container port",
+                s(p, &["name"])
+            )
+        });
+        by_name.insert(s(p, &["name"]).to_string(), cp);
+    }
+    assert_eq!(
+        by_name.get("https"),
+        Some(&u64::from(config.server.https_address.port())),
+        "{at}"
+    );
+    assert_eq!(
+        by_name.get("metrics"),
+        Some(&u64::from(config.server.http_address.port())),
+        "{at}"
+    );
+    assert!(by_name.contains_key("grpc-expander"), "{at}: {by_name:?}");
+}
+
+fn check_cert_manager(at: &str, docs: &[Value], config: &prescale::config::Config) {
+    let svc_names = [
+        "prescale.prescale.svc",
+        "prescale.prescale.svc.cluster.local",
+    ];
+    for a in kind(docs, "APIService") {
+        let from = s(
+            a,
+            &["metadata", "annotations", "cert-manager.io/inject-ca-from"],
+        );
+        let (ns, name) = from
+            .split_once('/')
+            .unwrap_or_else(|| panic!("{at}: inject-ca-from {from:?}"));
+        let cert = find(docs, "Certificate", ns, name)
+            .unwrap_or_else(|| panic!("{at}: inject-ca-from names missing Certificate {from}"));
+        let dns: Vec<&str> = seq(cert, &["spec", "dnsNames"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for n in svc_names {
+            assert!(dns.contains(&n), "{at}: Certificate {from} lacks {n}");
+        }
+        // The Deployment mounts the very Secret this Certificate writes.
+        let secret = s(cert, &["spec", "secretName"]);
+        let d = find(docs, "Deployment", "prescale", "prescale").unwrap();
+        assert!(
+            seq(d, &["spec", "template", "spec", "volumes"])
+                .iter()
+                .any(|v| s(v, &["secret", "secretName"]) == secret),
+            "{at}: the Deployment does not mount Secret {secret}"
+        );
+        let issuer = s(cert, &["spec", "issuerRef", "name"]);
+        assert!(
+            find(docs, "Issuer", ns, issuer).is_some(),
+            "{at}: Issuer {issuer}"
+        );
+        assert!(get(a, &["spec", "insecureSkipTLSVerify"]).is_none(), "{at}");
+    }
+    assert!(
+        config.server.tls.cert_file.is_some(),
+        "{at}: serves the issued certificate"
+    );
+}
+
+fn check_pod_spec_security(at: &str, pod: &Value) {
+    let psc = get(pod, &["spec", "securityContext"]).unwrap_or(&Value::Null);
+    for c in seq(pod, &["spec", "containers"])
+        .iter()
+        .chain(seq(pod, &["spec", "initContainers"]))
+    {
+        let name = s(c, &["name"]);
+        let csc = get(c, &["securityContext"]).unwrap_or(&Value::Null);
+        let either = |k: &str| get(csc, &[k]).or_else(|| get(psc, &[k]));
+        assert_eq!(
+            either("runAsNonRoot"),
+            Some(&Value::Bool(true)),
+            "{at}: {name} runAsNonRoot"
+        );
+        assert_eq!(
+            get(csc, &["allowPrivilegeEscalation"]),
+            Some(&Value::Bool(false)),
+            "{at}: {name} allowPrivilegeEscalation"
+        );
+        assert_eq!(
+            get(csc, &["readOnlyRootFilesystem"]),
+            Some(&Value::Bool(true)),
+            "{at}: {name} readOnlyRootFilesystem"
+        );
+        let drop: Vec<&str> = seq(csc, &["capabilities", "drop"])
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(drop, ["ALL"], "{at}: {name} capabilities.drop");
+        assert!(
+            seq(csc, &["capabilities", "add"]).is_empty(),
+            "{at}: {name} adds capabilities"
+        );
+        let seccomp = either("seccompProfile")
+            .map(|p| s(p, &["type"]))
+            .unwrap_or("");
+        assert_eq!(seccomp, "RuntimeDefault", "{at}: {name} seccompProfile");
+        assert_ne!(
+            get(csc, &["privileged"]),
+            Some(&Value::Bool(true)),
+            "{at}: {name}"
+        );
+    }
+}
+
+/// Every workload any kustomization renders meets the restricted profile.
+fn check_pod_security(at: &str, docs: &[Value]) {
+    for d in docs
+        .iter()
+        .filter(|d| matches!(s(d, &["kind"]), "Deployment" | "StatefulSet" | "DaemonSet"))
+    {
+        check_pod_spec_security(at, get(d, &["spec", "template"]).unwrap());
+    }
+}
+
+#[test]
+fn examples_refer_to_metrics_prescale_serves() {
+    let Some(kubectl) = kubectl() else { return };
+    let docs = render(&kubectl, &repo().join("deploy/examples"));
+    let base =
+        prescale::config::Config::from_file(&repo().join("deploy/base/prescale.yaml")).unwrap();
+    let signals: BTreeSet<&str> = base.signals.iter().map(|s| s.name.as_str()).collect();
+    let mut kinds = BTreeMap::new();
+    for h in kind(&docs, "HorizontalPodAutoscaler") {
+        let name = s(h, &["metadata", "name"]).to_string();
+        assert!(
+            get(h, &["spec", "behavior", "scaleUp"]).is_some(),
+            "{name}: behavior"
+        );
+        assert!(
+            get(h, &["spec", "behavior", "scaleDown"]).is_some(),
+            "{name}: behavior"
+        );
+        for m in seq(h, &["spec", "metrics"]) {
+            let t = s(m, &["type"]);
+            let key = match t {
+                "External" => "external",
+                "Pods" => "pods",
+                "Object" => "object",
+                other => panic!("{name}: metric type {other}"),
+            };
+            let metric = s(m, &[key, "metric", "name"]);
+            assert!(
+                signals.contains(metric) || (t == "External" && NODEPOOL_METRICS.contains(&metric)),
+                "{name}: {t} metric {metric} is neither a signal of deploy/base/prescale.yaml nor a node-pool metric"
+            );
+            let target = get(m, &[key, "target"]).unwrap().clone();
+            kinds.insert(name.clone(), (t.to_string(), metric.to_string(), target));
+        }
+    }
+    let target = |n: &str| {
+        kinds
+            .get(n)
+            .unwrap_or_else(|| panic!("HPA {n} missing: {kinds:?}"))
+    };
+    let (t, _, tg) = target("conexus-server");
+    assert_eq!(
+        (t.as_str(), s(tg, &["type"]), s(tg, &["averageValue"])),
+        ("Pods", "AverageValue", "1000")
+    );
+    let (t, m, tg) = target("conexus-qdrant");
+    assert_eq!(
+        (t.as_str(), m.as_str(), s(tg, &["type"]), s(tg, &["value"])),
+        ("Object", "qdrant_search_latency", "Value", "100m")
+    );
+    let (t, _, tg) = target("llm-agent-service");
+    assert_eq!(
+        (t.as_str(), s(tg, &["type"]), s(tg, &["averageValue"])),
+        ("External", "AverageValue", "10")
+    );
+    // Balloons: one per pool, at priority -10, scaled on prescale_nodepool_balloons
+    // with a target of 1 (the served value maps to exactly the count).
+    let pc = kind(&docs, "PriorityClass").next().unwrap();
+    assert_eq!(get(pc, &["value"]).and_then(Value::as_i64), Some(-10));
+    for pool in ["application", "database", "cache"] {
+        let hpa = format!("balloon-{pool}");
+        let (t, m, tg) = target(&hpa);
+        assert_eq!(
+            (t.as_str(), m.as_str(), s(tg, &["averageValue"])),
+            ("External", "prescale_nodepool_balloons", "1")
+        );
+        let h = kind(&docs, "HorizontalPodAutoscaler")
+            .find(|h| s(h, &["metadata", "name"]) == hpa)
+            .unwrap();
+        let sel = seq(h, &["spec", "metrics"])[0].clone();
+        assert_eq!(
+            s(
+                &sel,
+                &["external", "metric", "selector", "matchLabels", "nodepool"]
+            ),
+            pool
+        );
+        let ns = s(h, &["metadata", "namespace"]);
+        let dep = find(
+            &docs,
+            "Deployment",
+            ns,
+            s(h, &["spec", "scaleTargetRef", "name"]),
+        )
+        .unwrap_or_else(|| panic!("{hpa}: target Deployment missing"));
+        assert_eq!(
+            s(dep, &["spec", "template", "spec", "priorityClassName"]),
+            s(pc, &["metadata", "name"])
+        );
+    }
+    // The balloon math the HPAs rely on: target 1 → exactly `count` replicas.
+    let balloon = prescale::plan::nodepool::Balloon::try_new(1000).unwrap();
+    for count in [1, 2, 7] {
+        assert_eq!(
+            prescale::plan::nodepool::hpa_replicas(balloon.served_milli(count), 1000),
+            u64::from(count)
+        );
+    }
+    // The cluster-autoscaler flags.
+    let ca = std::fs::read_to_string(repo().join("deploy/examples/cluster-autoscaler-flags.yaml"))
+        .unwrap();
+    let ca: Value = serde_yaml::from_str(&ca).unwrap();
+    let command: Vec<&str> = seq(&ca, &["spec", "template", "spec", "containers"])[0]
+        .get("command")
+        .and_then(Value::as_sequence)
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(command.contains(&"--expander=grpc,least-waste"));
+    assert!(command.contains(&"--grpc-expander-url=prescale.prescale.svc:8443"));
+    assert!(command
+        .iter()
+        .any(|c| c.starts_with("--grpc-expander-cert=/")));
+    let scrape =
+        std::fs::read_to_string(repo().join("deploy/examples/prometheus-scrape.yaml")).unwrap();
+    let scrape: Value = serde_yaml::from_str(&scrape).unwrap();
+    let job = &seq(&scrape, &["scrape_configs"])[0];
+    assert_eq!(s(job, &["job_name"]), "prescale");
+    assert_eq!(s(job, &["metrics_path"]), "/metrics");
+}
+
+#[test]
+fn dockerfile_is_multi_stage_and_non_root() {
+    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let froms: Vec<&str> = text.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert!(froms.len() >= 2, "multi-stage: {froms:?}");
+    let last = froms.last().unwrap();
+    assert!(
+        last.contains("distroless") || last.contains("scratch"),
+        "{last}"
+    );
+    let user = text.lines().rev().find(|l| l.starts_with("USER ")).unwrap();
+    let uid: u32 = user[5..].split(':').next().unwrap().trim().parse().unwrap();
+    assert_ne!(uid, 0, "runs as root");
+    assert!(text.contains("ENTRYPOINT [\"/usr/local/bin/prescale\"]"));
+}
+
+/// Metric names in a PromQL expression: identifiers that are not functions,
+/// keywords, label names (inside `{}` or a grouping) or Grafana variables.
+fn promql_metrics(expr: &str) -> BTreeSet<String> {
+    const KEYWORDS: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+        "and",
+        "or",
+        "unless",
+        "inf",
+        "nan",
+    ];
+    const AGGREGATIONS: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "group",
+        "stddev",
+        "stdvar",
+        "count",
+        "count_values",
+        "bottomk",
+        "topk",
+        "quantile",
+        "limitk",
+        "limit_ratio",
+    ];
+    let chars: Vec<char> = expr.chars().collect();
+    let mut out = BTreeSet::new();
+    let (mut i, mut braces, mut brackets) = (0, 0i32, 0i32);
+    let mut grouping = false;
+    let mut depth_at_grouping = 0i32;
+    let mut parens = 0i32;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '"' | '\'' | '`' => {
+                i += 1;
+                while i < chars.len() && chars[i] != c {
+                    if chars[i] == '\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            '{' => braces += 1,
+            '}' => braces -= 1,
+            '[' => brackets += 1,
+            ']' => brackets -= 1,
+            '(' => parens += 1,
+            ')' => {
+                parens -= 1;
+                if grouping && parens == depth_at_grouping {
+                    grouping = false;
+                }
+            }
+            '$' => {
+                while i + 1 < chars.len() && (chars[i + 1].is_alphanumeric() || chars[i + 1] == '_')
+                {
+                    i += 1;
+                }
+            }
+            c if c.is_ascii_alphabetic() || c == '_' || c == ':' => {
+                let start = i;
+                while i + 1 < chars.len()
+                    && (chars[i + 1].is_ascii_alphanumeric() || matches!(chars[i + 1], '_' | ':'))
+                {
+                    i += 1;
+                }
+                let word: String = chars[start..=i].iter().collect();
+                let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
+                let preceded_by_digit = start > 0 && chars[start - 1].is_ascii_digit();
+                // `sum by (x) (...)`: an aggregation followed by its grouping.
+                let rest: String = chars[i + 1..].iter().collect();
+                let rest = rest.trim_start();
+                let aggregation_with_grouping = AGGREGATIONS.contains(&word.as_str())
+                    && (rest.starts_with("by") || rest.starts_with("without"));
+                if matches!(
+                    word.as_str(),
+                    "by" | "without" | "on" | "ignoring" | "group_left" | "group_right"
+                ) && next == Some(&'(')
+                {
+                    grouping = true;
+                    depth_at_grouping = parens;
+                } else if braces == 0
+                    && brackets == 0
+                    && !grouping
+                    && !preceded_by_digit
+                    && next != Some(&'(')
+                    && !aggregation_with_grouping
+                    && !KEYWORDS.contains(&word.to_lowercase().as_str())
+                {
+                    out.insert(word);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+#[test]
+fn promql_metric_extraction() {
+    let got = promql_metrics(
+        r#"histogram_quantile(0.99, sum by (le, signal) (rate(a_bucket{job=~"$job", x="b c"}[5m]))) / on(signal) group_left b_total offset 5m"#,
+    );
+    assert_eq!(
+        got,
+        BTreeSet::from(["a_bucket".to_string(), "b_total".to_string()])
+    );
+    assert_eq!(
+        promql_metrics("label_values(up, job)").len(),
+        2,
+        "the caller handles label_values"
+    );
+}
+
+/// Every PromQL expression in the dashboard: panel targets and query variables.
+fn dashboard_exprs(dash: &serde_json::Value) -> Vec<String> {
+    fn panels(v: &serde_json::Value, out: &mut Vec<String>) {
+        for p in v.as_array().into_iter().flatten() {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                if let Some(e) = t["expr"].as_str() {
+                    out.push(e.to_string());
+                }
+            }
+            panels(&p["panels"], out);
+        }
+    }
+    let mut out = Vec::new();
+    panels(&dash["panels"], &mut out);
+    for var in dash["templating"]["list"].as_array().into_iter().flatten() {
+        if var["type"] != "query" {
+            continue;
+        }
+        let q = var["query"]["query"]
+            .as_str()
+            .or_else(|| var["query"].as_str())
+            .unwrap();
+        // label_values(SELECTOR, LABEL): only the selector is PromQL.
+        let q = match q.strip_prefix("label_values(") {
+            Some(rest) => rest.rsplit_once(',').unwrap().0.to_string(),
+            None => q.to_string(),
+        };
+        out.push(q);
+    }
+    out
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Metric names (samples, and families by their TYPE with the suffixes the
+/// exposition adds) in OpenMetrics text.
+fn exposed_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap_or(""));
+            let suffixes: &[&str] = match kind {
+                "counter" => &["_total", "_created"],
+                "histogram" => &["_bucket", "_sum", "_count", "_created"],
+                "summary" => &["_sum", "_count", "_created"],
+                _ => &[""],
+            };
+            for sfx in suffixes {
+                names.insert(format!("{name}{sfx}"));
+            }
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let end = line.find(['{', ' ']).unwrap_or(line.len());
+            names.insert(line[..end].to_string());
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn dashboard_queries_only_metrics_a_running_server_exports() {
+    let text = std::fs::read_to_string(repo().join("deploy/dashboards/prescale.json")).unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let exprs = dashboard_exprs(&dash);
+    assert!(exprs.len() >= 8, "{exprs:?}");
+    let wanted: BTreeSet<String> = exprs.iter().flat_map(|e| promql_metrics(e)).collect();
+    for must in [
+        "prescale_api_requests_total",
+        "prescale_api_request_duration_seconds_bucket",
+        "prescale_forecast_error_ratio",
+        "prescale_series_by_signal",
+    ] {
+        assert!(wanted.contains(must), "the dashboard does not show {must}");
+    }
+
+    let (https, plain): (SocketAddr, SocketAddr) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let _child = Killed(
+        Command::new(env!("CARGO_BIN_EXE_prescale"))
+            .args(["serve", "--https-address", &https.to_string()])
+            .args(["--http-address", &plain.to_string()])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut ready = false;
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("http://{plain}/readyz")).send().await {
+            if r.status() == 200 {
+                ready = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "prescale serve did not become ready");
+    // Traffic on each kind of endpoint, so that the request families have series.
+    let _ = client
+        .get(format!(
+            "https://{https}/apis/external.metrics.k8s.io/v1beta1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    let _ = client
+        .get(format!("http://{plain}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let metrics = client
+        .get(format!("http://{plain}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exposed = exposed_names(&metrics);
+    let missing: Vec<&String> = wanted.iter().filter(|m| !exposed.contains(*m)).collect();
+    assert!(missing.is_empty(), "the dashboard queries metrics prescale does not export: {missing:?}\nexported: {exposed:?}");
+}
