@@ -443,6 +443,10 @@ pub struct TlsConfig {
     /// metrics-server does; the APIService then needs `insecureSkipTLSVerify`).
     #[serde(default = "default_cert_dir")]
     pub cert_dir: PathBuf,
+    /// Extra DNS names of the generated certificate (besides localhost and loopback
+    /// addresses), e.g. the Service's `prescale.prescale.svc`.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
 }
 
 fn default_cert_dir() -> PathBuf {
@@ -455,6 +459,7 @@ impl Default for TlsConfig {
             cert_file: None,
             key_file: None,
             cert_dir: default_cert_dir(),
+            dns_names: Vec::new(),
         }
     }
 }
@@ -466,7 +471,9 @@ pub enum AuthMode {
     /// Front-proxy client certificates and TokenReview, SubjectAccessReview (in-cluster).
     #[default]
     Kubernetes,
-    /// Front-proxy client certificates from files only; no calls to the kube-apiserver.
+    /// Front-proxy client certificates checked against `requestheader_client_ca_file`,
+    /// and every authenticated user allowed: no calls to the kube-apiserver (for
+    /// clusters where only the aggregation layer can reach prescale, and for tests).
     Requestheader,
     /// No authentication at all: local use only, loopback addresses only.
     None,
@@ -495,9 +502,6 @@ pub struct AuthConfig {
     /// Prefixes of headers carrying extra user attributes.
     #[serde(default = "default_extra_prefixes")]
     pub requestheader_extra_headers_prefix: Vec<String>,
-    /// How long a SubjectAccessReview answer is reused.
-    #[serde(default = "default_authz_cache_ttl")]
-    pub authorization_cache_ttl: Duration,
 }
 
 fn default_username_headers() -> Vec<String> {
@@ -509,9 +513,6 @@ fn default_group_headers() -> Vec<String> {
 fn default_extra_prefixes() -> Vec<String> {
     vec!["X-Remote-Extra-".to_string()]
 }
-const fn default_authz_cache_ttl() -> Duration {
-    Duration(std::time::Duration::from_secs(10))
-}
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -522,7 +523,6 @@ impl Default for AuthConfig {
             requestheader_username_headers: default_username_headers(),
             requestheader_group_headers: default_group_headers(),
             requestheader_extra_headers_prefix: default_extra_prefixes(),
-            authorization_cache_ttl: default_authz_cache_ttl(),
         }
     }
 }
@@ -680,6 +680,14 @@ impl ServerConfig {
             }
             _ => {}
         }
+        if self.auth.mode == AuthMode::Requestheader
+            && self.auth.requestheader_client_ca_file.is_none()
+        {
+            problems.push(
+                "server.auth.requestheader_client_ca_file: required with mode requestheader"
+                    .to_string(),
+            );
+        }
         if self.auth.mode == AuthMode::None {
             for (field, addr) in [
                 ("https_address", self.https_address),
@@ -796,6 +804,11 @@ server:
   https_address: 0.0.0.0:6443
   auth: { mode: none }
 ";
+        let requestheader = format!("{MINIMAL}server:\n  auth: {{ mode: requestheader }}\n");
+        let Err(Error::Invalid(p)) = Config::from_yaml(&requestheader) else {
+            panic!("requestheader without a CA accepted");
+        };
+        assert!(p[0].starts_with("server.auth.requestheader_client_ca_file: required"));
         let Err(Error::Invalid(problems)) = Config::from_yaml(text) else {
             panic!("expected validation errors");
         };

@@ -25,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use rayon::prelude::*;
 
 use crate::clock::Clock;
 use crate::config::SignalConfig;
@@ -204,6 +205,8 @@ struct SeriesState {
     entry: Option<SeriesEntry>,
     /// One-step-ahead mean forecast from the last decision, for the error measure.
     next_forecast: Option<f64>,
+    /// Whether the series' first status has been logged (as a transition from none).
+    announced: bool,
 }
 
 /// A status change, as logged and counted.
@@ -312,6 +315,7 @@ impl SignalState {
                             status: Status::Warming,
                             entry: None,
                             next_forecast: None,
+                            announced: false,
                         });
                     if st.next_ms == range.start_ms {
                         if let (Some(f), Some(y)) = (st.next_forecast, values.first().copied()) {
@@ -347,10 +351,13 @@ impl SignalState {
             .unwrap_or(0)
             .max(1);
         let forget_ms = self.settings.history_ms.max(self.settings.max_staleness_ms);
-        let mut forgotten = Vec::new();
-        for (labels, st) in self.series.iter_mut() {
-            let old = st.entry.as_ref().map(|_| st.status);
-            let new = if present.contains(labels) {
+        // Deciding is where the models are fitted: spread it over the cores. Each
+        // series is independent, so the result does not depend on the order.
+        let present_ref = &present;
+        self.series
+            .par_iter_mut()
+            .filter(|(labels, _)| present_ref.contains(*labels))
+            .for_each(|(labels, st)| {
                 let d = st.tracker.decide(now_ms);
                 st.next_forecast = d.forecast.as_ref().and_then(|f| f.mean.first().copied());
                 let status = if d.warming {
@@ -365,7 +372,13 @@ impl SignalState {
                     st.next_ms - range.step_ms,
                     step_s,
                 ));
-                status
+            });
+        let mut forgotten = Vec::new();
+        for (labels, st) in self.series.iter_mut() {
+            let old = st.announced.then_some(st.status);
+            st.announced = true;
+            let new = if present.contains(labels) {
+                st.entry.as_ref().map_or(Status::Warming, |e| e.status)
             } else {
                 let age = now_ms - st.last_seen_ms;
                 if age > forget_ms {

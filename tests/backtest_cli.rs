@@ -183,3 +183,39 @@ fn bad_arguments_name_what_is_wrong() {
         "nope.csv",
     );
 }
+
+#[test]
+fn a_serve_configuration_is_replayed_with_its_own_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "ramp.csv", &ramp());
+    let cfg = dir.path().join("prescale.yaml");
+    std::fs::write(
+        &cfg,
+        "prometheus:\n  url: http://127.0.0.1:9090\nsignals:\n  - name: other\n    query: up\n  - name: rps\n    query: sum(rate(x[1m]))\n    step: 2m\n    lead_time: 6m\n    quantile: 0.8\n    reactive_floor: false\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let out = prescale(&["--input", &f, "--config", cfg, "--signal", "rps", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &doc["settings"];
+    assert_eq!(s["signal"], "rps");
+    assert_eq!(s["step_s"], 120.0);
+    assert_eq!(s["lead_steps"], 3);
+    assert_eq!(s["quantile"], 0.8);
+    assert_eq!(s["reactive_floor"], false);
+    // The 1 min trace was resampled onto the signal's 2 min grid.
+    assert_eq!(doc["traces"][0]["step_s"], 120.0);
+    assert_clean_failure(
+        &prescale(&["--input", &f, "--config", cfg, "--signal", "nope"]),
+        "must be one of other, rps",
+    );
+    assert_clean_failure(
+        &prescale(&["--input", &f, "--config", cfg, "--quantile", "0.5"]),
+        "cannot be used with",
+    );
+}

@@ -6,7 +6,20 @@
 //! own forecasting state, on a simulated clock: the result is a statement about
 //! the code that serves production. Everything here is pure and synchronous;
 //! reading files and printing happen in `cmd::backtest`.
-
+//!
+//! # What is assumed
+//! - The value recorded at a grid point is the demand from that point until the
+//!   next one, and it is available from its own timestamp on: the reactive HPA
+//!   reads it at its next sync without any metric pipeline delay (favourable to
+//!   reactive scaling, so the comparison errs on the conservative side).
+//! - Demand in replicas is `value / target`; under-provisioning is demand above
+//!   *ready* pods. Replica-hours count placed pods (starting or ready), node-hours
+//!   count nodes from the moment they are ordered.
+//! - `reactive` and `predictive` go through the same [`hpa::Hpa`] (tolerance,
+//!   stabilization, policies); `oracle` sets exactly the replicas the true peak of
+//!   the coming lead time needs, so it is the limit of what planning ahead can do
+//!   with the same pod start-up and node provisioning.
+//! - Gaps the resampler left in the trace count for cost, not for shortfall.
 pub mod behavior;
 pub mod capacity;
 pub mod hpa;

@@ -65,14 +65,16 @@ pub struct ForecastPlan {
 }
 
 impl ForecastPlan {
-    /// Defaults: three weeks of history (two weekly seasons and then some), a
-    /// refit every 6 hours of simulated time, one hour of warm-up.
+    /// Defaults: a week of history and an hour of warm-up, as `serve` defaults to,
+    /// and a refit every 6 hours of simulated time (serve refits hourly; the
+    /// backtest refits less often to replay months of data quickly, and updates the
+    /// model with every point in between like serve does).
     pub fn new(spec: ModelSpec, quantile: f64) -> Self {
         Self {
             spec,
             quantile,
             reactive_floor: true,
-            history_ms: 21 * 86_400_000,
+            history_ms: 7 * 86_400_000,
             refit_every_ms: 6 * 3_600_000,
             min_history_ms: 3_600_000,
         }
@@ -122,6 +124,9 @@ pub struct Scenario {
     pub capacity: CapacitySpec,
     /// The predictive strategy's forecasting.
     pub forecast: ForecastPlan,
+    /// Exact tracker settings to use instead of deriving them from `forecast` (a
+    /// replayed serve configuration); the trace must then be on their step.
+    pub tracker: Option<TrackerSettings>,
     /// Keep every HPA sync in [`Run::ticks`] (for tests and inspection).
     pub keep_ticks: bool,
 }
@@ -142,6 +147,7 @@ impl Scenario {
                 pool: None,
             },
             forecast,
+            tracker: None,
             keep_ticks: false,
         }
     }
@@ -389,9 +395,21 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
     let target = scenario.effective_target();
     let demand_at = |i: usize| filled[i].max(0.0) / target;
 
-    let settings = scenario
-        .forecast
-        .tracker_settings(step, scenario.lead_time_ms);
+    let settings = match &scenario.tracker {
+        Some(t) if t.step_ms != step => {
+            return Err(Error::Setting {
+                field: "step",
+                reason: format!(
+                    "the trace's step is {step} ms but the tracker runs on {} ms",
+                    t.step_ms
+                ),
+            })
+        }
+        Some(t) => t.clone(),
+        None => scenario
+            .forecast
+            .tracker_settings(step, scenario.lead_time_ms),
+    };
     let mut source = match strategy {
         Strategy::Reactive => Source::Reactive,
         Strategy::Oracle => Source::Oracle,

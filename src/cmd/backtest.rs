@@ -15,8 +15,11 @@ use prescale::backtest::{
     self, plot, report, Aggregate, Behavior, CapacitySpec, ForecastPlan, NodePool, Scenario,
     TraceResult,
 };
+use prescale::config::Config;
+use prescale::engine::SignalSettings;
 use prescale::forecast::ModelSpec;
-use prescale::series::{self, ResampleOptions, Series};
+use prescale::plan::TrackerSettings;
+use prescale::series::{self, RawSeries, ResampleOptions, Series, DEFAULT_MAX_GAP_STEPS};
 
 /// The traces bundled with the source, replayed when no input is given.
 const BUNDLED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
@@ -50,6 +53,9 @@ pub struct Args {
     /// Serve the forecast even below the latest observation.
     #[arg(long)]
     pub no_floor: bool,
+    /// History kept for fitting.
+    #[arg(long, default_value = "7d", value_parser = parse_duration_ms)]
+    pub history: i64,
     /// Refit the model after this much new data (updates in between).
     #[arg(long, default_value = "6h", value_parser = parse_duration_ms)]
     pub refit_every: i64,
@@ -77,6 +83,17 @@ pub struct Args {
     /// YAML of an HPA's `spec.behavior` (or a whole HPA manifest).
     #[arg(long)]
     pub behavior: Option<PathBuf>,
+    /// Replay a serve configuration exactly: the signal's step, history, lead time,
+    /// quantile, model, floor, refit interval and warm-up drive the predictive run
+    /// (the trace is resampled to the signal's step).
+    #[arg(
+        long,
+        conflicts_with_all = ["lead_time", "quantile", "model", "no_floor", "refit_every", "history"]
+    )]
+    pub config: Option<PathBuf>,
+    /// The signal of --config to replay; the first one when omitted.
+    #[arg(long, requires = "config")]
+    pub signal: Option<String>,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -132,6 +149,16 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
 /// A replayed trace and the unit scale its values were multiplied by.
 type Outcome = Result<(TraceResult, f64), backtest::Error>;
 
+/// A serve configuration's signal, as the engine would run it.
+struct Replay {
+    /// The signal's name.
+    name: String,
+    /// The tracker settings the engine derives from the signal.
+    tracker: TrackerSettings,
+    /// The signal's lead time in milliseconds.
+    lead_time_ms: i64,
+}
+
 /// One trace ready to replay.
 struct Prepared {
     name: String,
@@ -156,6 +183,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => Behavior::default(),
     };
     let spec = ModelSpec::by_name(&args.model).context("--model")?;
+    let replay = match &args.config {
+        Some(path) => Some(replay_settings(path, args.signal.as_deref())?),
+        None => None,
+    };
     if let Some(t) = args.target_per_replica {
         if !(t.is_finite() && t >= 0.001) {
             bail!("--target-per-replica must be a number of at least 0.001, got {t}");
@@ -168,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut failures = Vec::new();
     let mut prepared = Vec::new();
     for file in &files {
-        match prepare(file, &args, &behavior, &spec) {
+        match prepare(file, &args, &behavior, &spec, replay.as_ref()) {
             Ok(p) => prepared.extend(p),
             Err(e) if files.len() > 1 => failures.push(format!("{}: {e:#}", file.display())),
             Err(e) => return Err(e),
@@ -201,9 +232,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let nodes = args.pods_per_node.is_some();
 
     if args.json {
-        let doc = report::json(&traces, &aggregate, settings_json(&args, &results));
+        let doc = report::json(
+            &traces,
+            &aggregate,
+            settings_json(&args, replay.as_ref(), &results),
+        );
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
+        if let Some(r) = &replay {
+            println!(
+                "replaying signal {} of {}: step {}, lead time {}, q{}, model {}\n",
+                r.name,
+                args.config
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string()),
+                report::human_ms(r.tracker.step_ms),
+                report::human_ms(r.lead_time_ms),
+                r.tracker.policy.quantile,
+                r.tracker.spec.name
+            );
+        }
         for (r, unit) in &results {
             print!("{}", report::trace_table(r, nodes));
             if *unit != 1.0 {
@@ -265,6 +313,7 @@ fn prepare(
     args: &Args,
     behavior: &Behavior,
     spec: &ModelSpec,
+    replay: Option<&Replay>,
 ) -> anyhow::Result<Vec<Prepared>> {
     let raw = series::read_file(file)?;
     if raw.iter().all(|r| r.samples.is_empty()) {
@@ -278,7 +327,7 @@ fn prepare(
         .map(|r| match r.samples.len() {
             1 => Err(anyhow::Error::new(backtest::Error::TooFewPoints { got: 1 })),
             _ => r
-                .resample(&ResampleOptions::default())
+                .resample(&resample_options(r, replay)?)
                 .map_err(anyhow::Error::new),
         })
         .collect::<anyhow::Result<Vec<_>>>()
@@ -296,7 +345,7 @@ fn prepare(
             } else {
                 stem.clone()
             };
-            prepare_series(name, labeled.series, args, behavior, spec)
+            prepare_series(name, labeled.series, args, behavior, spec, replay)
                 .with_context(|| format!("in {}", file.display()))
         })
         .collect()
@@ -308,6 +357,7 @@ fn prepare_series(
     args: &Args,
     behavior: &Behavior,
     spec: &ModelSpec,
+    replay: Option<&Replay>,
 ) -> anyhow::Result<Prepared> {
     let (target, unit_scale) = match args.target_per_replica {
         Some(t) => (t, 1.0),
@@ -324,7 +374,10 @@ fn prepare_series(
     let mut plan = ForecastPlan::new(spec.clone(), args.quantile);
     plan.reactive_floor = !args.no_floor;
     plan.refit_every_ms = args.refit_every;
-    let mut scenario = Scenario::new(target, args.lead_time, plan);
+    plan.history_ms = args.history;
+    let lead_time_ms = replay.map_or(args.lead_time, |r| r.lead_time_ms);
+    let mut scenario = Scenario::new(target, lead_time_ms, plan);
+    scenario.tracker = replay.map(|r| r.tracker.clone());
     scenario.min_replicas = args.min_replicas;
     scenario.max_replicas = args.max_replicas;
     scenario.sync_period_ms = args.sync_period;
@@ -346,6 +399,53 @@ fn prepare_series(
     })
 }
 
+/// The tracker settings of one signal of a serve configuration, derived exactly as
+/// the engine derives them.
+fn replay_settings(path: &Path, signal: Option<&str>) -> anyhow::Result<Replay> {
+    let config = Config::from_file(path)?;
+    let chosen = match signal {
+        Some(name) => config
+            .signals
+            .iter()
+            .find(|s| s.name.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = config.signals.iter().map(|s| s.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "--signal {name:?} is not in {}: must be one of {}",
+                    path.display(),
+                    known.join(", ")
+                )
+            })?,
+        None => config
+            .signals
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("{} configures no signals", path.display()))?,
+    };
+    let settings = SignalSettings::from_config(chosen)?;
+    Ok(Replay {
+        name: chosen.name.to_string(),
+        tracker: settings.tracker,
+        lead_time_ms: chosen.lead_time.as_ms(),
+    })
+}
+
+/// Resampling for one series: its own inferred step, or the replayed signal's step
+/// with gaps of up to a few of the trace's own steps interpolated (a 5 min trace
+/// on a 1 min grid has 4 empty points between samples).
+fn resample_options(raw: &RawSeries, replay: Option<&Replay>) -> anyhow::Result<ResampleOptions> {
+    let Some(r) = replay else {
+        return Ok(ResampleOptions::default());
+    };
+    let step = r.tracker.step_ms.max(1);
+    let native = series::infer_step_ms(&raw.samples)?;
+    let per_sample = usize::try_from((native + step - 1) / step)
+        .unwrap_or(1)
+        .max(1);
+    Ok(ResampleOptions::default()
+        .with_step_ms(step)
+        .with_max_gap_steps(DEFAULT_MAX_GAP_STEPS * per_sample))
+}
+
 fn progress_bar(len: u64, wanted: bool) -> ProgressBar {
     if !wanted || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
@@ -357,7 +457,31 @@ fn progress_bar(len: u64, wanted: bool) -> ProgressBar {
     bar
 }
 
-fn settings_json(args: &Args, results: &[(TraceResult, f64)]) -> serde_json::Value {
+fn settings_json(
+    args: &Args,
+    replay: Option<&Replay>,
+    results: &[(TraceResult, f64)],
+) -> serde_json::Value {
+    if let Some(r) = replay {
+        let t = &r.tracker;
+        return serde_json::json!({
+            "config": args.config.as_ref().map(|p| p.display().to_string()),
+            "signal": r.name,
+            "step_s": t.step_ms as f64 / 1000.0,
+            "lead_time_s": r.lead_time_ms as f64 / 1000.0,
+            "lead_steps": t.policy.lead_steps,
+            "quantile": t.policy.quantile,
+            "model": t.spec.name,
+            "reactive_floor": t.policy.reactive_floor,
+            "history_steps": t.history_steps,
+            "refit_every_steps": t.refit_every_steps,
+            "min_history_steps": t.min_history_steps,
+            "pod_startup_s": args.pod_startup as f64 / 1000.0,
+            "pods_per_node": args.pods_per_node,
+            "node_provisioning_s": args.pods_per_node.map(|_| args.node_provisioning as f64 / 1000.0),
+            "sync_period_s": args.sync_period as f64 / 1000.0,
+        });
+    }
     serde_json::json!({
         "target": match args.target_per_replica {
             Some(t) => serde_json::json!(t),
@@ -367,6 +491,8 @@ fn settings_json(args: &Args, results: &[(TraceResult, f64)]) -> serde_json::Val
         "quantile": args.quantile,
         "model": args.model,
         "reactive_floor": !args.no_floor,
+        "history_s": args.history as f64 / 1000.0,
+        "refit_every_s": args.refit_every as f64 / 1000.0,
         "pod_startup_s": args.pod_startup as f64 / 1000.0,
         "pods_per_node": args.pods_per_node,
         "node_provisioning_s": args.pods_per_node.map(|_| args.node_provisioning as f64 / 1000.0),
@@ -393,7 +519,18 @@ fn write_plots(out: &Path, traces: &[TraceResult]) -> anyhow::Result<()> {
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            out.with_file_name(format!("{stem}-{}.{ext}", r.name))
+            let name: String = r
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            out.with_file_name(format!("{stem}-{name}.{ext}"))
         };
         if ext == "svg" {
             let svg = plot::svg(r)?;

@@ -5,13 +5,16 @@
 //! directory) through the file source replayed on the wall clock: no Prometheus and
 //! no cluster needed, which makes it the first command to try.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
 
+use prescale::api::auth::{FrontProxy, StaticAuthorizer};
+use prescale::api::{AuthMode, TlsSource};
 use prescale::clock::{Clock, SystemClock};
-use prescale::config::{Config, Duration, MetricName, Quantile, SignalConfig};
+use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
 use prescale::snapshot::Shared;
@@ -22,9 +25,31 @@ use prescale::source::Source;
 /// Arguments of `prescale serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Configuration file; without it the bundled traces are served locally.
+    /// Configuration file; without it the bundled traces are served locally on
+    /// loopback with a self-signed certificate and no authentication.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Overrides the HTTPS address (default 127.0.0.1:6443 without a config).
+    #[arg(long)]
+    pub https_address: Option<SocketAddr>,
+    /// Overrides the plain-HTTP address (default 127.0.0.1:8080 without a config).
+    #[arg(long)]
+    pub http_address: Option<SocketAddr>,
+    /// Overrides the authentication mode: `kubernetes`, `requestheader` or `none`
+    /// (local use only: refuses non-loopback addresses).
+    #[arg(long, value_parser = parse_auth)]
+    pub auth: Option<config::AuthMode>,
+}
+
+fn parse_auth(s: &str) -> Result<config::AuthMode, String> {
+    match s {
+        "kubernetes" => Ok(config::AuthMode::Kubernetes),
+        "requestheader" => Ok(config::AuthMode::Requestheader),
+        "none" => Ok(config::AuthMode::None),
+        _ => Err(format!(
+            "must be one of kubernetes, requestheader, none; got {s:?}"
+        )),
+    }
 }
 
 /// The bundled traces: (metric name, CSV text).
@@ -89,19 +114,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (signals, source): (Vec<SignalConfig>, Arc<dyn Source>) = match &args.config {
-        Some(path) => {
-            let config = Config::from_file(path)
-                .with_context(|| format!("{} is not a valid configuration", path.display()))?;
-            let source = PrometheusSource::new(&config.prometheus)
-                .context("cannot set up the Prometheus client")?;
-            (config.signals, Arc::new(source))
-        }
-        None => {
-            let (signals, source) = bundled(clock.now_ms())?;
-            (signals, Arc::new(source))
-        }
-    };
+    let (signals, source, mut server): (Vec<SignalConfig>, Arc<dyn Source>, ServerConfig) =
+        match &args.config {
+            Some(path) => {
+                let config = Config::from_file(path)
+                    .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+                let source = PrometheusSource::new(&config.prometheus)
+                    .context("cannot set up the Prometheus client")?;
+                (config.signals, Arc::new(source), config.server)
+            }
+            None => {
+                let (signals, source) = bundled(clock.now_ms())?;
+                (signals, Arc::new(source), local_server())
+            }
+        };
+    if let Some(addr) = args.https_address {
+        server.https_address = addr;
+    }
+    if let Some(addr) = args.http_address {
+        server.http_address = addr;
+    }
+    if let Some(mode) = args.auth {
+        server.auth.mode = mode;
+    }
     let settings = signals
         .iter()
         .map(SignalSettings::from_config)
@@ -121,14 +156,145 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
-    tracing::info!(signals = signals.len(), "engine started");
+    let api_settings = prescale::api::Settings::new(
+        server.https_address,
+        server.http_address,
+        tls_source(&server),
+        auth_mode(&server).await?,
+    );
+    let api =
+        prescale::api::Server::bind(api_settings, shared, Arc::new(registry), Arc::clone(&clock))
+            .await
+            .context("cannot start the API")?;
+    let https = api.https_addr();
+    let mut engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
+    let mut api_task = tokio::spawn(api.run(stopped(stop_rx.clone())));
+    tracing::info!(signals = signals.len(), %https, "serving");
+    if let Some(first) = signals.first() {
+        let insecure = if server.tls.cert_file.is_none() {
+            "k"
+        } else {
+            ""
+        };
+        println!(
+            "curl -s{insecure} https://{https}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{}",
+            first.name
+        );
+    }
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    engine_task.await.context("engine task")??;
+    // Either half ending early (an error) stops the other: never serve without a
+    // live engine, nor refresh for nobody.
+    let (engine_result, api_result) = tokio::select! {
+        () = shutdown_signal() => {
+            tracing::info!("shutting down");
+            let _ = stop_tx.send(true);
+            (engine_task.await, api_task.await)
+        }
+        r = &mut engine_task => {
+            tracing::error!("engine stopped; stopping the API");
+            let _ = stop_tx.send(true);
+            (r, api_task.await)
+        }
+        r = &mut api_task => {
+            tracing::error!("API stopped; stopping the engine");
+            let _ = stop_tx.send(true);
+            (engine_task.await, r)
+        }
+    };
+    engine_result.context("engine task")?.context("engine")?;
+    api_result.context("API task")?.context("API")?;
     Ok(())
+}
+
+/// Without a configuration: loopback only, generated certificate, no authentication.
+fn local_server() -> ServerConfig {
+    let mut server = ServerConfig {
+        https_address: SocketAddr::from(([127, 0, 0, 1], 6443)),
+        http_address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        ..ServerConfig::default()
+    };
+    server.tls.cert_dir = std::env::temp_dir().join("prescale-serving-cert");
+    server.auth.mode = config::AuthMode::None;
+    server
+}
+
+fn tls_source(server: &ServerConfig) -> TlsSource {
+    match (&server.tls.cert_file, &server.tls.key_file) {
+        (Some(cert), Some(key)) => TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => TlsSource::SelfSigned {
+            dir: server.tls.cert_dir.clone(),
+            dns_names: server.tls.dns_names.clone(),
+        },
+    }
+}
+
+/// The front-proxy settings from the configured files.
+fn front_proxy_from_files(
+    auth: &config::AuthConfig,
+    ca_file: &std::path::Path,
+) -> anyhow::Result<FrontProxy> {
+    let pem = std::fs::read_to_string(ca_file).with_context(|| {
+        format!(
+            "cannot read requestheader_client_ca_file {}",
+            ca_file.display()
+        )
+    })?;
+    Ok(FrontProxy {
+        client_ca_pem: pem,
+        allowed_names: auth.requestheader_allowed_names.clone(),
+        username_headers: auth.requestheader_username_headers.clone(),
+        group_headers: auth.requestheader_group_headers.clone(),
+        extra_headers_prefix: auth.requestheader_extra_headers_prefix.clone(),
+    })
+}
+
+async fn auth_mode(server: &ServerConfig) -> anyhow::Result<AuthMode> {
+    let auth = &server.auth;
+    match auth.mode {
+        config::AuthMode::None => {
+            for addr in [server.https_address, server.http_address] {
+                anyhow::ensure!(
+                    addr.ip().is_loopback(),
+                    "--auth=none only binds loopback addresses, got {addr}"
+                );
+            }
+            Ok(AuthMode::None)
+        }
+        config::AuthMode::Requestheader => {
+            let ca = auth
+                .requestheader_client_ca_file
+                .as_deref()
+                .context("auth mode requestheader needs requestheader_client_ca_file")?;
+            Ok(AuthMode::Delegated {
+                front_proxy: Some(front_proxy_from_files(auth, ca)?),
+                tokens: None,
+                // Whoever the kube-apiserver vouches for may read: it has already
+                // authorized the request against its own RBAC.
+                authorizer: Arc::new(StaticAuthorizer::allow_all()),
+            })
+        }
+        config::AuthMode::Kubernetes => {
+            let client = ::kube::Client::try_default()
+                .await
+                .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
+            let front_proxy = match &auth.requestheader_client_ca_file {
+                Some(ca) => front_proxy_from_files(auth, ca)?,
+                None => prescale::kube::read_front_proxy(client.clone())
+                    .await
+                    .context("cannot read the front-proxy settings")?,
+            };
+            Ok(AuthMode::Delegated {
+                front_proxy: Some(front_proxy),
+                tokens: Some(Arc::new(prescale::kube::KubeTokenReviewer::new(
+                    client.clone(),
+                ))),
+                authorizer: Arc::new(prescale::kube::KubeAuthorizer::new(client)),
+            })
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

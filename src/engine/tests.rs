@@ -117,7 +117,7 @@ fn warming_then_ok() {
     assert_eq!(e.detail.model, "last-value");
     let mut now = now;
     let mut last = Status::Warming;
-    for _ in 0..20 {
+    for _ in 0..60 {
         now += STEP;
         let r = s.due(now).unwrap();
         s.apply(now, r, fetched(r, &l), &m);
@@ -157,9 +157,11 @@ fn source_failure_goes_stale_then_failed_then_recovers() {
     let t = s.apply(now, r, fetched(r, &l), &m);
     assert_eq!(t[0].to, Some(Status::Ok));
     assert_eq!(s.entry().series[0].timestamp_ms, r.end_ms);
+    // The same observations and decisions, in the same order, as the engine made.
     let mut reference = Tracker::new(settings("a").tracker);
     let first = Range::try_new(301 * STEP, 500 * STEP, STEP).unwrap();
     reference.observe(&fetched(first, &l).unwrap()[0].series.values);
+    reference.decide(500 * STEP);
     reference.observe(&fetched(r, &l).unwrap()[0].series.values);
     assert_eq!(
         s.entry().series[0].value,
@@ -334,4 +336,47 @@ async fn run_stops_on_shutdown() {
     assert!(shared.is_ready());
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+proptest::proptest! {
+    /// Whatever the sequence of successes and failures: after a success the series
+    /// is ok (or warming); after a failure it keeps the last value and is stale
+    /// within `max_staleness` of the last success and failed beyond; and the served
+    /// value always equals a tracker fed the same points in the same order.
+    #[test]
+    fn status_follows_the_last_success(outcomes in proptest::collection::vec(
+        (proptest::bool::ANY, 1i64..4), 1..30)
+    ) {
+        let m = Metrics::unregistered();
+        let mut s = SignalState::new(settings("a"));
+        let l = labels(&[("queue", "a")]);
+        let mut reference = Tracker::new(settings("a").tracker);
+        let mut now = 500 * STEP;
+        let r = s.due(now).unwrap();
+        s.apply(now, r, fetched(r, &l), &m);
+        reference.observe(&fetched(r, &l).unwrap()[0].series.values);
+        reference.decide(now);
+        let mut last_ok = now;
+        let mut served = s.entry().series[0].value;
+        for (ok, steps) in outcomes {
+            now += steps * STEP;
+            let r = s.due(now).unwrap();
+            if ok {
+                s.apply(now, r, fetched(r, &l), &m);
+                reference.observe(&fetched(r, &l).unwrap()[0].series.values);
+                let want = reference.decide(now).value.unwrap();
+                let e = &s.entry().series[0];
+                proptest::prop_assert_eq!(e.status, Status::Ok);
+                proptest::prop_assert_eq!(e.value, want);
+                served = e.value;
+                last_ok = now;
+            } else {
+                s.apply(now, r, Err("down".into()), &m);
+                let e = &s.entry().series[0];
+                let want = if now - last_ok <= 5 * STEP { Status::Stale } else { Status::Failed };
+                proptest::prop_assert_eq!(e.status, want);
+                proptest::prop_assert_eq!(e.value, served);
+            }
+        }
+    }
 }
