@@ -92,6 +92,10 @@ fn served_value_equals_a_tracker_fed_the_same_history() {
         assert_eq!(e.timestamp_ms, r.end_ms);
         assert_eq!(e.window_s, 3_600);
         assert_eq!(e.detail.model, want.model);
+        if k >= 3 {
+            let score = e.detail.backtest_mase.unwrap();
+            assert!(score.is_finite() && score >= 0.0, "{score}");
+        }
         now += STEP;
     }
 }
@@ -243,17 +247,20 @@ fn metrics_count_statuses_and_errors() {
     let mut registry = Registry::default();
     let m = Metrics::new(&mut registry);
     let mut core = Core::new(vec![settings("a")], m);
-    let now = 500 * STEP;
-    let p = core.plan(now);
+    let mut now = 500 * STEP;
     let l = labels(&[]);
-    let f = fetched(p[0].range, &l);
+    for _ in 0..5 {
+        let p = core.plan(now);
+        let f = fetched(p[0].range, &l);
+        core.apply(
+            now,
+            vec![(p[0].clone(), f, std::time::Duration::from_millis(3))],
+        );
+        now += STEP;
+    }
+    let p = core.plan(now);
     core.apply(
         now,
-        vec![(p[0].clone(), f, std::time::Duration::from_millis(3))],
-    );
-    let p = core.plan(now + STEP);
-    core.apply(
-        now + STEP,
         vec![(
             p[0].clone(),
             Err("x".into()),
@@ -271,7 +278,11 @@ fn metrics_count_statuses_and_errors() {
         "{text}"
     );
     assert!(
-        text.contains("prescale_refresh_duration_seconds_count{signal=\"a\"} 2"),
+        text.contains("prescale_refresh_duration_seconds_count{signal=\"a\"} 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prescale_forecast_mase{signal=\"a\"} "),
         "{text}"
     );
     assert!(
