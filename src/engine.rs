@@ -380,7 +380,9 @@ impl SignalState {
                 st.entry.as_ref().map_or(Status::Warming, |e| e.status)
             } else {
                 let age = now_ms - st.last_seen_ms;
-                if age > forget_ms {
+                // Only a source that answers can say a series is gone; during an
+                // outage every series stays (failed), so the API keeps answering 503.
+                if age > forget_ms && self.last_error.is_none() {
                     forgotten.push(labels.clone());
                     continue;
                 }

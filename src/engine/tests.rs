@@ -174,6 +174,24 @@ fn source_failure_goes_stale_then_failed_then_recovers() {
 }
 
 #[test]
+fn an_outage_longer_than_the_window_keeps_the_series_failed() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &labels(&[])), &m);
+    let later = now + 300 * STEP;
+    let r = s.due(later).unwrap();
+    let t = s.apply(later, r, Err("connection refused".into()), &m);
+    assert_eq!(t[0].to, Some(Status::Failed));
+    assert_eq!(
+        s.entry().series.len(),
+        1,
+        "not forgotten while the source fails"
+    );
+}
+
+#[test]
 fn series_come_and_go() {
     let m = Metrics::unregistered();
     let mut s = SignalState::new(settings("a"));
