@@ -1,7 +1,7 @@
 //! The serving loop: refresh, update, refit, plan, publish.
 //!
 //! All mutable state lives in one [`Core`]: per signal the series it has seen, each
-//! with a [`Tracker`](crate::plan::Tracker) (the same code the backtester drives). The core is
+//! with a [`Tracker`] (the same code the backtester drives). The core is
 //! synchronous and takes time as an argument: [`Core::plan`] says which ranges to
 //! fetch at `now`, [`Core::apply`] takes what the source returned (or its error),
 //! and [`Core::snapshot`] builds the immutable [`Snapshot`] the API serves. The async
