@@ -1075,7 +1075,7 @@ async fn dashboard_queries_only_metrics_a_running_server_exports() {
     for must in [
         "prescale_api_requests_total",
         "prescale_api_request_duration_seconds_bucket",
-        "prescale_forecast_error_ratio",
+        "prescale_forecast_mase",
         "prescale_series_by_signal",
     ] {
         assert!(wanted.contains(must), "the dashboard does not show {must}");
@@ -1122,15 +1122,25 @@ async fn dashboard_queries_only_metrics_a_running_server_exports() {
         .send()
         .await
         .unwrap();
-    let metrics = client
-        .get(format!("http://{plain}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let exposed = exposed_names(&metrics);
-    let missing: Vec<&String> = wanted.iter().filter(|m| !exposed.contains(*m)).collect();
+    // Some families appear only after the engine's first refreshes (the forecast
+    // error needs two one-step errors): poll until every name is there, or time out.
+    let mut missing: Vec<String> = wanted.iter().cloned().collect();
+    let mut exposed = BTreeSet::new();
+    for _ in 0..120 {
+        let metrics = client
+            .get(format!("http://{plain}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        exposed = exposed_names(&metrics);
+        missing.retain(|m| !exposed.contains(m));
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     assert!(missing.is_empty(), "the dashboard queries metrics prescale does not export: {missing:?}\nexported: {exposed:?}");
 }
