@@ -162,6 +162,40 @@ fn every_kustomization_renders_and_the_installs_hold_their_invariants() {
 }
 
 fn check_install(at: &str, docs: &[Value]) {
+    let ns = find(docs, "Namespace", "", "prescale")
+        .unwrap_or_else(|| panic!("{at}: Namespace prescale"));
+    assert_eq!(
+        s(
+            ns,
+            &["metadata", "labels", "pod-security.kubernetes.io/enforce"]
+        ),
+        "restricted",
+        "{at}: the namespace enforces the restricted Pod Security Standard"
+    );
+    // Everything lands in prescale's namespace, except the one kube-system binding;
+    // and nothing uses the default namespace by omission.
+    for d in docs {
+        let (k, n) = (s(d, &["kind"]), s(d, &["metadata", "name"]));
+        let cluster_scoped = matches!(
+            k,
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "APIService" | "PriorityClass"
+        );
+        let dns = s(d, &["metadata", "namespace"]);
+        if cluster_scoped {
+            assert_eq!(dns, "", "{at}: {k} {n} is cluster-scoped");
+        } else if k == "RoleBinding" && dns == "kube-system" {
+            assert_eq!(
+                s(d, &["roleRef", "name"]),
+                "extension-apiserver-authentication-reader",
+                "{at}: {n}"
+            );
+        } else {
+            assert_eq!(
+                dns, "prescale",
+                "{at}: {k} {n} must be in namespace prescale"
+            );
+        }
+    }
     check_apiservices(at, docs);
     check_rbac(at, docs);
     let config = check_deployment(at, docs);
