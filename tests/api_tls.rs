@@ -399,3 +399,21 @@ async fn http2_by_alpn_serves_the_same_answer() {
     }
     server.stop().await;
 }
+
+/// A header limit below hyper's minimum is raised to it rather than crashing
+/// every connection.
+#[tokio::test]
+async fn tiny_header_limit_is_clamped_not_fatal() {
+    let server = start(Limits {
+        max_header_bytes: 16,
+        ..Limits::default()
+    })
+    .await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/healthz", server.plain))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}

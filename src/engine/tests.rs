@@ -92,6 +92,10 @@ fn served_value_equals_a_tracker_fed_the_same_history() {
         assert_eq!(e.timestamp_ms, r.end_ms);
         assert_eq!(e.window_s, 3_600);
         assert_eq!(e.detail.model, want.model);
+        if k >= 3 {
+            let score = e.detail.backtest_mase.unwrap();
+            assert!(score.is_finite() && score >= 0.0, "{score}");
+        }
         now += STEP;
     }
 }
@@ -170,6 +174,24 @@ fn source_failure_goes_stale_then_failed_then_recovers() {
 }
 
 #[test]
+fn an_outage_longer_than_the_window_keeps_the_series_failed() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &labels(&[])), &m);
+    let later = now + 300 * STEP;
+    let r = s.due(later).unwrap();
+    let t = s.apply(later, r, Err("connection refused".into()), &m);
+    assert_eq!(t[0].to, Some(Status::Failed));
+    assert_eq!(
+        s.entry().series.len(),
+        1,
+        "not forgotten while the source fails"
+    );
+}
+
+#[test]
 fn series_come_and_go() {
     let m = Metrics::unregistered();
     let mut s = SignalState::new(settings("a"));
@@ -243,17 +265,20 @@ fn metrics_count_statuses_and_errors() {
     let mut registry = Registry::default();
     let m = Metrics::new(&mut registry);
     let mut core = Core::new(vec![settings("a")], m);
-    let now = 500 * STEP;
-    let p = core.plan(now);
+    let mut now = 500 * STEP;
     let l = labels(&[]);
-    let f = fetched(p[0].range, &l);
+    for _ in 0..5 {
+        let p = core.plan(now);
+        let f = fetched(p[0].range, &l);
+        core.apply(
+            now,
+            vec![(p[0].clone(), f, std::time::Duration::from_millis(3))],
+        );
+        now += STEP;
+    }
+    let p = core.plan(now);
     core.apply(
         now,
-        vec![(p[0].clone(), f, std::time::Duration::from_millis(3))],
-    );
-    let p = core.plan(now + STEP);
-    core.apply(
-        now + STEP,
         vec![(
             p[0].clone(),
             Err("x".into()),
@@ -271,7 +296,11 @@ fn metrics_count_statuses_and_errors() {
         "{text}"
     );
     assert!(
-        text.contains("prescale_refresh_duration_seconds_count{signal=\"a\"} 2"),
+        text.contains("prescale_refresh_duration_seconds_count{signal=\"a\"} 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prescale_forecast_mase{signal=\"a\"} "),
         "{text}"
     );
     assert!(
