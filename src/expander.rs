@@ -358,6 +358,8 @@ pub fn decode_candidates(request: &pb::BestOptionsRequest) -> Result<Vec<Candida
     // Only the templates of offered node groups are decoded (the maps cover every
     // node group of the cluster); each once.
     let mut templates: HashMap<&str, Option<TemplateNode>> = HashMap::new();
+    // The same pending pods are usually offered by many options: decode each once.
+    let mut pod_cache: HashMap<&[u8], Resources> = HashMap::new();
     let mut out = Vec::with_capacity(request.options.len());
     for (i, o) in request.options.iter().enumerate() {
         let node_count = u32::try_from(o.node_count).map_err(|_| Error::NodeCount {
@@ -377,15 +379,22 @@ pub fn decode_candidates(request: &pb::BestOptionsRequest) -> Result<Vec<Candida
         } else {
             ("podBytes", &o.pod_bytes)
         };
-        let pods = pods
-            .iter()
-            .enumerate()
-            .map(|(j, bytes)| decode_pod(bytes, i, field, j))
-            .collect::<Result<Vec<_>>>()?;
+        let mut decoded = Vec::with_capacity(pods.len());
+        for (j, bytes) in pods.iter().enumerate() {
+            let r = match pod_cache.get(bytes.as_slice()) {
+                Some(r) => *r,
+                None => {
+                    let r = decode_pod(bytes, i, field, j)?;
+                    pod_cache.insert(bytes.as_slice(), r);
+                    r
+                }
+            };
+            decoded.push(r);
+        }
         out.push(Candidate {
             node_group_id: o.node_group_id.clone(),
             node_count,
-            pods,
+            pods: decoded,
             template,
         });
     }
@@ -413,39 +422,35 @@ pub fn decode_node(bytes: &[u8], field: &'static str, group: &str) -> Result<Tem
         group: group.to_string(),
         source,
     })?;
-    let path = |map: &str, key: &str| format!("{field}[{group:?}].status.{map}[{key:?}]");
     let status = node.status.unwrap_or_default();
     // Allocatable is what the scheduler uses; capacity only where it is missing.
-    let pick = |key: &str| -> Option<(String, &str)> {
+    let pick = |key: &'static str| -> Option<(&'static str, &'static str, &str)> {
         status
             .allocatable
             .get(key)
-            .map(|q| (path("allocatable", key), q.string.as_str()))
+            .map(|q| ("allocatable", key, q.string.as_str()))
             .or_else(|| {
                 status
                     .capacity
                     .get(key)
-                    .map(|q| (path("capacity", key), q.string.as_str()))
+                    .map(|q| ("capacity", key, q.string.as_str()))
             })
     };
+    let bad = |(map, key, _): (&str, &str, &str), source| Error::Quantity {
+        path: format!("{field}[{group:?}].status.{map}[{key:?}]"),
+        source,
+    };
     let cpu = match pick("cpu") {
-        Some((p, s)) => {
-            quantity::parse_millicores(s).map_err(|source| Error::Quantity { path: p, source })?
-        }
+        Some(at) => quantity::parse_millicores(at.2).map_err(|e| bad(at, e))?,
         None => 0,
     };
     let memory = match pick("memory") {
-        Some((p, s)) => {
-            quantity::parse_units(s).map_err(|source| Error::Quantity { path: p, source })?
-        }
+        Some(at) => quantity::parse_units(at.2).map_err(|e| bad(at, e))?,
         None => 0,
     };
     let max_pods = match pick("pods") {
-        Some((p, s)) => Some(
-            u32::try_from(
-                quantity::parse_units(s).map_err(|source| Error::Quantity { path: p, source })?,
-            )
-            .unwrap_or(u32::MAX),
+        Some(at) => Some(
+            u32::try_from(quantity::parse_units(at.2).map_err(|e| bad(at, e))?).unwrap_or(u32::MAX),
         ),
         None => None,
     };
@@ -485,59 +490,60 @@ pub fn decode_pod(
         index,
         source,
     })?;
-    let base = format!("options[{option}].{field}[{index}]");
+    // Paths are only formatted when a quantity is bad: this runs for every pod.
+    let base = || format!("options[{option}].{field}[{index}].spec");
     let spec = pod.spec.unwrap_or_default();
     let mut sum = Resources::default();
     for (c, container) in spec.containers.iter().enumerate() {
-        let r = container_requests(container, &format!("{base}.spec.containers[{c}]"))?;
-        sum = sum.saturating_add(r);
+        let at = || format!("{}.containers[{c}].resources", base());
+        sum = sum.saturating_add(container_requests(container, &at)?);
     }
     for (c, container) in spec.init_containers.iter().enumerate() {
-        let r = container_requests(container, &format!("{base}.spec.initContainers[{c}]"))?;
+        let at = || format!("{}.initContainers[{c}].resources", base());
+        let r = container_requests(container, &at)?;
         sum.cpu_milli = sum.cpu_milli.max(r.cpu_milli);
         sum.memory_bytes = sum.memory_bytes.max(r.memory_bytes);
     }
-    let overhead = resources(
-        &spec.overhead,
-        &BTreeMap::new(),
-        &format!("{base}.spec.overhead"),
-    )?;
+    let at = || base();
+    let overhead = resources(("overhead", &spec.overhead), None, &at)?;
     Ok(sum.saturating_add(overhead))
 }
 
-fn container_requests(c: &k8s::Container, path: &str) -> Result<Resources> {
+fn container_requests(c: &k8s::Container, at: &dyn Fn() -> String) -> Result<Resources> {
     match &c.resources {
-        Some(r) => resources(&r.requests, &r.limits, &format!("{path}.resources")),
+        Some(r) => resources(("requests", &r.requests), Some(("limits", &r.limits)), at),
         None => Ok(Resources::default()),
     }
 }
 
-/// cpu and memory from `primary`, falling back to `fallback` per resource.
+type NamedMap<'a> = (&'static str, &'a BTreeMap<String, k8s::Quantity>);
+
+/// cpu and memory from the `primary` map, falling back to `fallback` per resource;
+/// a bad quantity is reported at `at()` + the map's name and key.
 fn resources(
-    primary: &BTreeMap<String, k8s::Quantity>,
-    fallback: &BTreeMap<String, k8s::Quantity>,
-    path: &str,
+    primary: NamedMap<'_>,
+    fallback: Option<NamedMap<'_>>,
+    at: &dyn Fn() -> String,
 ) -> Result<Resources> {
-    let get = |key: &str| -> Option<(String, &str)> {
+    let get = |key: &str| -> Option<(&'static str, &str)> {
         primary
+            .1
             .get(key)
-            .map(|q| (format!("{path}.requests[{key:?}]"), q.string.as_str()))
+            .map(|q| (primary.0, q.string.as_str()))
             .or_else(|| {
-                fallback
-                    .get(key)
-                    .map(|q| (format!("{path}.limits[{key:?}]"), q.string.as_str()))
+                fallback.and_then(|(name, map)| map.get(key).map(|q| (name, q.string.as_str())))
             })
     };
+    let bad = |map: &str, key: &str, source| Error::Quantity {
+        path: format!("{}.{map}[{key:?}]", at()),
+        source,
+    };
     let cpu = match get("cpu") {
-        Some((p, s)) => {
-            quantity::parse_millicores(s).map_err(|source| Error::Quantity { path: p, source })?
-        }
+        Some((map, s)) => quantity::parse_millicores(s).map_err(|e| bad(map, "cpu", e))?,
         None => 0,
     };
     let memory = match get("memory") {
-        Some((p, s)) => {
-            quantity::parse_units(s).map_err(|source| Error::Quantity { path: p, source })?
-        }
+        Some((map, s)) => quantity::parse_units(s).map_err(|e| bad(map, "memory", e))?,
         None => 0,
     };
     Ok(Resources::new(cpu, memory))
