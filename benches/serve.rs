@@ -210,9 +210,9 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (round, paced_for) = if full {
-        (Duration::from_millis(1500), Duration::from_secs(5))
+        (Duration::from_millis(1500), Duration::from_secs(7))
     } else {
-        (Duration::from_millis(200), Duration::from_millis(200))
+        (Duration::from_millis(200), Duration::from_millis(700))
     };
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -305,8 +305,14 @@ fn main() {
     let (api_median, bare_median) = (median(&api_rates), median(&bare_rates));
     let half = api_median / 2.0;
     let (api_lat, bare_lat) = load.block_on(async {
-        let api = paced(&api_clients, &api_url, half, paced_for).await;
-        let bare = paced(&bare_clients, &bare_url, half, paced_for).await;
+        // Alternating paced rounds as well, so both tails see the same background.
+        let (mut api, mut bare) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            api.extend(paced(&api_clients, &api_url, half, paced_for / ROUNDS as u32).await);
+            bare.extend(paced(&bare_clients, &bare_url, half, paced_for / ROUNDS as u32).await);
+        }
+        api.sort();
+        bare.sort();
         (api, bare)
     });
 
