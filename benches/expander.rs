@@ -167,12 +167,16 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn report(what: &str, mut samples: Vec<Duration>) {
     samples.sort();
+    // The machine may be shared: the load average says how much the tail owes to it.
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load.split_whitespace().next().unwrap_or("?").to_string();
     println!(
-        "{what}: n={} p50={:.3}ms p99={:.3}ms max={:.3}ms (goal p99 <= 5ms)",
+        "{what}: n={} p50={:.3}ms p99={:.3}ms max={:.3}ms (goal p99 <= 5ms; load average {load} on {} cpus)",
         samples.len(),
         percentile(&samples, 0.50).as_secs_f64() * 1e3,
         percentile(&samples, 0.99).as_secs_f64() * 1e3,
         samples.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        std::thread::available_parallelism().map_or(0, usize::from),
     );
 }
 

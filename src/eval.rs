@@ -343,6 +343,7 @@ fn family(name: &str) -> String {
                 }
             }
             members.push(strip_parens(inner[start..].trim()));
+            members.sort();
             return format!("{prefix}({})", members.join(", "));
         }
     }
@@ -405,7 +406,7 @@ mod tests {
         assert_eq!(family("mstl(24,168)"), "mstl");
         assert_eq!(
             family("mean(mstl(24,168), linear-lags(25 lags, 6 fourier))"),
-            "mean(mstl, linear-lags)"
+            "mean(linear-lags, mstl)"
         );
     }
 

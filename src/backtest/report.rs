@@ -165,6 +165,12 @@ pub struct Aggregate {
     pub predictive_under_provisioned_change_pct: Option<f64>,
     /// Change of replica-hours, predictive vs reactive, in %.
     pub predictive_replica_hours_change_pct: Option<f64>,
+    /// The per-trace change of under-provisioned replica-minutes, averaged with
+    /// every trace weighing the same (the sums above are dominated by the traces
+    /// with the largest spikes), in %.
+    pub mean_trace_under_provisioned_change_pct: Option<f64>,
+    /// The per-trace change of replica-hours, averaged over traces, in %.
+    pub mean_trace_replica_hours_change_pct: Option<f64>,
 }
 
 fn change_pct(new: f64, old: f64) -> Option<f64> {
@@ -197,8 +203,18 @@ impl Aggregate {
                 .filter_map(|t| t.run(Strategy::Predictive))
                 .filter_map(|r| r.forecast.as_ref())
         };
+        let per_trace = |f: fn(&Measures) -> f64| {
+            mean(results.iter().filter_map(|t| {
+                let (r, p) = (t.run(Strategy::Reactive)?, t.run(Strategy::Predictive)?);
+                change_pct(f(&p.measures), f(&r.measures))
+            }))
+        };
         Self {
             traces: results.len(),
+            mean_trace_under_provisioned_change_pct: per_trace(|m| {
+                m.under_provisioned_replica_minutes
+            }),
+            mean_trace_replica_hours_change_pct: per_trace(|m| m.replica_hours),
             reactive,
             predictive,
             oracle,
@@ -340,6 +356,15 @@ pub fn aggregate_table(a: &Aggregate, nodes: bool) -> String {
     }
     if let Some(c) = a.mean_forecast_coverage {
         let _ = write!(out, ", mean coverage {:.1}%", c * 100.0);
+    }
+    if let (Some(u), Some(r)) = (
+        a.mean_trace_under_provisioned_change_pct,
+        a.mean_trace_replica_hours_change_pct,
+    ) {
+        let _ = write!(
+            out,
+            "; predictive vs reactive per trace on average: under-provisioned {u:+.1}%, replica-hours {r:+.1}%"
+        );
     }
     out.push('\n');
     let rows: Vec<(Strategy, &Measures)> = Strategy::ALL.iter().map(|&s| (s, a.get(s))).collect();

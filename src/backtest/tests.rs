@@ -399,3 +399,26 @@ proptest! {
         prop_assert_eq!(before(&a), before(&b));
     }
 }
+
+#[test]
+fn the_aggregate_sums_traces_and_averages_their_changes() {
+    let mut step = vec![10.0; 30];
+    step.extend(vec![20.0; 30]);
+    let daily: Vec<f64> = (0..24 * 4)
+        .map(|i| if i % 24 == 12 { 40.0 } else { 10.0 })
+        .collect();
+    let a = backtest("step", &series(60, step), &scenario(180)).unwrap();
+    let b = backtest("daily", &series(3600, daily), &scenario(180)).unwrap();
+    let agg = Aggregate::new(&[a.clone(), b.clone()]);
+    let m = |t: &TraceResult, s| t.run(s).unwrap().measures;
+    let sum = m(&a, Strategy::Reactive).replica_hours + m(&b, Strategy::Reactive).replica_hours;
+    assert!((agg.reactive.replica_hours - sum).abs() < 1e-9);
+    assert_eq!(agg.traces, 2);
+    let change = |t: &TraceResult| {
+        let (r, p) = (m(t, Strategy::Reactive), m(t, Strategy::Predictive));
+        (p.replica_hours - r.replica_hours) / r.replica_hours * 100.0
+    };
+    let expected = (change(&a) + change(&b)) / 2.0;
+    let got = agg.mean_trace_replica_hours_change_pct.unwrap();
+    assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
+}
