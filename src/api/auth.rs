@@ -139,8 +139,11 @@ impl FrontProxy {
         for (name, value) in headers {
             let name = name.as_str(); // always lowercase in `http`
             for prefix in &self.extra_headers_prefix {
-                let prefix = prefix.to_ascii_lowercase();
-                if let Some(key) = name.strip_prefix(&prefix) {
+                let matches = name
+                    .as_bytes()
+                    .get(..prefix.len())
+                    .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
+                if let (true, Some(key)) = (matches, name.get(prefix.len()..)) {
                     if let Some(v) = text(value) {
                         extra.entry(unescape(key)).or_default().push(v);
                     }

@@ -181,6 +181,29 @@ const EXTERNAL_VALUE_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}";
 const VALUE_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
 
+/// Which endpoint a path is, without allocating (for metrics).
+fn endpoint(path: &str) -> Endpoint {
+    match path {
+        "/healthz" | "/livez" | "/readyz" => Endpoint::Health,
+        "/metrics" => Endpoint::Metrics,
+        "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
+            Endpoint::Discovery
+        }
+        p if p.starts_with("/debug/") => Endpoint::Debug,
+        p => match p
+            .strip_prefix(VALUE_PREFIX)
+            .and_then(|rest| rest.split_once('/'))
+        {
+            Some((namespace, metric))
+                if !namespace.is_empty() && !metric.is_empty() && !metric.contains('/') =>
+            {
+                Endpoint::External
+            }
+            _ => Endpoint::Other,
+        },
+    }
+}
+
 /// Which endpoint a path is, and what authorization has to ask about it
 /// (`None`: always allowed).
 fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
@@ -221,7 +244,7 @@ fn non_resource(path: &str) -> auth::Target {
 /// Records the request's endpoint kind, code and latency.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let (endpoint, _) = classify(request.uri().path());
+    let endpoint = endpoint(request.uri().path());
     let response = next.run(request).await;
     state.metrics.observe(
         endpoint,

@@ -714,3 +714,21 @@ async fn auth_none_refuses_a_non_loopback_bind() {
     .unwrap();
     assert!(matches!(err, super::Error::NotLoopback(_)), "{err}");
 }
+
+#[test]
+fn endpoint_and_classify_agree() {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/apis",
+        "/apis/external.metrics.k8s.io/v1beta1",
+        "/debug/signals",
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b",
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces//b",
+        "/nope",
+    ] {
+        assert_eq!(super::endpoint(path), super::classify(path).0, "{path}");
+    }
+}
