@@ -80,10 +80,7 @@ pub fn parse_m4(text: &str, path: &Path) -> Result<Vec<M4Series>> {
             return Err(bad(line, "expected a series id in the first column".into()));
         }
         let cells: Vec<&str> = cells.collect();
-        let len = cells
-            .iter()
-            .rposition(|c| !c.is_empty())
-            .map_or(0, |p| p + 1);
+        let len = cells.iter().rposition(|c| !c.is_empty()).map_or(0, |p| p + 1);
         if len == 0 {
             return Err(bad(line, format!("series {id} has no values")));
         }
@@ -218,11 +215,7 @@ fn seasonal_naive(history: &[f64], m: usize, horizon: usize) -> Vec<f64> {
 }
 
 fn filled(history: &[f64]) -> Vec<f64> {
-    let mut last = history
-        .iter()
-        .copied()
-        .find(|v| v.is_finite())
-        .unwrap_or(0.0);
+    let mut last = history.iter().copied().find(|v| v.is_finite()).unwrap_or(0.0);
     history
         .iter()
         .map(|&v| {
@@ -294,9 +287,7 @@ pub fn evaluate(spec: &ModelSpec, tasks: &[Task]) -> (Summary, Vec<SeriesScore>)
         .zip(&forecasts)
         .flat_map(|(t, (_, _, p90, _))| t.actual.iter().zip(p90.iter()))
         .filter(|(a, _)| a.is_finite())
-        .fold((0usize, 0usize), |(b, c), (a, u)| {
-            (b + usize::from(a <= u), c + 1)
-        });
+        .fold((0usize, 0usize), |(b, c), (a, u)| (b + usize::from(a <= u), c + 1));
     let mut chosen = BTreeMap::new();
     for (name, _, _, failed) in &forecasts {
         // Group by model family: strip parameters in parentheses.
@@ -403,10 +394,7 @@ mod tests {
     #[test]
     fn family_strips_parameters() {
         assert_eq!(family("mstl(24,168)"), "mstl");
-        assert_eq!(
-            family("mean(mstl(24,168), linear-lags(25 lags, 6 fourier))"),
-            "mean(mstl, linear-lags)"
-        );
+        assert_eq!(family("mean(mstl(24,168), linear-lags(25 lags, 6 fourier))"), "mean(mstl, linear-lags)");
     }
 
     /// The scorer reproduces the official M4 Hourly seasonal-naive figures.

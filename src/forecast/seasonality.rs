@@ -99,9 +99,7 @@ mod tests {
         let mut level = 0.0;
         let noise: Vec<f64> = (0..24 * 10)
             .map(|_| {
-                x = x
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                 level += ((x >> 33) as f64 / (1u64 << 31) as f64) - 0.5;
                 level
             })
