@@ -321,6 +321,18 @@ fn main() {
             us(quantile(lat, 0.999))
         );
     }
+    // Latency tails on a shared machine say more about its load than about the
+    // server: print the load so the numbers can be read in context.
+    if let Ok(load) = std::fs::read_to_string("/proc/loadavg") {
+        println!(
+            "  load average during the run: {} ({} CPUs)",
+            load.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
+        );
+    }
     let p99 = quantile(&api_lat, 0.99);
     println!(
         "  api p99 goal <= 1 ms: {}",

@@ -1,7 +1,7 @@
 //! The serving loop: refresh, update, refit, plan, publish.
 //!
 //! All mutable state lives in one [`Core`]: per signal the series it has seen, each
-//! with a [`plan::Tracker`] (the same code the backtester drives). The core is
+//! with a [`Tracker`] (the same code the backtester drives). The core is
 //! synchronous and takes time as an argument: [`Core::plan`] says which ranges to
 //! fetch at `now`, [`Core::apply`] takes what the source returned (or its error),
 //! and [`Core::snapshot`] builds the immutable [`Snapshot`] the API serves. The async
@@ -25,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use rayon::prelude::*;
 
 use crate::clock::Clock;
 use crate::config::SignalConfig;
@@ -172,8 +173,8 @@ impl Metrics {
             m.refresh_seconds.clone(),
         );
         r.register(
-            "forecast_error_ratio",
-            "Mean absolute one-step-ahead forecast error relative to the observation, per signal, at the last refresh",
+            "forecast_mase",
+            "Rolling one-step-ahead MASE over the last 288 steps (forecast error relative to a last-value forecast; below 1 beats it), mean over the signal's series",
             m.forecast_error.clone(),
         );
         m
@@ -204,6 +205,10 @@ struct SeriesState {
     entry: Option<SeriesEntry>,
     /// One-step-ahead mean forecast from the last decision, for the error measure.
     next_forecast: Option<f64>,
+    /// Recent one-step errors: (|forecast - actual|, |last value - actual|).
+    errors: std::collections::VecDeque<(f64, f64)>,
+    /// Whether the series' first status has been logged (as a transition from none).
+    announced: bool,
 }
 
 /// A status change, as logged and counted.
@@ -288,7 +293,6 @@ impl SignalState {
                 self.backfill_pending = false;
                 self.fetched_to_ms = Some(range.end_ms);
                 self.last_error = None;
-                let mut errors = Vec::new();
                 for ls in fetched {
                     let mut labels = ls.labels;
                     // The metric name is the signal's; the HPA selects on the others.
@@ -312,20 +316,23 @@ impl SignalState {
                             status: Status::Warming,
                             entry: None,
                             next_forecast: None,
+                            errors: std::collections::VecDeque::new(),
+                            announced: false,
                         });
                     if st.next_ms == range.start_ms {
-                        if let (Some(f), Some(y)) = (st.next_forecast, values.first().copied()) {
-                            if y.is_finite() && y != 0.0 {
-                                errors.push((f - y).abs() / y.abs());
-                            }
-                        }
+                        record_error(st, values.first().copied());
                     }
                     feed(st, &values, range, self.settings.tracker.history_steps);
                     st.last_seen_ms = now_ms;
                     present.insert(labels);
                 }
-                if !errors.is_empty() {
-                    let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+                let scores: Vec<f64> = self
+                    .series
+                    .values()
+                    .filter_map(|st| mase(&st.errors))
+                    .collect();
+                if !scores.is_empty() {
+                    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
                     metrics.forecast_error.get_or_create(&label).set(mean);
                 }
                 // Series the query no longer returns keep their grid position with gaps.
@@ -347,10 +354,13 @@ impl SignalState {
             .unwrap_or(0)
             .max(1);
         let forget_ms = self.settings.history_ms.max(self.settings.max_staleness_ms);
-        let mut forgotten = Vec::new();
-        for (labels, st) in self.series.iter_mut() {
-            let old = st.entry.as_ref().map(|_| st.status);
-            let new = if present.contains(labels) {
+        // Deciding is where the models are fitted: spread it over the cores. Each
+        // series is independent, so the result does not depend on the order.
+        let present_ref = &present;
+        self.series
+            .par_iter_mut()
+            .filter(|(labels, _)| present_ref.contains(*labels))
+            .for_each(|(labels, st)| {
                 let d = st.tracker.decide(now_ms);
                 st.next_forecast = d.forecast.as_ref().and_then(|f| f.mean.first().copied());
                 let status = if d.warming {
@@ -358,17 +368,21 @@ impl SignalState {
                 } else {
                     Status::Ok
                 };
-                st.entry = Some(entry_from(
-                    labels,
-                    status,
-                    &d,
-                    st.next_ms - range.step_ms,
-                    step_s,
-                ));
-                status
+                let mut entry = entry_from(labels, status, &d, st.next_ms - range.step_ms, step_s);
+                entry.detail.backtest_mase = mase(&st.errors);
+                st.entry = Some(entry);
+            });
+        let mut forgotten = Vec::new();
+        for (labels, st) in self.series.iter_mut() {
+            let old = st.announced.then_some(st.status);
+            st.announced = true;
+            let new = if present.contains(labels) {
+                st.entry.as_ref().map_or(Status::Warming, |e| e.status)
             } else {
                 let age = now_ms - st.last_seen_ms;
-                if age > forget_ms {
+                // Only a source that answers can say a series is gone; during an
+                // outage every series stays (failed), so the API keeps answering 503.
+                if age > forget_ms && self.last_error.is_none() {
                     forgotten.push(labels.clone());
                     continue;
                 }
@@ -450,6 +464,32 @@ fn feed(st: &mut SeriesState, values: &[f64], range: Range, history_steps: usize
         st.tracker.observe(&values[skip..]);
     }
     st.next_ms = st.next_ms.max(range.end_ms + range.step_ms);
+}
+
+/// One-step errors kept per series for the rolling MASE (a day of 5-minute steps).
+const ERROR_WINDOW: usize = 288;
+
+/// Records how the last decision's one-step forecast did against `actual`, next to
+/// what repeating the last value would have done.
+fn record_error(st: &mut SeriesState, actual: Option<f64>) {
+    let (Some(f), Some(y), Some(prev)) = (st.next_forecast, actual, st.tracker.latest()) else {
+        return;
+    };
+    if f.is_finite() && y.is_finite() {
+        if st.errors.len() == ERROR_WINDOW {
+            st.errors.pop_front();
+        }
+        st.errors.push_back(((f - y).abs(), (prev - y).abs()));
+    }
+}
+
+/// Mean absolute scaled error of the recorded one-step forecasts: their mean
+/// absolute error over that of the last-value forecast on the same steps.
+fn mase(errors: &std::collections::VecDeque<(f64, f64)>) -> Option<f64> {
+    let (e, naive) = errors
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (e, n)| (a + e, b + n));
+    (errors.len() >= 2 && naive > 0.0).then(|| e / naive)
 }
 
 /// The values of `series` at the grid points of `range`, `NAN` where it has none.

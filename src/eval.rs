@@ -80,7 +80,10 @@ pub fn parse_m4(text: &str, path: &Path) -> Result<Vec<M4Series>> {
             return Err(bad(line, "expected a series id in the first column".into()));
         }
         let cells: Vec<&str> = cells.collect();
-        let len = cells.iter().rposition(|c| !c.is_empty()).map_or(0, |p| p + 1);
+        let len = cells
+            .iter()
+            .rposition(|c| !c.is_empty())
+            .map_or(0, |p| p + 1);
         if len == 0 {
             return Err(bad(line, format!("series {id} has no values")));
         }
@@ -215,7 +218,11 @@ fn seasonal_naive(history: &[f64], m: usize, horizon: usize) -> Vec<f64> {
 }
 
 fn filled(history: &[f64]) -> Vec<f64> {
-    let mut last = history.iter().copied().find(|v| v.is_finite()).unwrap_or(0.0);
+    let mut last = history
+        .iter()
+        .copied()
+        .find(|v| v.is_finite())
+        .unwrap_or(0.0);
     history
         .iter()
         .map(|&v| {
@@ -287,7 +294,9 @@ pub fn evaluate(spec: &ModelSpec, tasks: &[Task]) -> (Summary, Vec<SeriesScore>)
         .zip(&forecasts)
         .flat_map(|(t, (_, _, p90, _))| t.actual.iter().zip(p90.iter()))
         .filter(|(a, _)| a.is_finite())
-        .fold((0usize, 0usize), |(b, c), (a, u)| (b + usize::from(a <= u), c + 1));
+        .fold((0usize, 0usize), |(b, c), (a, u)| {
+            (b + usize::from(a <= u), c + 1)
+        });
     let mut chosen = BTreeMap::new();
     for (name, _, _, failed) in &forecasts {
         // Group by model family: strip parameters in parentheses.
@@ -334,6 +343,7 @@ fn family(name: &str) -> String {
                 }
             }
             members.push(strip_parens(inner[start..].trim()));
+            members.sort();
             return format!("{prefix}({})", members.join(", "));
         }
     }
@@ -394,7 +404,10 @@ mod tests {
     #[test]
     fn family_strips_parameters() {
         assert_eq!(family("mstl(24,168)"), "mstl");
-        assert_eq!(family("mean(mstl(24,168), linear-lags(25 lags, 6 fourier))"), "mean(mstl, linear-lags)");
+        assert_eq!(
+            family("mean(mstl(24,168), linear-lags(25 lags, 6 fourier))"),
+            "mean(linear-lags, mstl)"
+        );
     }
 
     /// The scorer reproduces the official M4 Hourly seasonal-naive figures.

@@ -4,6 +4,7 @@
 //! publishes in `kube-system/extension-apiserver-authentication`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ::kube::api::{Api, PostParams};
 use ::kube::Client;
@@ -13,7 +14,9 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use crate::api::auth::{self, Attributes, BoxFuture, Decision, FrontProxy, Target, UserInfo};
+use crate::api::auth::{
+    self, Attributes, AuthMode, BoxFuture, Decision, FrontProxy, Target, UserInfo,
+};
 
 /// Why a Kubernetes look-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +123,24 @@ pub async fn read_front_proxy(client: Client) -> Result<FrontProxy> {
             source,
         })?;
     front_proxy_from_data(&config_map.data.unwrap_or_default())
+}
+
+/// The in-cluster [`AuthMode`]: front-proxy certificates (settings from
+/// `front_proxy`, or read from `kube-system/extension-apiserver-authentication`
+/// when `None`), bearer tokens by TokenReview, and SubjectAccessReview.
+///
+/// # Errors
+/// As [`read_front_proxy`].
+pub async fn delegated_auth(client: Client, front_proxy: Option<FrontProxy>) -> Result<AuthMode> {
+    let front_proxy = match front_proxy {
+        Some(f) => f,
+        None => read_front_proxy(client.clone()).await?,
+    };
+    Ok(AuthMode::Delegated {
+        front_proxy: Some(front_proxy),
+        tokens: Some(Arc::new(KubeTokenReviewer::new(client.clone()))),
+        authorizer: Arc::new(KubeAuthorizer::new(client)),
+    })
 }
 
 /// Confirms bearer tokens with a TokenReview.

@@ -359,3 +359,61 @@ async fn oversized_request_heads_are_refused() {
     }
     server.stop().await;
 }
+
+/// The aggregation layer may speak HTTP/2 (negotiated by ALPN): the same answer.
+#[tokio::test]
+async fn http2_by_alpn_serves_the_same_answer() {
+    let server = start(Limits::default()).await;
+    server.shared.publish(snapshot(12.5));
+    let identity = server.front_proxy_ca.client(FRONT_PROXY_CN);
+    let mut config = pki::client_config(&server.server_pair.cert_pem, Some(&identity));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for _ in 0..3 {
+        let request = hyper::Request::get(format!(
+            "https://127.0.0.1:{}{VALUE_PATH}?labelSelector=queue%3Dorders",
+            server.https.port()
+        ))
+        .header("X-Remote-User", HPA)
+        .body(axum::body::Body::empty())
+        .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), hyper::Version::HTTP_2);
+        let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 1 << 20)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["items"][0]["value"], "12500m");
+    }
+    server.stop().await;
+}
+
+/// A header limit below hyper's minimum is raised to it rather than crashing
+/// every connection.
+#[tokio::test]
+async fn tiny_header_limit_is_clamped_not_fatal() {
+    let server = start(Limits {
+        max_header_bytes: 16,
+        ..Limits::default()
+    })
+    .await;
+    let response = reqwest::Client::new()
+        .get(format!("http://{}/healthz", server.plain))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    server.stop().await;
+}

@@ -11,6 +11,13 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends prometheus
 fi
 
+# Layering: the pure core imports no async runtime, server, Kubernetes or Prometheus client.
+if grep -rnE '(^|[^a-z_])(tokio|kube|tonic|axum|hyper|hyper_util|prometheus_http_query|reqwest|k8s_openapi)::' \
+    src/forecast src/plan src/backtest; then
+    echo "error: src/forecast, src/plan and src/backtest must stay pure (see DESIGN.md)" >&2
+    exit 1
+fi
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo bench --no-run

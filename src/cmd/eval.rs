@@ -61,11 +61,51 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Err(eval::Error::Empty("the input".to_string()).into());
     }
     let (summary, scores) = eval::evaluate(&spec, &tasks);
-    print_report(&summary, &scores, args.per_series || args.traces.is_some());
+    if args.traces.is_some() {
+        print_per_trace(&scores);
+    }
+    print_report(&summary, &scores, args.per_series);
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+/// Per trace (tasks are named `file#origin`): mean MASE of the model and of the
+/// seasonal naive forecast over the trace's origins.
+fn print_per_trace(scores: &[SeriesScore]) {
+    let mut by_trace: std::collections::BTreeMap<&str, Vec<&SeriesScore>> = Default::default();
+    for s in scores {
+        let trace = s.id.split('#').next().unwrap_or(&s.id);
+        by_trace.entry(trace).or_default().push(s);
+    }
+    println!(
+        "{:<44} {:>7} {:>9} {:>9} {:>7} {:>7}",
+        "trace", "origins", "MASE", "MASE-sn", "ratio", "P90cov"
+    );
+    let mut ratios = Vec::new();
+    for (trace, ss) in by_trace {
+        let mean = |f: fn(&SeriesScore) -> f64| {
+            let v: Vec<f64> = ss.iter().map(|s| f(s)).filter(|v| v.is_finite()).collect();
+            v.iter().sum::<f64>() / v.len().max(1) as f64
+        };
+        let (model, naive) = (mean(|s| s.mase), mean(|s| s.mase_seasonal_naive));
+        let ratio = model / naive;
+        if ratio.is_finite() {
+            ratios.push(ratio);
+        }
+        println!(
+            "{:<44} {:>7} {:>9.3} {:>9.3} {:>7.3} {:>7.3}",
+            trace,
+            ss.len(),
+            model,
+            naive,
+            ratio,
+            mean(|s| s.coverage_p90)
+        );
+    }
+    let mean_ratio = ratios.iter().sum::<f64>() / ratios.len().max(1) as f64;
+    println!("mean MASE ratio (model / seasonal naive) over traces: {mean_ratio:.3}");
 }
 
 fn print_report(summary: &Summary, scores: &[SeriesScore], per_series: bool) {

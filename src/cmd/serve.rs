@@ -281,18 +281,12 @@ async fn auth_mode(server: &ServerConfig) -> anyhow::Result<AuthMode> {
                 .await
                 .context("cannot reach the Kubernetes API (in-cluster config or kubeconfig)")?;
             let front_proxy = match &auth.requestheader_client_ca_file {
-                Some(ca) => front_proxy_from_files(auth, ca)?,
-                None => prescale::kube::read_front_proxy(client.clone())
-                    .await
-                    .context("cannot read the front-proxy settings")?,
+                Some(ca) => Some(front_proxy_from_files(auth, ca)?),
+                None => None,
             };
-            Ok(AuthMode::Delegated {
-                front_proxy: Some(front_proxy),
-                tokens: Some(Arc::new(prescale::kube::KubeTokenReviewer::new(
-                    client.clone(),
-                ))),
-                authorizer: Arc::new(prescale::kube::KubeAuthorizer::new(client)),
-            })
+            prescale::kube::delegated_auth(client, front_proxy)
+                .await
+                .context("cannot read the front-proxy settings")
         }
     }
 }

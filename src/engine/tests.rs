@@ -92,6 +92,10 @@ fn served_value_equals_a_tracker_fed_the_same_history() {
         assert_eq!(e.timestamp_ms, r.end_ms);
         assert_eq!(e.window_s, 3_600);
         assert_eq!(e.detail.model, want.model);
+        if k >= 3 {
+            let score = e.detail.backtest_mase.unwrap();
+            assert!(score.is_finite() && score >= 0.0, "{score}");
+        }
         now += STEP;
     }
 }
@@ -157,13 +161,33 @@ fn source_failure_goes_stale_then_failed_then_recovers() {
     let t = s.apply(now, r, fetched(r, &l), &m);
     assert_eq!(t[0].to, Some(Status::Ok));
     assert_eq!(s.entry().series[0].timestamp_ms, r.end_ms);
+    // The same observations and decisions, in the same order, as the engine made.
     let mut reference = Tracker::new(settings("a").tracker);
     let first = Range::try_new(301 * STEP, 500 * STEP, STEP).unwrap();
     reference.observe(&fetched(first, &l).unwrap()[0].series.values);
+    reference.decide(500 * STEP);
     reference.observe(&fetched(r, &l).unwrap()[0].series.values);
     assert_eq!(
         s.entry().series[0].value,
         reference.decide(now).value.unwrap()
+    );
+}
+
+#[test]
+fn an_outage_longer_than_the_window_keeps_the_series_failed() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &labels(&[])), &m);
+    let later = now + 300 * STEP;
+    let r = s.due(later).unwrap();
+    let t = s.apply(later, r, Err("connection refused".into()), &m);
+    assert_eq!(t[0].to, Some(Status::Failed));
+    assert_eq!(
+        s.entry().series.len(),
+        1,
+        "not forgotten while the source fails"
     );
 }
 
@@ -241,17 +265,20 @@ fn metrics_count_statuses_and_errors() {
     let mut registry = Registry::default();
     let m = Metrics::new(&mut registry);
     let mut core = Core::new(vec![settings("a")], m);
-    let now = 500 * STEP;
-    let p = core.plan(now);
+    let mut now = 500 * STEP;
     let l = labels(&[]);
-    let f = fetched(p[0].range, &l);
+    for _ in 0..5 {
+        let p = core.plan(now);
+        let f = fetched(p[0].range, &l);
+        core.apply(
+            now,
+            vec![(p[0].clone(), f, std::time::Duration::from_millis(3))],
+        );
+        now += STEP;
+    }
+    let p = core.plan(now);
     core.apply(
         now,
-        vec![(p[0].clone(), f, std::time::Duration::from_millis(3))],
-    );
-    let p = core.plan(now + STEP);
-    core.apply(
-        now + STEP,
         vec![(
             p[0].clone(),
             Err("x".into()),
@@ -269,7 +296,11 @@ fn metrics_count_statuses_and_errors() {
         "{text}"
     );
     assert!(
-        text.contains("prescale_refresh_duration_seconds_count{signal=\"a\"} 2"),
+        text.contains("prescale_refresh_duration_seconds_count{signal=\"a\"} 6"),
+        "{text}"
+    );
+    assert!(
+        text.contains("prescale_forecast_mase{signal=\"a\"} "),
         "{text}"
     );
     assert!(
@@ -334,4 +365,47 @@ async fn run_stops_on_shutdown() {
     assert!(shared.is_ready());
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+proptest::proptest! {
+    /// Whatever the sequence of successes and failures: after a success the series
+    /// is ok (or warming); after a failure it keeps the last value and is stale
+    /// within `max_staleness` of the last success and failed beyond; and the served
+    /// value always equals a tracker fed the same points in the same order.
+    #[test]
+    fn status_follows_the_last_success(outcomes in proptest::collection::vec(
+        (proptest::bool::ANY, 1i64..4), 1..30)
+    ) {
+        let m = Metrics::unregistered();
+        let mut s = SignalState::new(settings("a"));
+        let l = labels(&[("queue", "a")]);
+        let mut reference = Tracker::new(settings("a").tracker);
+        let mut now = 500 * STEP;
+        let r = s.due(now).unwrap();
+        s.apply(now, r, fetched(r, &l), &m);
+        reference.observe(&fetched(r, &l).unwrap()[0].series.values);
+        reference.decide(now);
+        let mut last_ok = now;
+        let mut served = s.entry().series[0].value;
+        for (ok, steps) in outcomes {
+            now += steps * STEP;
+            let r = s.due(now).unwrap();
+            if ok {
+                s.apply(now, r, fetched(r, &l), &m);
+                reference.observe(&fetched(r, &l).unwrap()[0].series.values);
+                let want = reference.decide(now).value.unwrap();
+                let e = &s.entry().series[0];
+                proptest::prop_assert_eq!(e.status, Status::Ok);
+                proptest::prop_assert_eq!(e.value, want);
+                served = e.value;
+                last_ok = now;
+            } else {
+                s.apply(now, r, Err("down".into()), &m);
+                let e = &s.entry().series[0];
+                let want = if now - last_ok <= 5 * STEP { Status::Stale } else { Status::Failed };
+                proptest::prop_assert_eq!(e.status, want);
+                proptest::prop_assert_eq!(e.value, served);
+            }
+        }
+    }
 }

@@ -308,7 +308,10 @@ mod tests {
     fn nelder_mead_finds_a_quadratic_minimum() {
         let mut f = |x: &[f64]| (x[0] - 1.5).powi(2) + 3.0 * (x[1] + 0.5).powi(2);
         let x = nelder_mead(&mut f, &[0.0, 0.0], 1.0, 400);
-        assert!((x[0] - 1.5).abs() < 1e-3 && (x[1] + 0.5).abs() < 1e-3, "{x:?}");
+        assert!(
+            (x[0] - 1.5).abs() < 1e-3 && (x[1] + 0.5).abs() < 1e-3,
+            "{x:?}"
+        );
     }
 
     #[test]

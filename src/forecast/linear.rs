@@ -190,7 +190,7 @@ impl FittedLinearLags {
         ((raw - self.centre) / self.scale).clamp(self.lower, self.upper)
     }
 
-    fn from_z(&self, z: f64) -> f64 {
+    fn value_of(&self, z: f64) -> f64 {
         let raw = z * self.scale + self.centre;
         if self.log {
             raw.exp()
@@ -233,7 +233,7 @@ impl PointModel for FittedLinearLags {
             let v: f64 = buf.iter().zip(&self.coef).map(|(a, b)| a * b).sum();
             let v = v.clamp(self.lower, self.upper);
             z.push(v);
-            out.push(self.from_z(v));
+            out.push(self.value_of(v));
         }
         out
     }

@@ -43,9 +43,7 @@ fn loess_at(y: &[f64], q: usize, x: f64) -> f64 {
     let n = y.len();
     let q_eff = q.min(n).max(1);
     let centre = x.round().clamp(0.0, (n - 1) as f64) as usize;
-    let lo = centre
-        .saturating_sub((q_eff - 1) / 2)
-        .min(n - q_eff);
+    let lo = centre.saturating_sub((q_eff - 1) / 2).min(n - q_eff);
     let hi = lo + q_eff - 1;
     let mut h = (x - lo as f64).max(hi as f64 - x);
     if q > n {

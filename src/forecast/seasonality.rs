@@ -2,16 +2,21 @@
 //!
 //! A period is kept when the series holds at least two full seasons of it and the
 //! autocorrelation of the first differences at that lag is clearly positive
-//! (differencing first keeps a trend from passing for a season).
+//! (differencing first keeps a trend from passing for a season). A multiple of a
+//! kept period (a week over a day) must also beat the lag one shorter season
+//! before it (six days), since a daily pattern alone repeats at a week too.
 
 use serde::{Deserialize, Serialize};
 
 /// Autocorrelation of the differenced series a period must reach to be kept.
 const MIN_ACF: f64 = 0.1;
 
-/// How much a multiple of a confirmed period must beat it: a daily pattern repeats
-/// at a week too, and only a week that adds to it is a weekly season.
-const MULTIPLE_GAIN: f64 = 0.05;
+/// How much the autocorrelation at a multiple `p` of a kept period `q` must beat
+/// the one at `p - q`. On M4 Hourly, keeping the week by this test (margins 0 to
+/// 0.05 all do) instead of asking it to beat the day's own autocorrelation takes
+/// `auto` from MASE 0.888 to 0.794: many series have a weekly pattern that is
+/// weaker than the daily one but real.
+const MULTIPLE_GAIN: f64 = 0.02;
 
 /// The seasons found in one series.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,10 +73,15 @@ pub fn confirm(y: &[f64], candidates: &[usize]) -> Seasons {
             ));
             continue;
         }
-        if let Some(&(q, rq)) = kept.iter().rev().find(|(q, _)| p % q == 0) {
-            if r < rq + MULTIPLE_GAIN {
+        if let Some(&(q, _)) = kept.iter().rev().find(|(q, _)| p % *q == 0 && p > *q) {
+            // A shorter season repeats at its multiples too: the longer one is real
+            // only if lag p beats the neighbouring multiple p - q (a week must beat
+            // six days, or it is just the day seen seven times).
+            let near = acf(&diff, p - q);
+            if r < near + MULTIPLE_GAIN {
                 out.notes.push(format!(
-                    "period {p}: autocorrelation {r:.2} adds nothing to period {q} ({rq:.2})"
+                    "period {p}: autocorrelation {r:.2} no higher than at lag {} ({near:.2}), only period {q} repeats",
+                    p - q
                 ));
                 continue;
             }
@@ -99,7 +109,9 @@ mod tests {
         let mut level = 0.0;
         let noise: Vec<f64> = (0..24 * 10)
             .map(|_| {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 level += ((x >> 33) as f64 / (1u64 << 31) as f64) - 0.5;
                 level
             })

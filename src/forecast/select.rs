@@ -181,7 +181,11 @@ struct Scored {
 }
 
 /// Fits `spec` to `history` on a grid of `step_ms` (see [`super::fit`]).
-pub(crate) fn fit_spec(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result<Box<dyn Predict>> {
+pub(crate) fn fit_spec(
+    spec: &ModelSpec,
+    history: &[f64],
+    step_ms: i64,
+) -> Result<Box<dyn Predict>> {
     Ok(Box::new(fit_calibrated(spec, history, step_ms)?))
 }
 
@@ -198,7 +202,9 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
     let filled = fill_gaps(history);
     let n = filled.len();
     let seasons = seasonality::confirm(&filled, &candidate_periods(step_ms));
-    let horizon = spec.horizon_steps.unwrap_or_else(|| default_horizon(step_ms));
+    let horizon = spec
+        .horizon_steps
+        .unwrap_or_else(|| default_horizon(step_ms));
 
     let (named, combine): (Vec<(String, ModelKind)>, Combine) = match &spec.model {
         ModelKind::Auto {
@@ -340,7 +346,9 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
         }
     }
     if members.is_empty() {
-        return Err(Error::Solve("no candidate model could be fitted".to_string()));
+        return Err(Error::Solve(
+            "no candidate model could be fitted".to_string(),
+        ));
     }
     let combined_fc: Vec<Vec<f64>> = (0..starts.len())
         .map(|i| {
@@ -386,10 +394,7 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
         fell_back_to_simple: seasons.too_short,
     };
     let calibration = Calibration::from_errors(&errs, horizon, naive_scale(&filled, 1));
-    let non_negative = history
-        .iter()
-        .filter(|v| v.is_finite())
-        .all(|&v| v >= 0.0);
+    let non_negative = history.iter().filter(|v| v.is_finite()).all(|&v| v >= 0.0);
     Ok(Calibrated::new(model, calibration, report, non_negative))
 }
 

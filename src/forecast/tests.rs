@@ -45,7 +45,10 @@ fn assert_close(got: &[f64], want: impl Fn(usize) -> f64, tol: f64, what: &str) 
         .map(|(h, v)| (v - want(h)).abs())
         .sum::<f64>()
         / got.len() as f64;
-    assert!(mae < tol, "{what}: MAE {mae} against the true signal, tolerance {tol}");
+    assert!(
+        mae < tol,
+        "{what}: MAE {mae} against the true signal, tolerance {tol}"
+    );
 }
 
 #[test]
@@ -58,7 +61,11 @@ fn every_named_model_recovers_sine_plus_trend() {
         let fc = fitted.predict(24, &[0.1, 0.5, 0.9]).unwrap();
         // The seasonal naive copies one noisy season and lags the trend by it
         // (0.05 per step: 1.2 for a day; the weekly one has no week here, so a day).
-        let tol = if name.starts_with("seasonal-naive") { 2.5 } else { 1.2 };
+        let tol = if name.starts_with("seasonal-naive") {
+            2.5
+        } else {
+            1.2
+        };
         assert_close(&fc.mean, |h| signal(n + h), tol, name);
     }
 }
@@ -77,7 +84,12 @@ fn typed_fit_recovers_the_signal() {
     }
     .fit(&y)
     .unwrap();
-    assert_close(&hw.predict(24, &[]).unwrap().mean, |h| signal(n + h), 1.0, "hw");
+    assert_close(
+        &hw.predict(24, &[]).unwrap().mean,
+        |h| signal(n + h),
+        1.0,
+        "hw",
+    );
     let mstl = Calibrate {
         spec: mstl::Mstl { periods: vec![24] },
         horizon: 24,
@@ -85,7 +97,12 @@ fn typed_fit_recovers_the_signal() {
     }
     .fit(&y)
     .unwrap();
-    assert_close(&mstl.predict(24, &[]).unwrap().mean, |h| signal(n + h), 1.0, "mstl");
+    assert_close(
+        &mstl.predict(24, &[]).unwrap().mean,
+        |h| signal(n + h),
+        1.0,
+        "mstl",
+    );
 }
 
 #[test]
@@ -121,7 +138,10 @@ fn p90_covers_about_ninety_percent_of_a_noisy_signal() {
         let y = noisy(24 * 14 + 24, 2.0, 100 + seed);
         let n = 24 * 14;
         let spec = ModelSpec::by_name("auto").unwrap().with_horizon(24);
-        let fc = fit(&spec, &y[..n], HOUR_MS).unwrap().predict(24, &[0.9]).unwrap();
+        let fc = fit(&spec, &y[..n], HOUR_MS)
+            .unwrap()
+            .predict(24, &[0.9])
+            .unwrap();
         let p90 = fc.quantile(0.9).unwrap();
         for h in 0..24 {
             total += 1;
@@ -139,13 +159,23 @@ fn short_history_falls_back_to_simple_models_and_says_so() {
     let r = m.report();
     assert!(r.fell_back_to_simple);
     assert!(r.periods.is_empty());
-    assert!(m.predict(5, &[0.5]).unwrap().mean.iter().all(|v| v.is_finite()));
+    assert!(m
+        .predict(5, &[0.5])
+        .unwrap()
+        .mean
+        .iter()
+        .all(|v| v.is_finite()));
 }
 
 #[test]
 fn auto_reports_its_choice_and_scores() {
     let y = noisy(24 * 21, 0.5, 9);
-    let m = fit(&ModelSpec::by_name("auto").unwrap().with_horizon(24), &y, HOUR_MS).unwrap();
+    let m = fit(
+        &ModelSpec::by_name("auto").unwrap().with_horizon(24),
+        &y,
+        HOUR_MS,
+    )
+    .unwrap();
     let r = m.report();
     assert!(r.scores.len() >= 3, "{r:?}");
     assert_eq!(r.periods, vec![24]);
@@ -167,9 +197,11 @@ fn bad_input_is_an_error_not_a_panic() {
         ModelSpec::by_name("prophet"),
         Err(Error::UnknownModel { .. })
     ));
-    let err = ModelSpec::from_yaml("name: x\nmodel:\n  type: linear-lags\n  lags: 0\n  fourier: 1\n  ridge: 1\n")
-        .unwrap_err()
-        .to_string();
+    let err = ModelSpec::from_yaml(
+        "name: x\nmodel:\n  type: linear-lags\n  lags: 0\n  fourier: 1\n  ridge: 1\n",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("model.lags"), "{err}");
     assert!(ModelSpec::from_yaml("name: x\nmodel:\n  type: mstl\n  colour: red\n").is_err());
 }

@@ -2,6 +2,8 @@
 //!
 //! Pure and synchronous; the engine and the backtester call the same functions.
 
+pub mod choice;
+pub mod nodepool;
 pub mod tracker;
 
 pub use tracker::{Decision, Tracker, TrackerSettings};

@@ -69,6 +69,12 @@ impl PrometheusSource {
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::ClientSetting(format!("CA file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(Error::ClientSetting(format!(
+                    "CA file {}: no PEM certificate in it",
+                    path.display()
+                )));
+            }
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
@@ -155,5 +161,100 @@ impl Source for PrometheusSource {
         range: Range,
     ) -> BoxFuture<'a, Result<Vec<LabeledSeries>>> {
         Box::pin(self.fetch_range(query, range))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn config(url: String) -> PrometheusConfig {
+        PrometheusConfig {
+            url,
+            timeout: Duration::try_new("2s").unwrap(),
+            bearer_token_file: None,
+            ca_file: None,
+            insecure_skip_verify: false,
+            headers: Default::default(),
+        }
+    }
+
+    /// Answers one HTTP request with `body` and returns the request head.
+    async fn one_request(listener: tokio::net::TcpListener, body: &'static str) -> String {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut got = 0;
+        while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf[got..]).await.unwrap();
+            assert!(n > 0, "connection closed before the request head ended");
+            got += n;
+        }
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        conn.write_all(reply.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&buf[..got]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn sends_token_and_headers_and_maps_samples_onto_the_grid() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"__name__":"up","job":"a"},"values":[[60,"1"],[180,"NaN"],[240,"4.5"],[250,"9"]]}]}}"#;
+        let server = tokio::spawn(one_request(listener, body));
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "s3cret\n").unwrap();
+        let mut c = config(format!("http://{addr}"));
+        c.bearer_token_file = Some(token);
+        c.headers.insert("X-Scope-OrgID".into(), "team-a".into());
+        let src = PrometheusSource::new(&c).unwrap();
+        let range = Range::try_new(60_000, 240_000, 60_000).unwrap();
+        let got = src.fetch("up", range).await.unwrap();
+        let head = server.await.unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("get /api/v1/query_range?"), "{head}");
+        assert!(head.contains("authorization: bearer s3cret\r\n"), "{head}");
+        assert!(head.contains("x-scope-orgid: team-a\r\n"), "{head}");
+        assert!(head.contains("step=60"), "{head}");
+        assert_eq!(got.len(), 1);
+        let v = &got[0].series.values;
+        // 120 missing, 180 NaN, 250 off the grid: all gaps.
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0], 1.0);
+        assert!(v[1].is_nan() && v[2].is_nan());
+        assert_eq!(v[3], 4.5);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_prometheus_is_an_error() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let src = PrometheusSource::new(&config(format!("http://{addr}"))).unwrap();
+        let range = Range::try_new(0, 60_000, 60_000).unwrap();
+        let err = src.fetch("up", range).await.unwrap_err();
+        assert!(matches!(err, Error::Prometheus { .. }), "{err}");
+    }
+
+    #[test]
+    fn bad_settings_are_reported() {
+        let mut c = config("http://127.0.0.1:9".to_string());
+        c.bearer_token_file = Some("/nonexistent/token".into());
+        assert!(matches!(
+            PrometheusSource::new(&c),
+            Err(Error::ReadFile { .. })
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let mut c = config("http://127.0.0.1:9".to_string());
+        c.ca_file = Some(ca);
+        let err = PrometheusSource::new(&c).unwrap_err();
+        assert!(matches!(err, Error::ClientSetting(_)), "{err}");
     }
 }

@@ -1,0 +1,490 @@
+//! The expander over real TLS on loopback, spoken to by clients of three
+//! cluster-autoscaler wire generations:
+//! - ≤ 1.33: template nodes and pods as embedded messages (fields 2 and 4) only;
+//! - 1.34: both the messages and their serialized bytes (fields 2–5);
+//! - ≥ 1.35: serialized bytes only (fields 3 and 5), from a proto without 2 and 4.
+//!
+//! The clients are generated from tests/proto/ (by build.rs), independently of the
+//! server's own proto, so the tests check the wire, not a shared type.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
+use prescale::clock::SimClock;
+use prescale::expander::{self, Expander, SharedPlan};
+use prescale::plan::nodepool::{plan, Plan, PoolSpec, PoolState, Resources, WorkloadSpec};
+use prost::Message;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// cluster-autoscaler 1.34's protocol (fields 2–5, Kubernetes messages inline).
+mod ca134 {
+    #![allow(clippy::all, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/ca134/grpcplugin.rs"));
+}
+
+/// cluster-autoscaler 1.35's protocol (fields 3 and 5 only).
+mod ca135 {
+    #![allow(clippy::all, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/ca135/grpcplugin.rs"));
+}
+
+const DNS_NAME: &str = "prescale.prescale.svc.cluster.local";
+const GI: u64 = 1 << 30;
+
+struct Running {
+    addr: SocketAddr,
+    ca_pem: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<expander::Result<()>>,
+}
+
+impl Running {
+    async fn channel(&self) -> Channel {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .domain_name(DNS_NAME);
+        Channel::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A test CA and a server certificate for [`DNS_NAME`] signed by it.
+fn certificates() -> (String, Identity) {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "prescale test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec![DNS_NAME.to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (
+        ca_cert.pem(),
+        Identity::from_pem(cert.pem(), key.serialize_pem()),
+    )
+}
+
+/// Pools: `app` (8 cpu / 32Gi) identified only by the node label `pool=app`, short
+/// of nodes; `db` (8 cpu / 64Gi) by the node group id `db-asg`, not short.
+fn seed_plan() -> Plan {
+    let pools = [
+        PoolSpec {
+            name: "app".into(),
+            node_group_ids: vec![],
+            node_labels: BTreeMap::from([("pool".into(), "app".into())]),
+            allocatable: Resources::new(8000, 32 * GI),
+            max_pods_per_node: 58,
+            daemonset_overhead: Resources::new(200, GI / 2),
+            daemonset_pods: 3,
+            provisioning_delay_s: 150,
+            min_nodes: 3,
+            max_nodes: 20,
+        },
+        PoolSpec {
+            name: "db".into(),
+            node_group_ids: vec!["db-asg".into()],
+            node_labels: BTreeMap::new(),
+            allocatable: Resources::new(8000, 64 * GI),
+            max_pods_per_node: 58,
+            daemonset_overhead: Resources::new(200, GI / 2),
+            daemonset_pods: 3,
+            provisioning_delay_s: 150,
+            min_nodes: 2,
+            max_nodes: 8,
+        },
+    ];
+    let workloads = [
+        WorkloadSpec {
+            name: "web".into(),
+            pool: "app".into(),
+            forecast: Some(2400.0),
+            target_per_replica: 100.0,
+            pod_requests: Resources::new(1500, 2 * GI),
+            min_replicas: 3,
+            max_replicas: 100,
+            current_replicas: 12,
+        },
+        WorkloadSpec {
+            name: "pg".into(),
+            pool: "db".into(),
+            forecast: Some(2.0),
+            target_per_replica: 1.0,
+            pod_requests: Resources::new(6000, 48 * GI),
+            min_replicas: 2,
+            max_replicas: 8,
+            current_replicas: 2,
+        },
+    ];
+    let state = BTreeMap::from([
+        ("app".to_string(), PoolState { current_nodes: 3 }),
+        ("db".to_string(), PoolState { current_nodes: 2 }),
+    ]);
+    plan(&pools, &workloads, &state, 0).unwrap()
+}
+
+async fn start(plan: Option<Plan>) -> Running {
+    let (ca_pem, identity) = certificates();
+    let shared: SharedPlan = Arc::new(ArcSwapOption::from(plan.map(Arc::new)));
+    let service = Expander::new(
+        shared,
+        Arc::new(SimClock::new(1_000)),
+        expander::DEFAULT_MAX_PLAN_AGE_MS,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(expander::serve(listener, identity, service, async {
+        let _ = stopped.await;
+    }));
+    Running {
+        addr,
+        ca_pem,
+        stop: Some(stop),
+        task,
+    }
+}
+
+fn q(s: &str) -> ca134::Quantity {
+    ca134::Quantity {
+        string: Some(s.into()),
+    }
+}
+
+fn node(pool: &str, cpu: &str, memory: &str) -> ca134::Node {
+    ca134::Node {
+        metadata: Some(ca134::ObjectMeta {
+            name: Some(format!("template-{pool}")),
+            namespace: None,
+            labels: HashMap::from([
+                ("pool".to_string(), pool.to_string()),
+                ("kubernetes.io/os".to_string(), "linux".to_string()),
+            ]),
+        }),
+        spec: Some(ca134::NodeSpec {
+            provider_id: Some("aws:///eu-west-1a/i-0".into()),
+            taints: vec![],
+        }),
+        status: Some(ca134::NodeStatus {
+            capacity: HashMap::from([("cpu".into(), q("8")), ("memory".into(), q("32Gi"))]),
+            allocatable: HashMap::from([
+                ("cpu".into(), q(cpu)),
+                ("memory".into(), q(memory)),
+                ("pods".into(), q("58")),
+            ]),
+        }),
+    }
+}
+
+fn pod(name: &str, cpu: &str, memory: &str) -> ca134::Pod {
+    ca134::Pod {
+        metadata: Some(ca134::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("shop".into()),
+            labels: HashMap::new(),
+        }),
+        spec: Some(ca134::PodSpec {
+            containers: vec![ca134::Container {
+                name: Some("app".into()),
+                image: Some("registry.example/web:1".into()),
+                resources: Some(ca134::ResourceRequirements {
+                    limits: HashMap::new(),
+                    requests: HashMap::from([("cpu".into(), q(cpu)), ("memory".into(), q(memory))]),
+                }),
+            }],
+            node_name: None,
+            init_containers: vec![],
+        }),
+    }
+}
+
+/// The offered options: a db node group (by id) and an app node group known only
+/// by its template's labels, each for one pending web pod.
+fn templates() -> Vec<(&'static str, ca134::Node)> {
+    vec![
+        ("db-asg", node("db", "7800m", "62Gi")),
+        ("eks-app-2a-0f3c", node("app", "7800m", "30Gi")),
+    ]
+}
+
+fn old_request(with_bytes: bool, with_messages: bool) -> ca134::BestOptionsRequest {
+    let pending = pod("web-7d9-abcde", "1500m", "2Gi");
+    let options = templates()
+        .iter()
+        .map(|(id, _)| ca134::Option {
+            node_group_id: Some(id.to_string()),
+            node_count: Some(1),
+            debug: Some(format!("offered {id}")),
+            pod: if with_messages {
+                vec![pending.clone()]
+            } else {
+                vec![]
+            },
+            pod_bytes: if with_bytes {
+                vec![pending.encode_to_vec()]
+            } else {
+                vec![]
+            },
+        })
+        .collect();
+    ca134::BestOptionsRequest {
+        options,
+        node_map: if with_messages {
+            templates()
+                .into_iter()
+                .map(|(id, n)| (id.to_string(), n))
+                .collect()
+        } else {
+            HashMap::new()
+        },
+        node_bytes_map: if with_bytes {
+            templates()
+                .into_iter()
+                .map(|(id, n)| (id.to_string(), n.encode_to_vec()))
+                .collect()
+        } else {
+            HashMap::new()
+        },
+    }
+}
+
+fn assert_chose_app(ids: &[String], debugs: &[String]) {
+    assert_eq!(ids, ["eks-app-2a-0f3c"], "debug: {debugs:?}");
+    // 24 web pods of 1500m on 7800m-200m nodes: 5 per node, 5 nodes; has 3.
+    assert!(
+        debugs[0].contains("pool app is short 2 node(s) at now+150s"),
+        "{}",
+        debugs[0]
+    );
+    assert!(
+        debugs[0].contains("web forecast 2400.0 -> 24 replicas"),
+        "{}",
+        debugs[0]
+    );
+}
+
+#[tokio::test]
+async fn old_clients_send_messages_in_fields_2_and_4() {
+    let server = start(Some(seed_plan())).await;
+    let mut client = ca134::expander_client::ExpanderClient::new(server.channel().await);
+    let resp = client
+        .best_options(old_request(false, true))
+        .await
+        .unwrap()
+        .into_inner();
+    // The app node group is known only by its template's labels (field 2): choosing
+    // it proves the embedded Node was decoded.
+    let ids: Vec<String> = resp
+        .options
+        .iter()
+        .map(|o| o.node_group_id().to_string())
+        .collect();
+    let debugs: Vec<String> = resp.options.iter().map(|o| o.debug().to_string()).collect();
+    assert_chose_app(&ids, &debugs);
+    // The chosen option comes back with its pods.
+    assert_eq!(resp.options[0].pod.len(), 1);
+    assert_eq!(
+        resp.options[0].pod[0].metadata.as_ref().unwrap().name(),
+        "web-7d9-abcde"
+    );
+
+    // A pod in field 4 with a request that is not a quantity: InvalidArgument.
+    let mut bad = old_request(false, true);
+    bad.options[1].pod[0].spec.as_mut().unwrap().containers[0]
+        .resources
+        .as_mut()
+        .unwrap()
+        .requests
+        .insert("cpu".into(), q("one and a half"));
+    let status = client.best_options(bad).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .contains("options[1].pod[0].spec.containers[0].resources.requests[\"cpu\"]"),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn transitional_clients_send_both_and_bytes_win() {
+    let server = start(Some(seed_plan())).await;
+    let mut client = ca134::expander_client::ExpanderClient::new(server.channel().await);
+    let resp = client
+        .best_options(old_request(true, true))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<String> = resp
+        .options
+        .iter()
+        .map(|o| o.node_group_id().to_string())
+        .collect();
+    let debugs: Vec<String> = resp.options.iter().map(|o| o.debug().to_string()).collect();
+    assert_chose_app(&ids, &debugs);
+
+    // Field 2 says the app group is a db node, field 3 that it is an app node: the
+    // bytes (3) are preferred, so the choice is unchanged...
+    let mut req = old_request(true, true);
+    req.node_map
+        .insert("eks-app-2a-0f3c".into(), node("db", "7800m", "62Gi"));
+    let resp = client.best_options(req).await.unwrap().into_inner();
+    assert_eq!(resp.options.len(), 1);
+    assert_eq!(resp.options[0].node_group_id(), "eks-app-2a-0f3c");
+    // ...and garbage in field 3 is reported even though field 2 is fine.
+    let mut req = old_request(true, true);
+    req.node_bytes_map
+        .insert("eks-app-2a-0f3c".into(), vec![0x0a, 0xff, 0x01]);
+    let status = client.best_options(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("nodeBytesMap[\"eks-app-2a-0f3c\"]: not a Kubernetes core/v1 Node"),
+        "{}",
+        status.message()
+    );
+    server.stop().await;
+}
+
+fn new_request() -> ca135::BestOptionsRequest {
+    let pending = pod("web-7d9-fghij", "1500m", "2Gi").encode_to_vec();
+    ca135::BestOptionsRequest {
+        options: templates()
+            .iter()
+            .map(|(id, _)| ca135::Option {
+                node_group_id: id.to_string(),
+                node_count: 1,
+                debug: String::new(),
+                pod_bytes: vec![pending.clone()],
+            })
+            .collect(),
+        node_bytes_map: templates()
+            .into_iter()
+            .map(|(id, n)| (id.to_string(), n.encode_to_vec()))
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn new_clients_send_bytes_in_fields_3_and_5_only() {
+    let server = start(Some(seed_plan())).await;
+    let mut client = ca135::expander_client::ExpanderClient::new(server.channel().await);
+    let resp = client
+        .best_options(new_request())
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<String> = resp
+        .options
+        .iter()
+        .map(|o| o.node_group_id.clone())
+        .collect();
+    let debugs: Vec<String> = resp.options.iter().map(|o| o.debug.clone()).collect();
+    assert_chose_app(&ids, &debugs);
+
+    // Malformed node bytes: a clear status, and the server keeps serving.
+    let mut bad = new_request();
+    bad.node_bytes_map
+        .insert("db-asg".into(), b"not protobuf at all".to_vec());
+    let status = client.best_options(bad).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("nodeBytesMap[\"db-asg\"]"),
+        "{}",
+        status.message()
+    );
+    // Malformed pod bytes likewise.
+    let mut bad = new_request();
+    bad.options[0].pod_bytes = vec![vec![0x12, 0x80]];
+    let status = client.best_options(bad).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status
+            .message()
+            .starts_with("options[0].podBytes[0]: not a Kubernetes core/v1 Pod"),
+        "{}",
+        status.message()
+    );
+
+    let again = client
+        .best_options(new_request())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.options.len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_response_is_never_empty() {
+    // No plan at all: every option, untouched.
+    let server = start(None).await;
+    let mut client = ca135::expander_client::ExpanderClient::new(server.channel().await);
+    let req = new_request();
+    let resp = client.best_options(req.clone()).await.unwrap().into_inner();
+    assert_eq!(resp.options, req.options);
+    server.stop().await;
+
+    // A plan, but a node group no pool claims: every option.
+    let server = start(Some(seed_plan())).await;
+    let mut client = ca135::expander_client::ExpanderClient::new(server.channel().await);
+    let mut req = new_request();
+    req.options.push(ca135::Option {
+        node_group_id: "gpu-asg".into(),
+        node_count: 2,
+        debug: String::new(),
+        pod_bytes: vec![],
+    });
+    let resp = client.best_options(req.clone()).await.unwrap().into_inner();
+    assert_eq!(resp.options, req.options);
+    // No options offered: nothing to return but nothing to cancel either.
+    let resp = client
+        .best_options(ca135::BestOptionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.options.is_empty());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_certificate_must_match_the_dialled_name() {
+    let server = start(Some(seed_plan())).await;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&server.ca_pem))
+        .domain_name("some-other-name.example");
+    let channel = Channel::from_shared(format!("https://127.0.0.1:{}", server.addr.port()))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    // The handshake fails at connect or, if the channel connects lazily, at the call.
+    if let Ok(channel) = channel.connect().await {
+        let mut client = ca135::expander_client::ExpanderClient::new(channel);
+        assert!(
+            client.best_options(new_request()).await.is_err(),
+            "a wrong name must fail the handshake"
+        );
+    }
+    server.stop().await;
+}

@@ -1,0 +1,133 @@
+//! The `forecast` and `eval` commands, run as a user runs them.
+
+use std::process::Command;
+
+fn prescale(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn forecast_on_the_bundled_trace_prints_a_table_with_the_model() {
+    let (ok, stdout, stderr) = prescale(&["forecast"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("model: "), "{stdout}");
+    assert!(stdout.contains("backtest over"), "{stdout}");
+    // One hour of 5-minute steps.
+    let rows = stdout.lines().filter(|l| l.starts_with("20")).count();
+    assert_eq!(rows, 12, "{stdout}");
+}
+
+#[test]
+fn forecast_json_has_monotone_quantiles() {
+    let (ok, stdout, stderr) = prescale(&[
+        "forecast",
+        "--horizon",
+        "30m",
+        "--quantiles",
+        "0.1,0.5,0.9",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 6);
+    for p in points {
+        let qs: Vec<f64> = p["quantiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| q[1].as_f64().unwrap())
+            .collect();
+        assert!(qs.windows(2).all(|w| w[0] <= w[1]), "{p}");
+    }
+    assert!(v["report"]["model"].as_str().is_some());
+}
+
+#[test]
+fn forecast_rejects_bad_arguments_with_a_message() {
+    let (ok, _, stderr) = prescale(&["forecast", "--quantiles", "1.5"]);
+    assert!(!ok);
+    assert!(stderr.contains("quantile"), "{stderr}");
+    let (ok, _, stderr) = prescale(&["forecast", "--model", "nope"]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown model"), "{stderr}");
+}
+
+#[test]
+fn eval_on_m4_format_files_ends_with_a_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut train, mut test) = (String::from("\"V1\""), String::from("\"V1\""));
+    for i in 0..300 {
+        train.push_str(&format!(",\"V{}\"", i + 2));
+    }
+    for i in 0..48 {
+        test.push_str(&format!(",\"V{}\"", i + 2));
+    }
+    train.push('\n');
+    test.push('\n');
+    for s in 0..3 {
+        let y = |t: usize| {
+            100.0 + 10.0 * s as f64 + 20.0 * (t as f64 * std::f64::consts::TAU / 24.0).sin()
+        };
+        train.push_str(&format!("\"H{s}\""));
+        // The last series is shorter: its row is padded with empty cells.
+        let len = if s == 2 { 250 } else { 300 };
+        for t in 0..300 {
+            if t < len {
+                train.push_str(&format!(",\"{}\"", y(t)));
+            } else {
+                train.push(',');
+            }
+        }
+        train.push('\n');
+        test.push_str(&format!("\"H{s}\""));
+        for t in 0..48 {
+            test.push_str(&format!(",\"{}\"", y(len + t)));
+        }
+        test.push('\n');
+    }
+    let (tr, te) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    std::fs::write(&tr, train).unwrap();
+    std::fs::write(&te, test).unwrap();
+    let (ok, stdout, stderr) = prescale(&[
+        "eval",
+        "--m4-train",
+        tr.to_str().unwrap(),
+        "--m4-test",
+        te.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let last = stdout.lines().last().unwrap();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["series"], 3);
+    for key in ["smape", "mase", "coverage_p90", "fit_predict_seconds"] {
+        assert!(v[key].as_f64().is_some(), "{key} in {last}");
+    }
+    // A clean sine is forecast far better than by chance.
+    assert!(v["smape"].as_f64().unwrap() < 5.0, "{last}");
+}
+
+#[test]
+fn eval_names_the_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tr = dir.path().join("train.csv");
+    std::fs::write(&tr, "\"V1\",\"V2\"\n\"H1\",\"abc\"\n").unwrap();
+    let (ok, _, stderr) = prescale(&[
+        "eval",
+        "--m4-train",
+        tr.to_str().unwrap(),
+        "--m4-test",
+        tr.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("train.csv:2"), "{stderr}");
+}
