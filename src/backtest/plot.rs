@@ -7,8 +7,9 @@
 //! text: SVG is the labelled format. Colours: demand black, reactive red,
 //! predictive blue, oracle green.
 //!
-//! Long traces are reduced to about one point per pixel column: the peak demand
-//! and the lowest ready capacity of each column, so that shortfalls stay visible.
+//! Long traces are reduced to about one point per pixel column, each the mean of
+//! its column (a peak of demand and a low of ready capacity from different moments
+//! of one column would show shortfalls that never happened).
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -53,21 +54,16 @@ fn reduce(r: &TraceResult) -> Reduced {
     let per = n.div_ceil(columns).max(1);
     let hours = r.step_ms as f64 / 3_600_000.0;
     let x: Vec<f64> = (0..n).step_by(per).map(|i| i as f64 * hours).collect();
-    let bucket_max = |v: &[f32]| -> Vec<f64> {
+    let bucket_mean = |v: &[f32]| -> Vec<f64> {
         v.chunks(per)
-            .map(|c| c.iter().copied().fold(0.0f32, f32::max) as f64)
+            .map(|c| c.iter().map(|&x| f64::from(x)).sum::<f64>() / c.len() as f64)
             .collect()
     };
-    let bucket_min = |v: &[f32]| -> Vec<f64> {
-        v.chunks(per)
-            .map(|c| c.iter().copied().fold(f32::INFINITY, f32::min) as f64)
-            .collect()
-    };
-    let demand = bucket_max(&r.demand);
+    let demand = bucket_mean(&r.demand);
     let ready: Vec<(Strategy, Vec<f64>)> = r
         .runs
         .iter()
-        .map(|run| (run.strategy, bucket_min(&run.ready_per_step)))
+        .map(|run| (run.strategy, bucket_mean(&run.ready_per_step)))
         .collect();
     let y_max = demand
         .iter()
@@ -182,7 +178,7 @@ pub fn svg(result: &TraceResult) -> Result<String> {
             "start",
             11,
             &format!(
-                "under-provisioned {:.1} replica-min, {:.1} replica-h; step {}, per column: peak demand, lowest ready",
+                "under-provisioned {:.1} replica-min, {:.1} replica-h; step {}, means per pixel column",
                 measures.under_provisioned_replica_minutes,
                 measures.replica_hours,
                 human_ms(result.step_ms)
