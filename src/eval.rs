@@ -209,28 +209,11 @@ pub fn m4_tasks(train: Vec<M4Series>, test: Vec<M4Series>, m: usize) -> Result<V
 
 /// The seasonal naive forecast with period `m` from gap-filled history.
 fn seasonal_naive(history: &[f64], m: usize, horizon: usize) -> Vec<f64> {
-    let filled = filled(history);
+    let filled = crate::series::forward_fill(history);
     let m = m.clamp(1, filled.len().max(1));
     let n = filled.len();
     (0..horizon)
         .map(|h| filled.get(n - m + h % m).copied().unwrap_or(0.0))
-        .collect()
-}
-
-fn filled(history: &[f64]) -> Vec<f64> {
-    let mut last = history
-        .iter()
-        .copied()
-        .find(|v| v.is_finite())
-        .unwrap_or(0.0);
-    history
-        .iter()
-        .map(|&v| {
-            if v.is_finite() {
-                last = v;
-            }
-            last
-        })
         .collect()
 }
 
@@ -242,7 +225,7 @@ fn score(task: &Task, model: String, mean: &[f64], p90: &[f64]) -> SeriesScore {
     let pick = |v: &[f64]| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
     let (a, f, u) = (pick(&task.actual), pick(mean), pick(p90));
     let naive = pick(&seasonal_naive(&task.history, task.m, task.actual.len()));
-    let insample = filled(&task.history);
+    let insample = crate::series::forward_fill(&task.history);
     let scale = accuracy::mase_scale(&insample, task.m);
     SeriesScore {
         id: task.id.clone(),

@@ -145,7 +145,8 @@ impl FrontProxy {
                     .is_some_and(|head| head.eq_ignore_ascii_case(prefix.as_bytes()));
                 if let (true, Some(key)) = (matches, name.get(prefix.len()..)) {
                     if let Some(v) = text(value) {
-                        extra.entry(unescape(key)).or_default().push(v);
+                        // Extra keys are percent-encoded by the front proxy so they survive as header names.
+                        extra.entry(super::percent_decode(key)).or_default().push(v);
                     }
                 }
             }
@@ -156,27 +157,6 @@ impl FrontProxy {
             extra,
         }))
     }
-}
-
-/// Extra keys are percent-encoded by the front proxy (so they survive as header
-/// names); decode them, leaving malformed escapes as they are.
-fn unescape(key: &str) -> String {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Confirms bearer tokens (TokenReview in-cluster).
@@ -632,11 +612,11 @@ mod tests {
     }
 
     #[test]
-    fn unescape_decodes_percent_escapes_only_when_valid() {
-        assert_eq!(unescape("a%2Fb"), "a/b");
-        assert_eq!(unescape("a%2"), "a%2");
-        assert_eq!(unescape("a%zz"), "a%zz");
-        assert_eq!(unescape("%"), "%");
+    fn extra_keys_decode_percent_escapes_only_when_valid() {
+        assert_eq!(super::super::percent_decode("a%2Fb"), "a/b");
+        assert_eq!(super::super::percent_decode("a%2"), "a%2");
+        assert_eq!(super::super::percent_decode("a%zz"), "a%zz");
+        assert_eq!(super::super::percent_decode("%"), "%");
     }
 
     fn delegated(tokens: Arc<StaticTokens>, authz: Arc<StaticAuthorizer>) -> AuthMode {

@@ -309,7 +309,7 @@ fn decode_target(target: auth::Target) -> auth::Target {
 }
 
 /// Decodes `%XX` escapes; leaves malformed ones as written.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     if !s.contains('%') {
         return s.to_string();
     }

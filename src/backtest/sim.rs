@@ -300,7 +300,7 @@ pub fn auto_target(values: &[f64]) -> Result<AutoTarget> {
 /// the lead time, or when the scenario is invalid.
 pub fn backtest(name: &str, series: &Series, scenario: &Scenario) -> Result<TraceResult> {
     check_trace(series, scenario)?;
-    let filled = forward_fill(&series.values);
+    let filled = crate::series::forward_fill(&series.values);
     let demand = filled
         .iter()
         .map(|v| (v.max(0.0) / scenario.effective_target()) as f32)
@@ -347,25 +347,6 @@ fn check_trace(series: &Series, scenario: &Scenario) -> Result<()> {
     Ok(())
 }
 
-/// Replaces gaps by the last observed value (the first one before it): what an
-/// HPA reading Prometheus would keep seeing, and the demand assumed in a gap.
-fn forward_fill(values: &[f64]) -> Vec<f64> {
-    let mut last = values
-        .iter()
-        .copied()
-        .find(|v| v.is_finite())
-        .unwrap_or(0.0);
-    values
-        .iter()
-        .map(|&v| {
-            if v.is_finite() {
-                last = v;
-            }
-            last
-        })
-        .collect()
-}
-
 /// What the HPA reads under each strategy.
 enum Source {
     Reactive,
@@ -386,7 +367,7 @@ struct Predictor {
 pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Result<Run> {
     check_trace(series, scenario)?;
     let raw = &series.values;
-    let filled = forward_fill(raw);
+    let filled = crate::series::forward_fill(raw);
     let n = raw.len();
     let step = series.step_ms;
     let t0 = series.start_ms;

@@ -204,6 +204,27 @@ impl Series {
     }
 }
 
+/// Replaces each gap (a non-finite value) with the last observed value before it;
+/// leading gaps take the first observed value, and an all-gap input becomes zeros.
+///
+/// This is what a reader of the latest sample keeps seeing through a gap.
+pub fn forward_fill(values: &[f64]) -> Vec<f64> {
+    let mut last = values
+        .iter()
+        .copied()
+        .find(|v| v.is_finite())
+        .unwrap_or(0.0);
+    values
+        .iter()
+        .map(|&v| {
+            if v.is_finite() {
+                last = v;
+            }
+            last
+        })
+        .collect()
+}
+
 /// A series together with the labels that identify it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabeledSeries {
