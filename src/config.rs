@@ -36,6 +36,48 @@ pub enum Error {
 /// Result with [`Error`] as the default error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Parses a duration written with units (`500ms`, `30s`, `5m`, `1h30m`, `7d`, `2w`)
+/// into milliseconds; zero is allowed here. The one duration grammar of the config
+/// file and the command line.
+///
+/// # Errors
+/// A message saying what was expected, for an empty, unitless or overflowing text.
+pub fn parse_duration_ms(text: &str) -> std::result::Result<u64, String> {
+    let expected = || {
+        format!("expected a duration such as \"30s\", \"5m\", \"1h30m\" or \"7d\", got {text:?}")
+    };
+    let s = text.trim();
+    if s.is_empty() {
+        return Err(expected());
+    }
+    let mut total_ms: u64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return Err(expected());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| expected())?;
+        rest = &rest[digits..];
+        let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        let unit_ms: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            _ => return Err(expected()),
+        };
+        rest = &rest[unit_len..];
+        total_ms = n
+            .checked_mul(unit_ms)
+            .and_then(|v| total_ms.checked_add(v))
+            .ok_or_else(expected)?;
+    }
+    Ok(total_ms)
+}
+
 /// A strictly positive duration written with units: `500ms`, `30s`, `5m`, `1h30m`, `7d`, `2w`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(into = "String")]
@@ -58,40 +100,7 @@ impl Duration {
     /// # Errors
     /// A message saying what was expected, for an empty, unitless, zero or overflowing text.
     pub fn try_new(text: &str) -> std::result::Result<Self, String> {
-        let expected = || {
-            format!(
-                "expected a duration such as \"30s\", \"5m\", \"1h30m\" or \"7d\", got {text:?}"
-            )
-        };
-        let s = text.trim();
-        if s.is_empty() {
-            return Err(expected());
-        }
-        let mut total_ms: u64 = 0;
-        let mut rest = s;
-        while !rest.is_empty() {
-            let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 {
-                return Err(expected());
-            }
-            let n: u64 = rest[..digits].parse().map_err(|_| expected())?;
-            rest = &rest[digits..];
-            let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-            let unit_ms: u64 = match &rest[..unit_len] {
-                "ms" => 1,
-                "s" => 1_000,
-                "m" => 60_000,
-                "h" => 3_600_000,
-                "d" => 86_400_000,
-                "w" => 7 * 86_400_000,
-                _ => return Err(expected()),
-            };
-            rest = &rest[unit_len..];
-            total_ms = n
-                .checked_mul(unit_ms)
-                .and_then(|v| total_ms.checked_add(v))
-                .ok_or_else(expected)?;
-        }
+        let total_ms = parse_duration_ms(text)?;
         Self::try_from_ms(total_ms).map_err(|_| format!("must be positive, got {text:?}"))
     }
 
@@ -717,6 +726,16 @@ fn is_dns_label(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_duration_grammar_zero_only_outside_config() {
+        assert_eq!(parse_duration_ms("0s"), Ok(0));
+        assert_eq!(parse_duration_ms("2w1ms"), Ok(14 * 86_400_000 + 1));
+        assert!(parse_duration_ms("1.5h").is_err());
+        assert!(parse_duration_ms("5").is_err());
+        assert!(parse_duration_ms("99999999999999999999d").is_err());
+        assert!(Duration::try_new("0s").is_err());
+    }
 
     const MINIMAL: &str = "
 prometheus:

@@ -103,47 +103,13 @@ pub struct Args {
     pub plot: Option<PathBuf>,
 }
 
-/// Parses `500ms`, `30s`, `3m`, `1h`, `1d` or combinations such as `1h30m` into
-/// milliseconds.
+/// Parses a command-line duration (`30s`, `3m`, `1h30m`, `7d`, `2w`; zero allowed)
+/// into milliseconds, with the config file's grammar.
 ///
 /// # Errors
 /// A message saying what was expected.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
-    let expected = || format!("expected a duration such as 30s, 3m or 1h, got {text:?}");
-    let s = text.trim();
-    if s.is_empty() {
-        return Err(expected());
-    }
-    let mut total: i64 = 0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(expected)?;
-        if digits == 0 {
-            return Err(expected());
-        }
-        let number: f64 = rest[..digits].parse().map_err(|_| expected())?;
-        let tail = &rest[digits..];
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let unit_ms = match &tail[..unit_len] {
-            "ms" => 1.0,
-            "s" => 1_000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
-            "d" => 86_400_000.0,
-            _ => return Err(expected()),
-        };
-        let ms = number * unit_ms;
-        if !ms.is_finite() || ms > 1e15 {
-            return Err(expected());
-        }
-        total = total.saturating_add(ms.round() as i64);
-        rest = &tail[unit_len..];
-    }
-    Ok(total)
+    prescale::config::parse_duration_ms(text).map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 /// A replayed trace and the unit scale its values were multiplied by.
