@@ -102,6 +102,10 @@ impl SignalSettings {
                 history_steps: steps(c.history.as_ms()).max(2),
                 refit_every_steps: steps(c.refit_interval.as_ms()).max(1),
                 min_history_steps: steps(c.min_history.as_ms()).max(1),
+                fit_steps: 1,
+                // Replicas refit at the same grid times, and a signal's series do not
+                // all refit in the same cycle.
+                spread_refits: true,
             },
         })
     }
@@ -306,11 +310,12 @@ impl SignalState {
                         self.backfill_pending = true;
                         continue;
                     }
+                    let tracker_settings = &self.settings.tracker;
                     let st = self
                         .series
                         .entry(labels.clone())
                         .or_insert_with(|| SeriesState {
-                            tracker: Tracker::new(self.settings.tracker.clone()),
+                            tracker: new_tracker(tracker_settings, &labels, range),
                             next_ms: range.start_ms,
                             last_seen_ms: now_ms,
                             status: Status::Warming,
@@ -448,6 +453,33 @@ impl SignalState {
                 .collect(),
         }
     }
+}
+
+/// A tracker for a series whose first point is `range.start_ms`; with spread refits,
+/// placed on the grid at an offset given by its labels.
+fn new_tracker(settings: &TrackerSettings, labels: &Labels, range: Range) -> Tracker {
+    let tracker = Tracker::new(settings.clone());
+    if settings.spread_refits {
+        tracker.with_grid(
+            range.start_ms.div_euclid(range.step_ms.max(1)),
+            labels_hash(labels),
+        )
+    } else {
+        tracker
+    }
+}
+
+/// FNV-1a over the labels: stable across processes and builds (unlike the std
+/// hasher's random keys), so replicas give a series the same refit offset.
+fn labels_hash(labels: &Labels) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in labels {
+        for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xfe]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
 }
 
 /// Appends `values` (the grid points of `range`) to a series, first filling any grid

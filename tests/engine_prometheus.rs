@@ -125,6 +125,8 @@ fn signal() -> SignalSettings {
             history_steps: HISTORY_STEPS,
             refit_every_steps: 12,
             min_history_steps: 288,
+            fit_steps: 1,
+            spread_refits: false,
         },
     }
 }

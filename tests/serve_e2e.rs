@@ -85,6 +85,8 @@ fn tracker_settings() -> TrackerSettings {
         history_steps: HISTORY_STEPS,
         refit_every_steps: 1,
         min_history_steps: 60,
+        fit_steps: 1,
+        spread_refits: false,
     }
 }
 

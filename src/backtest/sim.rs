@@ -101,6 +101,8 @@ impl ForecastPlan {
             history_steps: steps(self.history_ms).clamp(64, 30_240),
             refit_every_steps: steps(self.refit_every_ms).clamp(1, 1_440),
             min_history_steps: steps(self.min_history_ms).clamp(12, 720),
+            fit_steps: 1,
+            spread_refits: false,
         }
     }
 }

@@ -23,6 +23,8 @@ fn settings(name: &str) -> SignalSettings {
             history_steps: 200,
             refit_every_steps: 10,
             min_history_steps: 20,
+            fit_steps: 1,
+            spread_refits: false,
         },
     }
 }

@@ -5,6 +5,13 @@
 //! value an HPA should see. It is synchronous and takes time as an argument, so the
 //! engine drives it on the wall clock and the backtester on a simulated one: the
 //! backtest therefore measures the code that serves production.
+//!
+//! At scale (tens of thousands of series) two settings keep it cheap:
+//! [`TrackerSettings::fit_steps`] fits on means of several grid points, kept as
+//! `f32` (a week of 1-minute points is 80 KiB as `f64`, 8 KiB as 5-minute `f32`
+//! means), and [`Tracker::with_grid`] places refits on the absolute grid with a
+//! per-series offset, so a refit interval's fits are spread over its steps instead
+//! of all landing in one cycle, and replicas refit at the same grid times.
 
 use std::collections::VecDeque;
 
@@ -27,6 +34,16 @@ pub struct TrackerSettings {
     pub refit_every_steps: usize,
     /// Fewer observed points than this: warming, serve the latest observation.
     pub min_history_steps: usize,
+    /// Grid points averaged into one fitted point; 1 fits the grid as is. Above 1 the
+    /// history is kept as `f32` means, the model fits and forecasts on the coarser
+    /// grid (its forecast paths are in fitted points), and the reactive floor still
+    /// takes the newest grid point.
+    pub fit_steps: usize,
+    /// Place refits on the absolute grid at a per-series offset (the engine passes a
+    /// hash of the labels to [`Tracker::with_grid`]): the refits of many series spread
+    /// over the refit interval, and replicas refit at the same grid times. Off: refit
+    /// `refit_every_steps` after the previous fit.
+    pub spread_refits: bool,
 }
 
 /// What a [`Tracker`] decided at one moment.
@@ -38,7 +55,7 @@ pub struct Decision {
     pub warming: bool,
     /// Name of the fitted model, or `last-value` while warming.
     pub model: String,
-    /// The forecast over the lead time, when there is a model.
+    /// The forecast over the lead time, when there is a model (on the fitted grid).
     pub forecast: Option<Forecast>,
     /// The latest observed value.
     pub latest: Option<f64>,
@@ -48,14 +65,72 @@ pub struct Decision {
     pub fit_error: Option<String>,
 }
 
+/// The fitted history: exact on the grid, or compact means of several grid points.
+#[derive(Debug)]
+enum History {
+    /// `fit_steps == 1`: the grid points as observed.
+    Exact(VecDeque<f64>),
+    /// `fit_steps > 1`: means of `fit_steps` grid points (`NAN` when all were gaps).
+    Compact(VecDeque<f32>),
+}
+
+impl History {
+    fn len(&self) -> usize {
+        match self {
+            Self::Exact(h) => h.len(),
+            Self::Compact(h) => h.len(),
+        }
+    }
+
+    /// Appends a point, dropping the oldest beyond `cap`; returns whether the
+    /// dropped point was finite.
+    fn push(&mut self, v: f64, cap: usize) -> bool {
+        match self {
+            Self::Exact(h) => {
+                let dropped = if h.len() >= cap { h.pop_front() } else { None };
+                h.push_back(v);
+                dropped.is_some_and(f64::is_finite)
+            }
+            Self::Compact(h) => {
+                let dropped = if h.len() >= cap { h.pop_front() } else { None };
+                h.push_back(v as f32);
+                dropped.is_some_and(f32::is_finite)
+            }
+        }
+    }
+
+    fn to_vec(&self) -> Vec<f64> {
+        match self {
+            Self::Exact(h) => h.iter().copied().collect(),
+            Self::Compact(h) => h.iter().map(|&v| f64::from(v)).collect(),
+        }
+    }
+}
+
+/// Where refits fall on the absolute grid (see [`Tracker::with_grid`]).
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    /// Grid index (time / step) of the newest observed point.
+    last_index: i64,
+    /// Refits happen when a point with `index ≡ offset (mod refit_every_steps)` arrives.
+    offset: i64,
+}
+
 /// One series' forecasting state.
 pub struct Tracker {
     settings: TrackerSettings,
-    history: VecDeque<f64>,
+    history: History,
+    /// Finite points in `history`.
+    finite: usize,
+    /// The partial fitted point: sum and count of its finite grid points, grid points in it.
+    bucket: (f64, usize, usize),
+    /// The newest finite grid point and how many grid points came after it.
+    latest: Option<(f64, usize)>,
     model: Option<Box<dyn Predict>>,
     steps_since_fit: usize,
     last_fit_ms: Option<i64>,
     fit_error: Option<String>,
+    grid: Option<Grid>,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -71,14 +146,54 @@ impl std::fmt::Debug for Tracker {
 impl Tracker {
     /// A tracker with no history yet.
     pub fn new(settings: TrackerSettings) -> Self {
+        let cap = Self::capacity(&settings).min(1 << 20);
+        let history = if settings.fit_steps > 1 {
+            History::Compact(VecDeque::with_capacity(cap))
+        } else {
+            History::Exact(VecDeque::with_capacity(cap))
+        };
         Self {
-            history: VecDeque::with_capacity(settings.history_steps.min(1 << 20)),
+            history,
             settings,
+            finite: 0,
+            bucket: (0.0, 0, 0),
+            latest: None,
             model: None,
             steps_since_fit: 0,
             last_fit_ms: None,
             fit_error: None,
+            grid: None,
         }
+    }
+
+    /// Places the tracker on the absolute grid: `first_index` is the grid index
+    /// (time / step) of the first point it will observe, and refits fall on grid
+    /// indices `≡ offset` modulo the refit interval (a per-series offset spreads the
+    /// refits of many series over the interval). Fitted points then also start on
+    /// multiples of `fit_steps`, so two trackers fed the same points from different
+    /// moments fit the same history at the same grid times.
+    pub fn with_grid(mut self, first_index: i64, offset: u64) -> Self {
+        let every = self.settings.refit_every_steps.max(1) as u64;
+        self.grid = Some(Grid {
+            last_index: first_index - 1,
+            offset: i64::try_from(offset % every).unwrap_or(0),
+        });
+        // The first fitted point covers only the rest of its aligned span.
+        let k = self.fit_steps() as i64;
+        self.bucket.2 = usize::try_from(first_index.rem_euclid(k)).unwrap_or(0);
+        self
+    }
+
+    /// Fitted points kept: the history window in units of `fit_steps`.
+    fn capacity(settings: &TrackerSettings) -> usize {
+        settings
+            .history_steps
+            .max(1)
+            .div_ceil(settings.fit_steps.max(1))
+    }
+
+    fn fit_steps(&self) -> usize {
+        self.settings.fit_steps.max(1)
     }
 
     /// The settings this tracker runs with.
@@ -90,34 +205,87 @@ impl Tracker {
     ///
     /// The fitted model, if any, takes them as an update without a refit.
     pub fn observe(&mut self, values: &[f64]) {
+        let cap = Self::capacity(&self.settings);
+        let k = self.fit_steps();
+        let mut fitted = Vec::new();
         for &v in values {
-            if self.history.len() == self.settings.history_steps.max(1) {
-                self.history.pop_front();
+            self.latest = if v.is_finite() {
+                Some((v, 0))
+            } else {
+                self.latest.map(|(l, age)| (l, age + 1))
+            };
+            let point = if k == 1 {
+                Some(v)
+            } else {
+                if v.is_finite() {
+                    self.bucket.0 += v;
+                    self.bucket.1 += 1;
+                }
+                self.bucket.2 += 1;
+                (self.bucket.2 >= k).then(|| {
+                    let (sum, n, _) = std::mem::take(&mut self.bucket);
+                    if n == 0 {
+                        f64::NAN
+                    } else {
+                        sum / n as f64
+                    }
+                })
+            };
+            if let Some(p) = point {
+                if self.history.push(p, cap) {
+                    self.finite -= 1;
+                }
+                if p.is_finite() {
+                    self.finite += 1;
+                }
+                fitted.push(p);
             }
-            self.history.push_back(v);
         }
         if let Some(model) = self.model.as_mut() {
-            model.update(values);
+            if !fitted.is_empty() {
+                model.update(&fitted);
+            }
         }
         self.steps_since_fit += values.len();
+        if let Some(g) = self.grid.as_mut() {
+            g.last_index += i64::try_from(values.len()).unwrap_or(0);
+        }
     }
 
-    /// The latest observed (finite) value.
+    /// The latest observed (finite) value within the history window.
     pub fn latest(&self) -> Option<f64> {
-        self.history.iter().rev().copied().find(|v| v.is_finite())
+        self.latest
+            .filter(|&(_, age)| age < self.settings.history_steps.max(1))
+            .map(|(v, _)| v)
+    }
+
+    /// Whether a refit is due: on schedule, or (without a grid) after
+    /// `refit_every_steps` new points.
+    fn refit_due(&self) -> bool {
+        let every = self.settings.refit_every_steps.max(1);
+        match self.grid {
+            None => self.steps_since_fit >= every,
+            Some(g) => {
+                // Did a point with index ≡ offset arrive since the last fit?
+                let every = every as i64;
+                let since = i64::try_from(self.steps_since_fit).unwrap_or(i64::MAX);
+                since >= every || (g.last_index - g.offset).rem_euclid(every) < since
+            }
+        }
     }
 
     /// Refits when due and returns what to serve at `now_ms`.
     pub fn decide(&mut self, now_ms: i64) -> Decision {
         let latest = self.latest();
-        let observed = self.history.iter().filter(|v| v.is_finite()).count();
+        let k = self.fit_steps();
+        let observed = self.finite.saturating_mul(k);
         if observed < self.settings.min_history_steps.max(1) {
             return self.warming(latest);
         }
-        let due = self.model.is_none() || self.steps_since_fit >= self.settings.refit_every_steps;
-        if due {
-            let history: Vec<f64> = self.history.iter().copied().collect();
-            match forecast::fit(&self.settings.spec, &history, self.settings.step_ms) {
+        if self.model.is_none() || self.refit_due() {
+            let history = self.history.to_vec();
+            let fit_step_ms = self.settings.step_ms.saturating_mul(k as i64);
+            match forecast::fit(&self.settings.spec, &history, fit_step_ms) {
                 Ok(model) => {
                     self.model = Some(model);
                     self.steps_since_fit = 0;
@@ -131,10 +299,16 @@ impl Tracker {
         let Some(model) = self.model.as_ref() else {
             return self.warming(latest);
         };
-        let lead = self.settings.policy.lead_steps.max(1);
-        match model.predict(lead, &[self.settings.policy.quantile]) {
+        // The forecast starts after the last whole fitted point; the lead time counts
+        // from the newest grid point, which may be inside the next one.
+        let lead_grid = self.settings.policy.lead_steps.max(1) + self.bucket.2;
+        let policy = ServePolicy {
+            lead_steps: lead_grid.div_ceil(k).max(1),
+            ..self.settings.policy
+        };
+        match model.predict(policy.lead_steps, &[policy.quantile]) {
             Ok(fc) => Decision {
-                value: served_value(&fc, &self.settings.policy, latest),
+                value: served_value(&fc, &policy, latest),
                 warming: false,
                 model: model.name(),
                 forecast: Some(fc),
@@ -178,6 +352,8 @@ mod tests {
             history_steps: 24 * 14,
             refit_every_steps: 24,
             min_history_steps: 48,
+            fit_steps: 1,
+            spread_refits: false,
         }
     }
 
@@ -230,5 +406,88 @@ mod tests {
         let h: Vec<f64> = (0..500).map(daily).collect();
         t.observe(&h);
         assert_eq!(t.history.len(), 50);
+    }
+
+    #[test]
+    fn compact_history_fits_on_means_of_grid_points() {
+        let mut s = settings();
+        s.fit_steps = 4;
+        s.history_steps = 24 * 10 * 4;
+        s.min_history_steps = 24 * 2 * 4;
+        let mut t = Tracker::new(s);
+        // Each hourly value held for four grid points, and a gap: means are exact.
+        let mut fine = Vec::new();
+        for i in 0..24 * 12 {
+            fine.extend([daily(i), f64::NAN, daily(i), daily(i)]);
+        }
+        t.observe(&fine);
+        assert_eq!(
+            t.history.len(),
+            24 * 10,
+            "bounded to the window in fitted points"
+        );
+        let History::Compact(h) = &t.history else {
+            panic!("fit_steps > 1 keeps f32 means");
+        };
+        assert!((f64::from(h[h.len() - 1]) - daily(24 * 12 - 1)).abs() < 1e-4);
+        t.observe(&[123.0, f64::NAN]);
+        let d = t.decide(0);
+        assert!(!d.warming);
+        // The floor is the newest grid point, not a mean.
+        assert_eq!(d.latest, Some(123.0));
+        // Lead 3 grid points + 2 already in the next fitted point: two fitted steps.
+        assert_eq!(d.forecast.unwrap().horizon(), 2);
+        assert!(d.value.unwrap() >= 123.0);
+    }
+
+    #[test]
+    fn spread_refits_fall_on_the_grid_offset() {
+        let mut s = settings();
+        s.refit_every_steps = 10;
+        s.spread_refits = true;
+        let h: Vec<f64> = (0..24 * 7).map(daily).collect();
+        // First point at grid index 1000; refits on indices ≡ 3 (mod 10).
+        let mut t = Tracker::new(s).with_grid(1_000, 13);
+        t.observe(&h);
+        assert_eq!(t.decide(1).last_fit_ms, Some(1), "first fit at once");
+        let mut fits = Vec::new();
+        for i in 0..30 {
+            t.observe(&[daily(24 * 7 + i)]);
+            let index = 1_000 + 24 * 7 + i as i64;
+            if t.decide(index).last_fit_ms == Some(index) {
+                fits.push(index);
+            }
+        }
+        assert!(!fits.is_empty());
+        assert!(fits.iter().all(|i| i % 10 == 3), "{fits:?}");
+        assert!(fits.windows(2).all(|w| w[1] - w[0] == 10), "{fits:?}");
+    }
+
+    #[test]
+    fn trackers_started_apart_agree_after_a_scheduled_refit() {
+        let mut s = settings();
+        s.refit_every_steps = 12;
+        s.spread_refits = true;
+        s.fit_steps = 2;
+        s.history_steps = 24 * 7;
+        let all: Vec<f64> = (0..24 * 20).map(|i| daily(i) + (i % 5) as f64).collect();
+        // `a` has seen everything from index 0, `b` starts 37 points later.
+        let mut a = Tracker::new(s.clone()).with_grid(0, 5);
+        let mut b = Tracker::new(s).with_grid(37, 5);
+        a.observe(&all[..24 * 8]);
+        b.observe(&all[37..24 * 8]);
+        a.decide(0);
+        b.decide(0);
+        for i in 24 * 8..24 * 20 {
+            a.observe(&all[i..=i]);
+            b.observe(&all[i..=i]);
+            let (da, db) = (a.decide(i as i64), b.decide(i as i64));
+            // Once b's window is full too (a week after it started) both hold the
+            // same aligned means, and from the next scheduled refit on the same model.
+            if i >= 37 + 24 * 7 + 12 {
+                assert_eq!(da.value, db.value, "at {i}");
+                assert_eq!(da.forecast, db.forecast, "at {i}");
+            }
+        }
     }
 }
