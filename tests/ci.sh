@@ -22,3 +22,17 @@ cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 cargo bench --no-run
 cargo test
+
+# Fuzz smoke: every parser target for a few seconds on stable Rust (`--sanitizer none`:
+# AddressSanitizer needs nightly, and the crate forbids unsafe code anyway). The fuzz
+# crate is outside the main build (tests/fuzz/Cargo.toml); README "Fuzzing" has the longer run.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+FUZZ_SECONDS="${FUZZ_SECONDS:-5}"
+for target in $(cargo fuzz list --fuzz-dir tests/fuzz); do
+    mkdir -p "tests/fuzz/corpus/$target"
+    cargo fuzz run "$target" --fuzz-dir tests/fuzz --sanitizer none \
+        "tests/fuzz/corpus/$target" "tests/fuzz/seeds/$target" \
+        -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1
+done
