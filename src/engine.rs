@@ -102,7 +102,7 @@ impl SignalSettings {
                 history_steps: steps(c.history.as_ms()).max(2),
                 refit_every_steps: steps(c.refit_interval.as_ms()).max(1),
                 min_history_steps: steps(c.min_history.as_ms()).max(1),
-                fit_steps: 1,
+                fit_steps: c.fit_step.map_or(1, |f| steps(f.as_ms()).max(1)),
                 // Replicas refit at the same grid times, and a signal's series do not
                 // all refit in the same cycle.
                 spread_refits: true,
@@ -209,8 +209,9 @@ struct SeriesState {
     entry: Option<SeriesEntry>,
     /// One-step-ahead mean forecast from the last decision, for the error measure.
     next_forecast: Option<f64>,
-    /// Recent one-step errors: (|forecast - actual|, |last value - actual|).
-    errors: std::collections::VecDeque<(f64, f64)>,
+    /// Recent one-step errors: (|forecast - actual|, |last value - actual|); `f32`
+    /// halves what a series costs here (a ratio of sums needs no more precision).
+    errors: std::collections::VecDeque<(f32, f32)>,
     /// Whether the series' first status has been logged (as a transition from none).
     announced: bool,
 }
@@ -301,7 +302,7 @@ impl SignalState {
                     let mut labels = ls.labels;
                     // The metric name is the signal's; the HPA selects on the others.
                     labels.remove("__name__");
-                    let values = on_grid(&ls.series, range);
+                    let values = on_grid(ls.series, range);
                     if !values.iter().any(|v| v.is_finite()) {
                         continue;
                     }
@@ -510,27 +511,32 @@ fn record_error(st: &mut SeriesState, actual: Option<f64>) {
     if f.is_finite() && y.is_finite() {
         if st.errors.len() == ERROR_WINDOW {
             st.errors.pop_front();
+        } else if st.errors.capacity() == 0 {
+            // Exactly the window: growing by doubling would leave 512 slots for 288.
+            st.errors.reserve_exact(ERROR_WINDOW);
         }
-        st.errors.push_back(((f - y).abs(), (prev - y).abs()));
+        st.errors
+            .push_back(((f - y).abs() as f32, (prev - y).abs() as f32));
     }
 }
 
 /// Mean absolute scaled error of the recorded one-step forecasts: their mean
 /// absolute error over that of the last-value forecast on the same steps.
-fn mase(errors: &std::collections::VecDeque<(f64, f64)>) -> Option<f64> {
-    let (e, naive) = errors
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (e, n)| (a + e, b + n));
+fn mase(errors: &std::collections::VecDeque<(f32, f32)>) -> Option<f64> {
+    let (e, naive) = errors.iter().fold((0.0, 0.0), |(a, b), &(e, n)| {
+        (a + f64::from(e), b + f64::from(n))
+    });
     (errors.len() >= 2 && naive > 0.0).then(|| e / naive)
 }
 
 /// The values of `series` at the grid points of `range`, `NAN` where it has none.
-fn on_grid(series: &crate::series::Series, range: Range) -> Vec<f64> {
+fn on_grid(series: crate::series::Series, range: Range) -> Vec<f64> {
     if series.start_ms == range.start_ms
         && series.step_ms == range.step_ms
         && series.len() == range.len()
     {
-        return series.values.clone();
+        // Taken, not copied: a backfill is a whole window per series.
+        return series.values;
     }
     (0..range.len())
         .map(|i| {

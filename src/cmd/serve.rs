@@ -350,6 +350,7 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             max_staleness: ms((3 * step_ms).max(300_000))?,
             refit_interval: ms(step_ms.max(3_600_000))?,
             min_history: ms((history_ms / 2).min(86_400_000))?,
+            fit_step: None,
         };
         let labels = [("trace".to_string(), (*name).to_string())].into();
         source = source.with_recording(

@@ -55,11 +55,13 @@ impl PointModel for FittedSeasonalNaive {
     }
 
     fn update(&mut self, new_points: &[f64]) {
-        self.tail.extend_from_slice(new_points);
+        // Drop first, then append: the tail never outgrows its fitted length, so its
+        // allocation stays that size (an append first would double it, per series).
         let keep = self.period * self.seasons;
-        if self.tail.len() > keep {
-            self.tail.drain(..self.tail.len() - keep);
-        }
+        let new = &new_points[new_points.len().saturating_sub(keep)..];
+        let excess = (self.tail.len() + new.len()).saturating_sub(keep);
+        self.tail.drain(..excess.min(self.tail.len()));
+        self.tail.extend_from_slice(new);
     }
 
     fn point(&self, horizon: usize) -> Vec<f64> {
