@@ -214,6 +214,8 @@ struct SeriesState {
     errors: std::collections::VecDeque<(f32, f32)>,
     /// Whether the series' first status has been logged (as a transition from none).
     announced: bool,
+    /// Whether the fetch being applied returned this series.
+    present: bool,
 }
 
 /// A status change, as logged and counted.
@@ -291,7 +293,11 @@ impl SignalState {
             signal: self.settings.name.clone(),
         };
         let mut transitions = Vec::new();
-        let mut present = std::collections::BTreeSet::new();
+        // Which series this fetch returned: a flag on each, not a set of label maps
+        // (comparing label maps dominated the cycle at 100k series).
+        for st in self.series.values_mut() {
+            st.present = false;
+        }
         match result {
             Ok(fetched) => {
                 let incremental = self.fetched_to_ms.is_some() && !self.backfill_pending;
@@ -306,31 +312,34 @@ impl SignalState {
                     if !values.iter().any(|v| v.is_finite()) {
                         continue;
                     }
-                    if incremental && !self.series.contains_key(&labels) {
-                        // Created on the next (whole-window) fetch, with its history.
-                        self.backfill_pending = true;
-                        continue;
-                    }
-                    let tracker_settings = &self.settings.tracker;
-                    let st = self
-                        .series
-                        .entry(labels.clone())
-                        .or_insert_with(|| SeriesState {
-                            tracker: new_tracker(tracker_settings, &labels, range),
-                            next_ms: range.start_ms,
-                            last_seen_ms: now_ms,
-                            status: Status::Warming,
-                            entry: None,
-                            next_forecast: None,
-                            errors: std::collections::VecDeque::new(),
-                            announced: false,
-                        });
+                    let st = match self.series.entry(labels) {
+                        std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(_) if incremental => {
+                            // Created on the next (whole-window) fetch, with its history.
+                            self.backfill_pending = true;
+                            continue;
+                        }
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            let tracker = new_tracker(&self.settings.tracker, v.key(), range);
+                            v.insert(SeriesState {
+                                tracker,
+                                next_ms: range.start_ms,
+                                last_seen_ms: now_ms,
+                                status: Status::Warming,
+                                entry: None,
+                                next_forecast: None,
+                                errors: std::collections::VecDeque::new(),
+                                announced: false,
+                                present: false,
+                            })
+                        }
+                    };
                     if st.next_ms == range.start_ms {
                         record_error(st, values.first().copied());
                     }
                     feed(st, &values, range, self.settings.tracker.history_steps);
                     st.last_seen_ms = now_ms;
-                    present.insert(labels);
+                    st.present = true;
                 }
                 let scores: Vec<f64> = self
                     .series
@@ -342,8 +351,8 @@ impl SignalState {
                     metrics.forecast_error.get_or_create(&label).set(mean);
                 }
                 // Series the query no longer returns keep their grid position with gaps.
-                for (labels, st) in self.series.iter_mut() {
-                    if !present.contains(labels) {
+                for st in self.series.values_mut() {
+                    if !st.present {
                         let gaps = vec![f64::NAN; range.len()];
                         feed(st, &gaps, range, self.settings.tracker.history_steps);
                     }
@@ -362,10 +371,9 @@ impl SignalState {
         let forget_ms = self.settings.history_ms.max(self.settings.max_staleness_ms);
         // Deciding is where the models are fitted: spread it over the cores. Each
         // series is independent, so the result does not depend on the order.
-        let present_ref = &present;
         self.series
             .par_iter_mut()
-            .filter(|(labels, _)| present_ref.contains(*labels))
+            .filter(|(_, st)| st.present)
             .for_each(|(labels, st)| {
                 let d = st.tracker.decide(now_ms);
                 st.next_forecast = d.forecast.as_ref().and_then(|f| f.mean.first().copied());
@@ -382,7 +390,7 @@ impl SignalState {
         for (labels, st) in self.series.iter_mut() {
             let old = st.announced.then_some(st.status);
             st.announced = true;
-            let new = if present.contains(labels) {
+            let new = if st.present {
                 st.entry.as_ref().map_or(Status::Warming, |e| e.status)
             } else {
                 let age = now_ms - st.last_seen_ms;
