@@ -444,8 +444,15 @@ impl SignalState {
             series: self
                 .series
                 .values()
-                .filter_map(|s| s.entry.clone())
+                .filter_map(|s| {
+                    let mut e = s.entry.clone()?;
+                    e.expires_ms = s
+                        .last_seen_ms
+                        .saturating_add(self.settings.max_staleness_ms);
+                    Some(e)
+                })
                 .collect(),
+            error: self.last_error.clone(),
         }
     }
 }
@@ -521,6 +528,8 @@ fn entry_from(
         value: d.value.unwrap_or(f64::NAN),
         timestamp_ms: last_ms,
         window_s,
+        // Set from the series' last refresh when the snapshot is built.
+        expires_ms: i64::MIN,
         detail: SeriesDetail {
             model: d.model.clone(),
             last_fit_ms: d.last_fit_ms,

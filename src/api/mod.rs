@@ -149,6 +149,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Size and time limits.
     pub limits: Limits,
+    /// The clock served values' expiry is checked against.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
@@ -163,9 +165,10 @@ impl AppState {
         Self {
             metrics: Arc::new(metrics::Metrics::new(shared.clone())),
             shared,
-            auth: Arc::new(auth::Auth::new(auth, clock)),
+            auth: Arc::new(auth::Auth::new(auth, Arc::clone(&clock))),
             registry,
             limits: Limits::default(),
+            clock,
         }
     }
 

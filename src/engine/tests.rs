@@ -174,6 +174,43 @@ fn source_failure_goes_stale_then_failed_then_recovers() {
 }
 
 #[test]
+fn served_values_expire_max_staleness_after_their_last_refresh() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let l = labels(&[("queue", "a")]);
+    let now = 500 * STEP + 7;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &l), &m);
+    let e = s.entry().series[0].clone();
+    assert_eq!(e.expires_ms, now + 5 * STEP);
+    assert_eq!(e.status_at(now + 5 * STEP), Status::Ok);
+    assert_eq!(e.status_at(now + 5 * STEP + 1), Status::Failed);
+    // Failing refreshes do not extend it.
+    let later = now + 2 * STEP;
+    let r = s.due(later).unwrap();
+    s.apply(later, r, Err("timeout".into()), &m);
+    let e = &s.entry().series[0];
+    assert_eq!((e.status, e.expires_ms), (Status::Stale, now + 5 * STEP));
+}
+
+#[test]
+fn a_source_failing_from_the_start_is_a_signal_error() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, Err("connection refused".into()), &m);
+    let e = s.entry();
+    assert!(e.series.is_empty());
+    assert_eq!(e.error.as_deref(), Some("connection refused"));
+    // The first successful refresh clears it.
+    let r = s.due(now + STEP).unwrap();
+    s.apply(now + STEP, r, fetched(r, &labels(&[])), &m);
+    let e = s.entry();
+    assert_eq!((e.series.len(), e.error), (1, None));
+}
+
+#[test]
 fn an_outage_longer_than_the_window_keeps_the_series_failed() {
     let m = Metrics::unregistered();
     let mut s = SignalState::new(settings("a"));
