@@ -670,6 +670,7 @@ pub struct Engine {
     shared: Shared,
     clock: Arc<dyn Clock>,
     tick: std::time::Duration,
+    reloads: Option<tokio::sync::mpsc::Receiver<Reload>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -688,21 +689,42 @@ impl Engine {
         clock: Arc<dyn Clock>,
         metrics: Metrics,
     ) -> Self {
-        let min_step = signals
-            .iter()
-            .map(SignalSettings::step_ms)
-            .min()
-            .unwrap_or(1_000);
-        // Waking at a fraction of the step keeps the served value at most a fraction of a
-        // step behind the grid, without hammering the source (fetches happen only when due).
-        let tick_ms = u64::try_from((min_step / 4).clamp(100, 15_000)).unwrap_or(1_000);
+        let tick = default_tick(&signals);
         Self {
             core: Some(Core::new(signals, metrics)),
             source,
             shared,
             clock,
-            tick: std::time::Duration::from_millis(tick_ms),
+            tick,
+            reloads: None,
         }
+    }
+
+    /// Takes new signals (a config reload) from `reloads` between steps while it runs.
+    pub fn with_reloads(mut self, reloads: tokio::sync::mpsc::Receiver<Reload>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// Applies `reload` now: swaps the signals (keeping unchanged ones' state) and
+    /// the source, then publishes, so removed metrics disappear at once.
+    pub fn reload(&mut self, reload: Reload) -> reload::Summary {
+        let Some(core) = self.core.as_mut() else {
+            return reload::Summary::default();
+        };
+        self.tick = default_tick(&reload.signals);
+        if let Some(source) = reload.source {
+            self.source = source;
+        }
+        let summary = core.reconfigure(reload.signals);
+        tracing::info!(
+            kept = ?summary.kept,
+            started = ?summary.started,
+            removed = ?summary.removed,
+            "signals reloaded"
+        );
+        self.shared.publish(core.snapshot(self.clock.now_ms()));
+        summary
     }
 
     /// Wakes up every `tick` instead of the default.
@@ -767,19 +789,49 @@ impl Engine {
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reloads = self.reloads.take();
         tokio::pin!(shutdown);
         loop {
+            let next_reload = async {
+                match reloads.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => {
                     tracing::info!("engine stopping");
                     return Ok(());
                 }
+                reload = next_reload => match reload {
+                    Some(reload) => {
+                        self.reload(reload);
+                        // New signals fetch at once, at the new pace.
+                        interval = tokio::time::interval(self.tick);
+                        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    // Nobody can reload any more: keep running as configured.
+                    None => reloads = None,
+                },
                 _ = interval.tick() => {
                     self.step().await?;
                 }
             }
         }
     }
+}
+
+/// How often to wake up for `signals`: a fraction of the shortest step keeps the
+/// served value at most a fraction of a step behind the grid, without hammering the
+/// source (fetches happen only when due).
+fn default_tick(signals: &[SignalSettings]) -> std::time::Duration {
+    let min_step = signals
+        .iter()
+        .map(SignalSettings::step_ms)
+        .min()
+        .unwrap_or(1_000);
+    let tick_ms = u64::try_from((min_step / 4).clamp(100, 15_000)).unwrap_or(1_000);
+    std::time::Duration::from_millis(tick_ms)
 }
 
 /// An error with its causes, on one line.
@@ -793,6 +845,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+pub mod reload;
+pub use reload::Reload;
 
 #[cfg(test)]
 mod tests;
