@@ -798,7 +798,7 @@ impl ServerConfig {
 }
 
 /// Whether `s` is a lowercase RFC 1123 label (a Kubernetes namespace name).
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63

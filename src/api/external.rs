@@ -88,6 +88,13 @@ fn answer(
 ) -> Result<Vec<u8>, Error> {
     let Path((namespace, metric)) =
         path.map_err(|e| Error::BadRequest(format!("invalid path: {e}")))?;
+    if !crate::config::is_dns_label(&namespace) {
+        // The kube-apiserver only sends namespace names; anything else (`..`, a NUL,
+        // a slash decoded from %2F) is a client crafting paths.
+        return Err(Error::BadRequest(format!(
+            "invalid namespace {namespace:?}: must be a lowercase RFC 1123 label"
+        )));
+    }
     let Query(params) = params.map_err(|e| Error::BadRequest(format!("invalid query: {e}")))?;
     let selector_text = params.label_selector.unwrap_or_default();
     let selector = selector::parse(&selector_text)
