@@ -28,10 +28,15 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(config: &Path, dir: &Path) -> Self {
+    fn start(config: &Path, dir: &Path, check_interval: &str) -> Self {
         let log = dir.join("serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .args(["serve", "--config"])
+            .args([
+                "serve",
+                "--config-check-interval",
+                check_interval,
+                "--config",
+            ])
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -209,7 +214,8 @@ async fn sighup_rejects_invalid_configs_and_swaps_signals_keeping_unchanged_stat
         "{alpha}{}",
         signal("beta", &format!("{METRIC} * 2"), "seasonal-naive")
     ));
-    let serve = Serve::start(&dir.path().join("prescale.yaml"), dir.path());
+    // Reload on SIGHUP only: no check of the file may race the signals.
+    let serve = Serve::start(&dir.path().join("prescale.yaml"), dir.path(), "off");
     serve.wait_ready(plain).await;
     let all_ok = |want: &'static [&'static str]| async move {
         let s = signals(plain).await;
@@ -314,7 +320,7 @@ async fn sigterm_stops_accepting_finishes_in_flight_and_exits_within_the_grace()
         ),
     )
     .unwrap();
-    let mut serve = Serve::start(&path, dir.path());
+    let mut serve = Serve::start(&path, dir.path(), "off");
     serve.wait_ready(plain).await;
     let ca = std::fs::read_to_string(certs.join("apiserver.crt")).unwrap();
 
@@ -367,4 +373,58 @@ async fn sigterm_stops_accepting_finishes_in_flight_and_exits_within_the_grace()
     eprintln!("stopped {took:?} after SIGTERM");
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(1), slowloris.read_to_end(&mut rest)).await;
+}
+
+#[tokio::test]
+async fn a_changed_config_file_is_reloaded_without_a_signal() {
+    // No Prometheus: the signals are failing, which is all this needs to list them.
+    let dir = tempfile::tempdir().unwrap();
+    let (https, plain) = (free_addr(), free_addr());
+    let certs = dir.path().join("certs");
+    let path = dir.path().join("prescale.yaml");
+    let dead = format!("http://{}", free_addr());
+    let write = |signals: &str| {
+        // Written beside and renamed over, as the kubelet swaps a ConfigMap's files.
+        let tmp = dir.path().join("prescale.yaml.tmp");
+        std::fs::write(&tmp, config(&dead, https, plain, &certs, "", signals)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    write(&signal("alpha", METRIC, "seasonal-naive"));
+    let serve = Serve::start(&path, dir.path(), "200ms");
+    serve.wait_ready(plain).await;
+    let names = || async {
+        signals(plain)
+            .await
+            .into_iter()
+            .map(|m| {
+                assert!(m.1.is_some(), "{} has no source error", m.0);
+                m.0
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names().await, vec!["alpha"]);
+    write(&format!(
+        "{}{}",
+        signal("alpha", METRIC, "seasonal-naive"),
+        signal("beta", METRIC, "seasonal-naive")
+    ));
+    wait_until("the new file applied", &serve, || async {
+        names().await == vec!["alpha", "beta"]
+    })
+    .await;
+    assert_eq!(reloads(plain, "success").await, 1);
+    // A broken file is rejected once, not at every check, and nothing changes.
+    write(&signal("gamma", METRIC, "no-such-model"));
+    wait_until("the broken file rejected", &serve, || async {
+        reloads(plain, "failure").await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(reloads(plain, "failure").await, 1);
+    assert_eq!(names().await, vec!["alpha", "beta"]);
+    assert!(
+        serve.log().contains("signals[0].model: unknown model"),
+        "{}",
+        serve.log()
+    );
 }

@@ -42,6 +42,25 @@ pub struct Args {
     /// (local use only: refuses non-loopback addresses).
     #[arg(long, value_parser = parse_auth)]
     pub auth: Option<config::AuthMode>,
+    /// How often the config file is checked for changes (a changed file is
+    /// reloaded as on SIGHUP); `off` to reload on SIGHUP only.
+    #[arg(long, default_value = "10s", value_parser = parse_check_interval)]
+    pub config_check_interval: CheckInterval,
+}
+
+/// How often `--config` is checked for changes; `None` is never.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckInterval(Option<std::time::Duration>);
+
+fn parse_check_interval(s: &str) -> Result<CheckInterval, String> {
+    if s == "off" {
+        return Ok(CheckInterval(None));
+    }
+    let ms = config::parse_duration_ms(s)?;
+    if ms == 0 {
+        return Err("must be positive or `off`".to_string());
+    }
+    Ok(CheckInterval(Some(std::time::Duration::from_millis(ms))))
 }
 
 fn parse_auth(s: &str) -> Result<config::AuthMode, String> {
@@ -167,7 +186,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         engine = engine.with_reloads(rx);
         let reloader = reload::Reloader::new(path, config, tx, &mut registry);
-        reloader_task = Some(tokio::spawn(reloader.run()));
+        reloader_task = Some(tokio::spawn(reloader.run(args.config_check_interval.0)));
     }
     #[cfg(not(unix))]
     drop(loaded);

@@ -1,4 +1,6 @@
-//! Config reload on SIGHUP for `prescale serve --config FILE`.
+//! Config reload for `prescale serve --config FILE`: on SIGHUP, and when the
+//! file's content changes (checked every `--config-check-interval`, 10 s by
+//! default, which is how a mounted ConfigMap's update is noticed).
 //!
 //! The file is read and validated in full before anything changes: an invalid
 //! file (bad YAML, a bad field, an unknown model, an unreadable token file) is
@@ -28,7 +30,7 @@ struct ResultLabel {
     result: &'static str,
 }
 
-/// Reloads `path` into the engine on every SIGHUP.
+/// Reloads `path` into the engine on SIGHUP and when it changes.
 pub struct Reloader {
     path: PathBuf,
     current: Config,
@@ -63,18 +65,58 @@ impl Reloader {
         }
     }
 
-    /// Waits for SIGHUP and reloads, until the engine goes away.
-    pub async fn run(mut self) {
+    /// Reloads on SIGHUP, and whenever the file's content changes (checked every
+    /// `check_every`, if given), until the engine goes away.
+    pub async fn run(mut self, check_every: Option<std::time::Duration>) {
         let mut hangups =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => s,
+                Ok(s) => Some(s),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGHUP: config reload is off");
-                    return;
+                    tracing::error!(error = %e, "cannot listen for SIGHUP");
+                    None
                 }
             };
-        while hangups.recv().await.is_some() {
-            tracing::info!(path = %self.path.display(), "SIGHUP: reloading the config");
+        // The content last looked at (accepted or not): a rejected file is reported
+        // once, not at every check.
+        let mut seen = std::fs::read(&self.path).ok();
+        let mut ticks = check_every.map(|every| {
+            let mut t = tokio::time::interval(every);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        loop {
+            let hangup = async {
+                match hangups.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let tick = async {
+                match ticks.as_mut() {
+                    Some(t) => t.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                got = hangup => {
+                    if got.is_none() {
+                        hangups = None;
+                        continue;
+                    }
+                    tracing::info!(path = %self.path.display(), "SIGHUP: reloading the config");
+                    seen = std::fs::read(&self.path).ok();
+                }
+                _ = tick => {
+                    // Kubernetes updates a mounted ConfigMap by swapping a symlink:
+                    // compare contents, not modification times.
+                    let now = std::fs::read(&self.path).ok();
+                    if now.is_none() || now == seen {
+                        continue;
+                    }
+                    tracing::info!(path = %self.path.display(), "config file changed: reloading");
+                    seen = now;
+                }
+            }
             match self.prepare() {
                 Ok((config, reload)) => {
                     if self.engine.send(reload).await.is_err() {
