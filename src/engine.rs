@@ -670,6 +670,8 @@ pub struct Engine {
     shared: Shared,
     clock: Arc<dyn Clock>,
     tick: std::time::Duration,
+    /// Whether `tick` was set by [`Engine::with_tick`] (a reload then keeps it).
+    tick_fixed: bool,
     reloads: Option<tokio::sync::mpsc::Receiver<Reload>>,
 }
 
@@ -696,6 +698,7 @@ impl Engine {
             shared,
             clock,
             tick,
+            tick_fixed: false,
             reloads: None,
         }
     }
@@ -712,7 +715,9 @@ impl Engine {
         let Some(core) = self.core.as_mut() else {
             return reload::Summary::default();
         };
-        self.tick = default_tick(&reload.signals);
+        if !self.tick_fixed {
+            self.tick = default_tick(&reload.signals);
+        }
         if let Some(source) = reload.source {
             self.source = source;
         }
@@ -730,6 +735,7 @@ impl Engine {
     /// Wakes up every `tick` instead of the default.
     pub fn with_tick(mut self, tick: std::time::Duration) -> Self {
         self.tick = tick;
+        self.tick_fixed = true;
         self
     }
 
@@ -782,7 +788,8 @@ impl Engine {
         Ok(transitions)
     }
 
-    /// Runs steps every tick until `shutdown` completes.
+    /// Runs steps every tick, and applies reloads between them, until `shutdown`
+    /// completes (also in the middle of a step).
     ///
     /// # Errors
     /// As [`Engine::step`].
@@ -814,7 +821,15 @@ impl Engine {
                     None => reloads = None,
                 },
                 _ = interval.tick() => {
-                    self.step().await?;
+                    // A step waits on the source (up to its timeout): stop without
+                    // waiting for it, the step's result is of no use any more.
+                    tokio::select! {
+                        r = self.step() => { r?; }
+                        () = &mut shutdown => {
+                            tracing::info!("engine stopping (a refresh was cut short)");
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }

@@ -404,6 +404,76 @@ async fn run_stops_on_shutdown() {
     task.await.unwrap().unwrap();
 }
 
+/// A source that never answers (a Prometheus that accepted the connection and hung).
+struct Hanging;
+
+impl Source for Hanging {
+    fn fetch<'a>(
+        &'a self,
+        _query: &'a str,
+        _range: Range,
+    ) -> crate::source::BoxFuture<'a, crate::source::Result<Vec<LabeledSeries>>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn run_stops_on_shutdown_even_in_a_hung_refresh() {
+    let engine = Engine::new(
+        vec![settings("a")],
+        Arc::new(Hanging),
+        Shared::new(),
+        Arc::new(SimClock::new(STEP * 10)),
+        Metrics::unregistered(),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async move {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), task)
+        .await
+        .expect("the engine waited for a refresh that never ends")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reloads_arrive_between_steps_and_publish_at_once() {
+    let source = FileSource::new(0)
+        .with_recording("q_a", vec![])
+        .with_recording("q_b", vec![]);
+    let shared = Shared::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let engine = Engine::new(
+        vec![settings("a")],
+        Arc::new(source),
+        shared.clone(),
+        Arc::new(SimClock::new(STEP * 10)),
+        Metrics::unregistered(),
+    )
+    .with_tick(std::time::Duration::from_millis(5))
+    .with_reloads(reload_rx);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async move {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(shared.load().metrics.keys().collect::<Vec<_>>(), vec!["a"]);
+    reload_tx
+        .send(Reload {
+            signals: vec![settings("b")],
+            source: None,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(shared.load().metrics.keys().collect::<Vec<_>>(), vec!["b"]);
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
 proptest::proptest! {
     /// Whatever the sequence of successes and failures: after a success the series
     /// is ok (or warming); after a failure it keeps the last value and is stale
