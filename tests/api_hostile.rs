@@ -208,7 +208,7 @@ fn short_limits() -> Limits {
 async fn methods_paths_and_bodies_get_status_answers() {
     let server = start(short_limits()).await;
     // Unsupported methods: 405 with a Status, on values and discovery alike.
-    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "FOO"] {
         let msg = status(
             server
                 .raw(
