@@ -226,7 +226,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Either half ending early (an error) stops the other: never serve without a
     // live engine, nor refresh for nobody.
     // The API stops accepting at once and gives open connections the grace; the
-    // engine stops after its current step. Whatever is left after the grace (and
+    // engine stops at once, even mid-refresh. Whatever is left after the grace (and
     // a little for the API to close what it cut off) is abandoned.
     let bound = grace + std::time::Duration::from_secs(1);
     let finish = |engine_task: tokio::task::JoinHandle<_>, api_task: tokio::task::JoinHandle<_>| async move {
