@@ -448,6 +448,10 @@ pub struct LimitsConfig {
     /// Time a client has to complete the TLS handshake.
     #[serde(default = "default_tls_handshake_timeout")]
     pub tls_handshake_timeout: Duration,
+    /// A connection without a request for this long is closed (idle HTTP/2
+    /// connections would otherwise hold a connection slot forever).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
     /// Concurrent connections per port; beyond it, new connections wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -470,6 +474,10 @@ const fn default_header_read_timeout() -> Duration {
 const fn default_tls_handshake_timeout() -> Duration {
     Duration(std::time::Duration::from_secs(10))
 }
+const fn default_idle_timeout() -> Duration {
+    // The kube-apiserver reconnects at once when it needs to: closing is cheap.
+    Duration(std::time::Duration::from_secs(300))
+}
 const fn default_max_connections() -> usize {
     4096
 }
@@ -485,6 +493,7 @@ impl Default for LimitsConfig {
             max_body_bytes: default_max_body_bytes(),
             header_read_timeout: default_header_read_timeout(),
             tls_handshake_timeout: default_tls_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             http2_max_streams: default_http2_max_streams(),
         }

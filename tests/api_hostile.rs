@@ -198,6 +198,7 @@ fn short_limits() -> Limits {
     Limits {
         header_read_timeout: Duration::from_millis(400),
         tls_handshake_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(600),
         max_header_bytes: 16 * 1024,
         max_body_bytes: 1024,
         ..Limits::default()
@@ -360,6 +361,47 @@ async fn slow_trickling_and_idle_clients_do_not_hold_connections() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "an idle keep-alive connection is held open");
+
+    // HTTP/2 negotiated, then silence (no connection preface): closed too.
+    let mut config = pki::client_config(&server.ca_pem, None);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.https).await.unwrap();
+    let mut h2 = connector
+        .connect("127.0.0.1".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), h2.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "a silent HTTP/2 connection is held open");
+    // TLS done, then not a single byte: closed too.
+    let mut s = server.connect().await;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        read.is_ok(),
+        "a connection silent after the handshake is held open"
+    );
+
+    // An HTTP/2 connection that made a request and then only answers pings: closed
+    // after the idle timeout.
+    let mut sender = server.h2().await;
+    let url = format!("https://127.0.0.1:{}/healthz", server.https.port());
+    let request = hyper::Request::get(&url)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(sender.send_request(request).await.unwrap().status(), 200);
+    let started = Instant::now();
+    while !sender.is_closed() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "an idle HTTP/2 connection is held open"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(500));
 
     // No handshake at all.
     let mut tcp = tokio::net::TcpStream::connect(server.https).await.unwrap();

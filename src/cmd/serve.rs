@@ -283,6 +283,7 @@ fn limits(server: &ServerConfig) -> Limits {
         max_body_bytes: l.max_body_bytes,
         tls_handshake_timeout: l.tls_handshake_timeout.as_std(),
         header_read_timeout: l.header_read_timeout.as_std(),
+        idle_timeout: l.idle_timeout.as_std(),
         max_connections: l.max_connections,
         http2_max_streams: l.http2_max_streams,
         drain_timeout: server.shutdown_grace.as_std(),
