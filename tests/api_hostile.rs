@@ -376,7 +376,10 @@ async fn slow_trickling_and_idle_clients_do_not_hold_connections() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), h2.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "a silent HTTP/2 connection is held open");
-    assert!(started.elapsed() >= Duration::from_millis(300), "closed before its time");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed before its time"
+    );
     // TLS done, then not a single byte: closed too.
     let mut s = server.connect().await;
     let mut rest = Vec::new();
