@@ -392,14 +392,13 @@ async fn a_changed_config_file_is_reloaded_without_a_signal() {
     write(&signal("alpha", METRIC, "seasonal-naive"));
     let serve = Serve::start(&path, dir.path(), "200ms");
     serve.wait_ready(plain).await;
+    // A new signal is listed as soon as the reload is applied, before its first
+    // (failing) refresh: only the names count here.
     let names = || async {
         signals(plain)
             .await
             .into_iter()
-            .map(|m| {
-                assert!(m.1.is_some(), "{} has no source error", m.0);
-                m.0
-            })
+            .map(|m| m.0)
             .collect::<Vec<_>>()
     };
     assert_eq!(names().await, vec!["alpha"]);
