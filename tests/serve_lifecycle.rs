@@ -323,6 +323,25 @@ async fn sigterm_stops_accepting_finishes_in_flight_and_exits_within_the_grace()
     let mut serve = Serve::start(&path, dir.path(), "off");
     serve.wait_ready(plain).await;
     let ca = std::fs::read_to_string(certs.join("apiserver.crt")).unwrap();
+    // Prometheus was never there: the metric is 503 "source failing", not 404.
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!(
+            "https://{https}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/alpha"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("source failing"),
+        "{body}"
+    );
+    drop(client);
 
     // In flight at SIGTERM: a request whose head is half sent (it is completed
     // after the signal), and a slow client that never completes its head.
