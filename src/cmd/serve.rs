@@ -236,7 +236,11 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         () = shutdown_signal() => {
             tracing::info!(grace = ?grace, "shutting down: no new connections, open ones get the grace");
             let _ = stop_tx.send(true);
-            finish(engine_task, api_task).await
+            tokio::select! {
+                f = finish(engine_task, api_task) => f,
+                // A second signal means now: someone is waiting on us.
+                () = shutdown_signal() => anyhow::bail!("second shutdown signal: exiting without waiting for open connections"),
+            }
         }
         r = &mut engine_task => {
             tracing::error!("engine stopped; stopping the API");
