@@ -140,16 +140,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut loaded: Option<(PathBuf, Config)> = None;
+    let config = match &args.config {
+        Some(path) => Some(
+            Config::from_file(path)
+                .with_context(|| format!("{} is not a valid configuration", path.display()))?,
+        ),
+        None => None,
+    };
     let (signals, source, mut server): (Vec<SignalConfig>, Arc<dyn Source>, ServerConfig) =
-        match &args.config {
-            Some(path) => {
-                let config = Config::from_file(path)
-                    .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+        match &config {
+            Some(config) => {
                 let source = PrometheusSource::new(&config.prometheus)
                     .context("cannot set up the Prometheus client")?;
-                loaded = Some((path.clone(), config.clone()));
-                (config.signals, Arc::new(source), config.server)
+                (
+                    config.signals.clone(),
+                    Arc::new(source),
+                    config.server.clone(),
+                )
             }
             None => {
                 let (signals, source) = bundled(clock.now_ms())?;
@@ -182,14 +189,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Config reload on SIGHUP and file change; the bundled traces have no file.
     // The reloader ends with the runtime.
     #[cfg(unix)]
-    if let Some((path, config)) = loaded {
+    if let (Some(path), Some(config)) = (&args.config, &config) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         engine = engine.with_reloads(rx);
-        let reloader = reload::Reloader::new(path, config, tx, &mut registry);
+        let reloader = reload::Reloader::new(path.clone(), config.clone(), tx, &mut registry);
         tokio::spawn(reloader.run(args.config_check_interval.0));
     }
-    #[cfg(not(unix))]
-    drop(loaded);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
