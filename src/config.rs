@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod custom;
+
+pub use custom::CustomConfig;
+
 /// Errors from reading and validating a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -367,6 +371,10 @@ pub struct SignalConfig {
     /// Less observed history than this: the series is warming and serves its latest value.
     #[serde(default = "default_min_history")]
     pub min_history: Duration,
+    /// Serve this signal on `custom.metrics.k8s.io` (as a Pods or Object metric)
+    /// instead of `external.metrics.k8s.io`; absent means external.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomConfig>,
 }
 
 const fn default_step() -> Duration {
@@ -665,6 +673,11 @@ impl SignalConfig {
         }
         if let Err(e) = crate::forecast::ModelSpec::by_name(&self.model) {
             problems.push(format!("{at}.model: {e}"));
+        }
+        if let Some(custom) = &self.custom {
+            if let Err(ps) = custom.mapping(&format!("{at}.custom")) {
+                problems.extend(ps);
+            }
         }
         if let Some(ns) = &self.namespaces {
             for (j, n) in ns.iter().enumerate() {

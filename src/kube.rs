@@ -219,15 +219,21 @@ fn access_review(attributes: &Attributes) -> SubjectAccessReview {
     let (resource_attributes, non_resource_attributes) = match &attributes.target {
         Target::Resource {
             group,
+            version,
             resource,
+            subresource,
+            name,
             namespace,
         } => (
             Some(ResourceAttributes {
                 group: Some(group.clone()),
                 resource: Some(resource.clone()),
-                namespace: Some(namespace.clone()),
+                subresource: subresource.clone(),
+                name: name.clone(),
+                // Empty means cluster-scoped (a node, a namespace itself).
+                namespace: (!namespace.is_empty()).then(|| namespace.clone()),
                 verb: Some(attributes.verb.clone()),
-                version: Some(crate::api::discovery::VERSION.to_string()),
+                version: Some(version.clone()),
                 ..ResourceAttributes::default()
             }),
             None,
@@ -376,7 +382,10 @@ mod tests {
             verb: "get".into(),
             target: Target::Resource {
                 group: "external.metrics.k8s.io".into(),
+                version: "v1beta1".into(),
                 resource: "queue_depth".into(),
+                subresource: None,
+                name: None,
                 namespace: "shop".into(),
             },
         };

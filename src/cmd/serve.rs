@@ -347,6 +347,7 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             model: "auto".to_string(),
             reactive_floor: true,
             namespaces: None,
+            custom: None,
             max_staleness: ms((3 * step_ms).max(300_000))?,
             refit_interval: ms(step_ms.max(3_600_000))?,
             min_history: ms((history_ms / 2).min(86_400_000))?,
