@@ -751,6 +751,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn cached_decisions_are_per_group() {
+        let clock = Arc::new(SimClock::new(0));
+        let authz = Arc::new(StaticAuthorizer::allow_all());
+        let auth = Auth::new(
+            delegated(Arc::new(StaticTokens::new()), authz.clone()),
+            clock,
+        );
+        let h = headers(&[("X-Remote-User", "hpa")]);
+        let peer = cert("front-proxy-client");
+        let custom = Target::Resource {
+            group: "custom.metrics.k8s.io".into(),
+            version: "v1beta2".into(),
+            resource: "queue_depth".into(),
+            subresource: None,
+            name: None,
+            namespace: "a".into(),
+        };
+        assert_eq!(auth.check(&h, Some(&peer), metric("a")).await, Ok(()));
+        assert_eq!(auth.check(&h, Some(&peer), custom.clone()).await, Ok(()));
+        assert_eq!(authz.calls(), 2, "same resource, other group: asked again");
+        assert_eq!(auth.check(&h, Some(&peer), custom).await, Ok(()));
+        assert_eq!(authz.calls(), 2);
+    }
+
+    #[tokio::test]
     async fn auth_none_allows_everything() {
         let auth = Auth::new(AuthMode::None, Arc::new(SimClock::new(0)));
         assert!(auth.is_disabled());
