@@ -35,7 +35,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Target;
-use super::external::rfc3339;
+use super::external::{describe, rfc3339};
 use super::pods::Pod;
 use super::selector::{self, Op, Selector};
 use super::status::Error;
@@ -101,19 +101,23 @@ impl ValuePath {
     /// metric (RBAC's `<resource>/<metric>`), as the kube-apiserver itself would
     /// parse this path.
     pub fn target(&self) -> Target {
-        let namespace = match (&self.namespace, self.resource.as_str()) {
-            (Some(ns), _) => ns.clone(),
-            // A namespace's own metrics are asked about in that namespace.
-            (None, "namespaces") => self.name.clone(),
-            (None, _) => String::new(),
-        };
         Target::Resource {
             group: GROUP.to_string(),
             version: self.version.as_str().to_string(),
             resource: self.resource.clone(),
             subresource: Some(self.metric.clone()),
             name: Some(self.name.clone()),
-            namespace,
+            namespace: self.scope_namespace().to_string(),
+        }
+    }
+
+    /// The namespace the request is about: the object's, the namespace itself
+    /// for a namespace's metrics, empty for other cluster-scoped objects.
+    pub fn scope_namespace(&self) -> &str {
+        match (&self.namespace, self.resource.as_str()) {
+            (Some(ns), _) => ns,
+            (None, "namespaces") => &self.name,
+            (None, _) => "",
         }
     }
 }
@@ -259,6 +263,16 @@ pub async fn get(
     }
 }
 
+/// The selectors of one request.
+struct Selectors {
+    /// The target's pod selector (`labelSelector`), for Pods metrics.
+    pods: Selector,
+    /// Its text, for lookups that pass it on and for messages.
+    pods_text: String,
+    /// The HPA's `metric.selector` (`metricLabelSelector`), matched against series labels.
+    metric: Selector,
+}
+
 /// One item before it is written in a version's shape.
 struct Item {
     kind: String,
@@ -282,8 +296,13 @@ async fn answer(
             .map(|s| (s, text.clone()))
             .map_err(|e| Error::BadRequest(format!("invalid {name} {text:?}: {e}")))
     };
-    let (pod_selector, pod_selector_text) = parse("labelSelector", &params.label_selector)?;
+    let (pods, pods_text) = parse("labelSelector", &params.label_selector)?;
     let (metric_selector, _) = parse("metricLabelSelector", &params.metric_label_selector)?;
+    let selectors = Selectors {
+        pods,
+        pods_text,
+        metric: metric_selector,
+    };
     if !state.shared.is_ready() {
         return Err(Error::ServiceUnavailable(
             "no forecasts published yet: the first refresh is still running".into(),
@@ -301,9 +320,15 @@ async fn answer(
             path.version.group_version()
         )));
     };
-    let served_to = path.target();
-    if let (Some(allowed), Target::Resource { namespace, .. }) = (&entry.namespaces, &served_to) {
-        if !allowed.contains(namespace) {
+    if let Some(allowed) = &entry.namespaces {
+        let namespace = path.scope_namespace();
+        if namespace.is_empty() {
+            return Err(Error::Forbidden(format!(
+                "custom metric {metric:?} is served only to the namespaces of its allow-list, not for cluster-scoped {}",
+                path.resource
+            )));
+        }
+        if !allowed.iter().any(|a| a == namespace) {
             return Err(Error::Forbidden(format!(
                 "custom metric {metric:?} is not served to namespace {namespace:?} (it is outside the metric's namespace allow-list)"
             )));
@@ -321,21 +346,11 @@ async fn answer(
                     path.resource
                 )));
             };
-            pods_items(
-                state,
-                path,
-                namespace,
-                entry,
-                mapping,
-                &pod_selector,
-                &pod_selector_text,
-                &metric_selector,
-            )
-            .await?
+            pods_items(state, path, namespace, entry, mapping, &selectors).await?
         }
-        MetricType::Object => vec![object_item(path, entry, mapping, &metric_selector)?],
+        MetricType::Object => vec![object_item(path, entry, mapping, &selectors.metric)?],
     };
-    let selector_json = label_selector_json(&metric_selector);
+    let selector_json = label_selector_json(&selectors.metric);
     let items: Vec<Value> = items
         .into_iter()
         .map(|item| write_item(path.version, metric, selector_json.as_ref(), item))
@@ -420,11 +435,6 @@ fn label_selector_json(selector: &Selector) -> Option<Value> {
         out.insert("matchExpressions".into(), Value::Array(expressions));
     }
     Some(Value::Object(out))
-}
-
-fn describe(labels: &crate::series::Labels) -> String {
-    let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-    format!("{{{}}}", parts.join(","))
 }
 
 /// The one usable series among `candidates`, or the error the HPA should see.
@@ -531,17 +541,15 @@ fn object_item(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn pods_items(
     state: &AppState,
     path: &ValuePath,
     namespace: &str,
     entry: &MetricEntry,
     mapping: &Mapping,
-    pod_selector: &Selector,
-    pod_selector_text: &str,
-    metric_selector: &Selector,
+    selectors: &Selectors,
 ) -> Result<Vec<Item>, Error> {
+    let pod_selector_text = selectors.pods_text.as_str();
     let metric = &path.metric;
     let Some((workload_label, workload)) = mapping.workload() else {
         return Err(Error::Internal(format!(
@@ -550,7 +558,7 @@ async fn pods_items(
     };
     let pods = state
         .pods
-        .pods(namespace, pod_selector, pod_selector_text)
+        .pods(namespace, &selectors.pods, pod_selector_text)
         .await
         .map_err(|e| Error::ServiceUnavailable(format!("custom metric {metric:?}: {e}")))?;
     if pods.is_empty() {
@@ -575,7 +583,7 @@ async fn pods_items(
             .iter()
             .filter(|s| {
                 mapping.names(&s.labels, workload_label, Some(namespace), name)
-                    && metric_selector.matches(&s.labels)
+                    && selectors.metric.matches(&s.labels)
             })
             .collect();
         let series = one_series(metric, &what, candidates, entry)?;

@@ -60,7 +60,8 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
-fn describe(labels: &Labels) -> String {
+/// `{k="v",...}`, for error messages.
+pub(crate) fn describe(labels: &Labels) -> String {
     let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", parts.join(","))
 }
