@@ -239,10 +239,20 @@ impl Mapping {
                     "label {label:?} maps to {}: a Pods metric is forecast per workload, so it must map deployments.apps, statefulsets.apps, daemonsets.apps or replicasets.apps",
                     r.qualified()
                 )),
-                _ => problems.push(format!(
-                    "a Pods metric maps exactly one workload label (besides namespace), got {}",
-                    objects.len()
-                )),
+                _ => {
+                    let listed: Vec<String> = objects
+                        .iter()
+                        .map(|(l, r)| format!("{l} -> {}", r.qualified()))
+                        .collect();
+                    problems.push(format!(
+                        "a Pods metric maps exactly one workload label (besides namespace), got {}",
+                        if listed.is_empty() {
+                            "none".to_string()
+                        } else {
+                            listed.join(", ")
+                        }
+                    ));
+                }
             }
         }
         if problems.is_empty() {
@@ -258,6 +268,11 @@ impl Mapping {
     /// How HPAs refer to the signal.
     pub fn metric_type(&self) -> MetricType {
         self.metric_type
+    }
+
+    /// Every mapped label with its resource, by label.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, &Resource)> {
+        self.labels.iter().map(|(l, r)| (l.as_str(), r))
     }
 
     /// The label naming the namespace, if any.
