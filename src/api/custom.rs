@@ -11,7 +11,7 @@
 //!
 //! Decisions worth knowing:
 //! - **Pods metrics** are workload totals (see [`crate::custom`]). The pods come
-//!   from a [`PodLookup`] by namespace and `labelSelector`; each pod's workload is
+//!   from a [`PodLookup`](super::pods::PodLookup) by namespace and `labelSelector`; each pod's workload is
 //!   found through its owner references, and the total of the selected pods'
 //!   workloads is served to every selected pod as `total / n`, where `n` counts
 //!   the pods that are not `Pending`. The HPA sets `Pending` pods aside and

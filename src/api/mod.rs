@@ -1,6 +1,6 @@
 //! The HTTPS API the kube-apiserver's aggregation layer calls on behalf of HPAs
-//! (`external.metrics.k8s.io`, and `custom.metrics.k8s.io` in [`custom`]), and the plain-HTTP port for probes, self-metrics
-//! and `/debug/signals`.
+//! (`external.metrics.k8s.io`, and `custom.metrics.k8s.io` in [`custom`]), and the
+//! plain-HTTP port for probes, self-metrics and `/debug/signals`.
 //!
 //! Handlers only read the current [`Shared`] snapshot: a request never waits on
 //! Prometheus or a model. Errors become Kubernetes `Status` objects in one place
@@ -242,7 +242,6 @@ fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
             (Endpoint::Discovery, Some(non_resource(path)))
         }
         p if is_custom_discovery(p) => (Endpoint::Discovery, Some(non_resource(path))),
-        // Already decoded by the parser: `decode_target` leaves it as is then.
         p if p.starts_with(custom::PREFIX) => match custom::parse_path(p) {
             Some(value) => (Endpoint::Custom, Some(value.target())),
             None => (Endpoint::Other, Some(non_resource(path))),
@@ -332,7 +331,8 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
 
 fn decode_target(target: auth::Target) -> auth::Target {
     match target {
-        // Custom metric paths are decoded segment by segment by their parser.
+        // External targets are cut raw from the path; custom ones arrive decoded
+        // from their parser and are left alone.
         auth::Target::Resource {
             group,
             version,
