@@ -224,7 +224,8 @@ async fn methods_paths_and_bodies_get_status_answers() {
     // Unknown paths: 404 with a Status.
     for path in [
         "/",
-        "/apis/custom.metrics.k8s.io/v1beta2",
+        "/apis/custom.metrics.k8s.io/v2",
+        "/apis/metrics.k8s.io/v1beta1",
         "/metricsx",
         "/apis/external.metrics.k8s.io/v1",
     ] {
@@ -504,6 +505,16 @@ async fn metric_names_and_namespaces_with_path_tricks_are_clean_errors() {
         format!("{VALUES}//queue_depth"),
         format!("{VALUES}/shop//"),
         "/apis/external.metrics.k8s.io/v1beta1/../../../etc/passwd".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/../pods/*/queue_depth".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/%2e%2e/queue_depth".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/*/queue_depth%00".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop%2Fpods/x/y/z".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/shop/metrics/%C3%28".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/nodes/%00/queue_depth".to_string(),
+        format!(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/{}/x/y",
+            "r".repeat(8000)
+        ),
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue_depth/../../../../healthz"
             .to_string(),
     ] {
