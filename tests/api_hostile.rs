@@ -224,6 +224,7 @@ async fn methods_paths_and_bodies_get_status_answers() {
     // Unknown paths: 404 with a Status.
     for path in [
         "/",
+        "/apis/custom.metrics.k8s.io/v1alpha1",
         "/apis/custom.metrics.k8s.io/v2",
         "/apis/metrics.k8s.io/v1beta1",
         "/metricsx",
