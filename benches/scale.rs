@@ -184,6 +184,7 @@ fn run_one(n: usize) {
             history_ms,
             max_staleness_ms: 5 * STEP_MS,
             namespaces: None,
+            custom: None,
             tracker: TrackerSettings {
                 spec: spec.clone(),
                 step_ms: STEP_MS,

@@ -99,6 +99,8 @@ fn signal(name: &str, query: &str) -> SignalSettings {
             history_steps: HISTORY_STEPS,
             refit_every_steps: 12,
             min_history_steps: 60,
+            fit_steps: 1,
+            spread_refits: false,
         },
     }
 }

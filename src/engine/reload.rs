@@ -139,6 +139,8 @@ mod tests {
                 history_steps: 100,
                 refit_every_steps: 10,
                 min_history_steps: 20,
+                fit_steps: 1,
+                spread_refits: false,
             },
         }
     }
