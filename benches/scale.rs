@@ -211,9 +211,16 @@ fn run_one(n: usize) {
     let (rss_fill, _) = memory_kib();
     let mut updates = Vec::new();
     // Steps 1..refit-1 only update; step `refit` refits every series.
-    for _ in 1..refit {
+    let mut trace = Vec::new();
+    for i in 1..refit {
         now += STEP_MS;
         updates.push(cycle(&mut core, &source, &rt, now));
+        if i % (refit / 6).max(1) == 0 {
+            trace.push(format!(
+                "{i}:{:.1}",
+                memory_kib().0.saturating_sub(rss0) as f64 / n as f64
+            ));
+        }
     }
     now += STEP_MS;
     let refit_took = cycle(&mut core, &source, &rt, now);
@@ -241,6 +248,7 @@ fn run_one(n: usize) {
         rss / 1024,
         hwm / 1024,
     );
+    println!("  KiB per series after cycle: {}", trace.join(" "));
 }
 
 fn main() {

@@ -172,9 +172,7 @@ async fn two_replicas_serve_the_same_values_for_the_same_grid_time() {
                 let vb = &b[key].1;
                 assert_eq!(va, vb, "{key} at {at}: replicas differ");
                 assert!(
-                    va["forecastMean"]
-                        .as_array()
-                        .is_some_and(|f| !f.is_empty()),
+                    va["forecastMean"].as_array().is_some_and(|f| !f.is_empty()),
                     "{key}: no forecast to compare: {va}"
                 );
             }
