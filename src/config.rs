@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod nodepools;
+
+pub use nodepools::{
+    CapacityBufferRef, CapacityBuffersConfig, ExpanderConfig, NodePoolConfig, ReplicaSelector,
+    WorkloadConfig,
+};
+
 /// Errors from reading and validating a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -297,6 +304,18 @@ pub struct Config {
     /// How the API is served.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Node pools to plan for (node-pool recommendations and the expander).
+    #[serde(default)]
+    pub nodepools: Vec<NodePoolConfig>,
+    /// Workloads whose forecasts size the node pools.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadConfig>,
+    /// Optional CapacityBuffer objects written from the node-pool plan.
+    #[serde(default)]
+    pub capacity_buffers: CapacityBuffersConfig,
+    /// The cluster-autoscaler gRPC expander; not started when absent.
+    #[serde(default)]
+    pub expander: Option<ExpanderConfig>,
 }
 
 /// The Prometheus HTTP API to read history from (Prometheus, Thanos, Mimir, VictoriaMetrics).
@@ -583,6 +602,32 @@ impl Config {
             s.check(&format!("signals[{i}]"), &mut problems);
         }
         self.server.check(&mut problems);
+        nodepools::check(
+            &self.nodepools,
+            &self.workloads,
+            &self.capacity_buffers,
+            self.expander.as_ref(),
+            &self.signals,
+            &mut problems,
+        );
+        if let Some(e) = &self.expander {
+            // The cluster-autoscaler verifies the expander's certificate against the
+            // Service name it dials; a generated one carries only the listed names.
+            let self_signed = e.cert_file.is_none() && self.server.tls.cert_file.is_none();
+            if self_signed && self.server.tls.dns_names.is_empty() {
+                problems.push(
+                    "expander: with the generated API certificate, server.tls.dns_names must list the Service name the cluster-autoscaler dials (e.g. prescale.prescale.svc), or set expander.cert_file".to_string(),
+                );
+            }
+        }
+        for (i, s) in self.signals.iter().enumerate() {
+            if s.name.as_str().starts_with("prescale_nodepool_") {
+                problems.push(format!(
+                    "signals[{i}].name: the prefix prescale_nodepool_ is reserved for the node-pool metrics, got {:?}",
+                    s.name.as_str()
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {

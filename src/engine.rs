@@ -657,6 +657,7 @@ impl Core {
 /// The async shell around [`Core`]: fetches, updates, publishes, on a tick.
 pub struct Engine {
     core: Option<Core>,
+    nodepools: Option<nodepools::NodePools>,
     source: Arc<dyn Source>,
     shared: Shared,
     clock: Arc<dyn Clock>,
@@ -689,6 +690,7 @@ impl Engine {
         let tick_ms = u64::try_from((min_step / 4).clamp(100, 15_000)).unwrap_or(1_000);
         Self {
             core: Some(Core::new(signals, metrics)),
+            nodepools: None,
             source,
             shared,
             clock,
@@ -699,6 +701,12 @@ impl Engine {
     /// Wakes up every `tick` instead of the default.
     pub fn with_tick(mut self, tick: std::time::Duration) -> Self {
         self.tick = tick;
+        self
+    }
+
+    /// Plans node pools every step, after the signals are forecast.
+    pub fn with_nodepools(mut self, nodepools: nodepools::NodePools) -> Self {
+        self.nodepools = Some(nodepools);
         self
     }
 
@@ -729,25 +737,45 @@ impl Engine {
                 (order, p, result, started.elapsed())
             });
         }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(r) => results.push(r),
-                Err(e) => tracing::error!(error = %e, "fetch task ended abnormally"),
+        let collect = async {
+            let mut results = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(r) => results.push(r),
+                    Err(e) => tracing::error!(error = %e, "fetch task ended abnormally"),
+                }
             }
-        }
+            results
+        };
+        // The cluster is read while the signals are fetched.
+        let observe = async {
+            if let Some(np) = self.nodepools.as_mut() {
+                np.refresh(now_ms).await;
+            }
+        };
+        let ((), mut results) = tokio::join!(observe, collect);
+        let nodepool_input = self.nodepools.as_ref().map(nodepools::NodePools::input);
         results.sort_by_key(|r| r.0);
         let results: Vec<_> = results.into_iter().map(|(_, p, r, d)| (p, r, d)).collect();
-        let (core, transitions, snapshot) = tokio::task::spawn_blocking(move || {
+        let (core, transitions, snapshot, plan) = tokio::task::spawn_blocking(move || {
             let mut core = core;
             let t = core.apply(now_ms, results);
-            let snap = core.snapshot(now_ms);
-            (core, t, snap)
+            let mut snap = core.snapshot(now_ms);
+            let mut plan = None;
+            if let Some((planner, observed)) = nodepool_input {
+                let outcome = planner.plan(&core, now_ms, observed.as_ref());
+                snap.metrics.extend(outcome.metrics);
+                plan = outcome.plan;
+            }
+            (core, t, snap, plan)
         })
         .await
         .map_err(Error::Update)?;
         self.core = Some(core);
         self.shared.publish(snapshot);
+        if let Some(np) = &self.nodepools {
+            np.publish(plan);
+        }
         Ok(transitions)
     }
 
@@ -784,6 +812,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+pub mod nodepools;
 
 #[cfg(test)]
 mod tests;

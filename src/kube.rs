@@ -1,10 +1,16 @@
 //! The Kubernetes side of the API's authentication and authorization: the
 //! TokenReview and SubjectAccessReview implementations of the `api::auth` traits,
 //! and the reader of the front-proxy (request-header) settings the kube-apiserver
-//! publishes in `kube-system/extension-apiserver-authentication`.
+//! publishes in `kube-system/extension-apiserver-authentication`. The node-pool
+//! look-ups ([`cluster`]), the leader Lease ([`lease`]) and the CapacityBuffer
+//! writer ([`buffers`]) are submodules.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub mod buffers;
+pub mod cluster;
+pub mod lease;
 
 use ::kube::api::{Api, PostParams};
 use ::kube::Client;

@@ -380,7 +380,8 @@ fn check_rbac(at: &str, docs: &[Value]) {
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "update"),
         ("coordination.k8s.io", "leases", "create"),
-        ("autoscaling.x-k8s.io", "capacitybuffers", "list"),
+        ("autoscaling.x-k8s.io", "capacitybuffers", "get"),
+        ("autoscaling.x-k8s.io", "capacitybuffers", "create"),
         ("autoscaling.x-k8s.io", "capacitybuffers", "update"),
     ] {
         assert!(
@@ -388,6 +389,29 @@ fn check_rbac(at: &str, docs: &[Value]) {
             "{at}: prescale may not {v} {r} in group {g:?}"
         );
     }
+    // The lease and the buffers get exactly what src/kube/lease.rs and
+    // src/kube/buffers.rs call: no delete, no status, no watch.
+    for (group, resource) in [
+        ("coordination.k8s.io", "leases"),
+        ("autoscaling.x-k8s.io", "capacitybuffers"),
+    ] {
+        let verbs: BTreeSet<&str> = grants
+            .iter()
+            .filter(|(g, r, _)| g == group && r == resource)
+            .map(|(_, _, v)| v.as_str())
+            .collect();
+        assert_eq!(
+            verbs,
+            BTreeSet::from(["create", "get", "update"]),
+            "{at}: {resource}"
+        );
+    }
+    assert!(
+        !grants
+            .iter()
+            .any(|(_, r, _)| r.starts_with("capacitybuffers/")),
+        "{at}: prescale never writes a buffer's status"
+    );
     // prescale reads, it never writes workloads or secrets.
     assert!(
         !grants.iter().any(|(_, r, _)| r == "secrets" || r == "*"),

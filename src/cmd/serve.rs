@@ -114,14 +114,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let config = match &args.config {
+        Some(path) => Some(
+            Config::from_file(path)
+                .with_context(|| format!("{} is not a valid configuration", path.display()))?,
+        ),
+        None => None,
+    };
     let (signals, source, mut server): (Vec<SignalConfig>, Arc<dyn Source>, ServerConfig) =
-        match &args.config {
-            Some(path) => {
-                let config = Config::from_file(path)
-                    .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+        match &config {
+            Some(config) => {
                 let source = PrometheusSource::new(&config.prometheus)
                     .context("cannot set up the Prometheus client")?;
-                (config.signals, Arc::new(source), config.server)
+                (
+                    config.signals.clone(),
+                    Arc::new(source),
+                    config.server.clone(),
+                )
             }
             None => {
                 let (signals, source) = bundled(clock.now_ms())?;
@@ -144,13 +153,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
     let shared = Shared::new();
-    let engine = Engine::new(
+    let mut node_parts = super::nodepools::setup(config.as_ref()).await?;
+    let mut engine = Engine::new(
         settings,
         source,
         shared.clone(),
         Arc::clone(&clock),
         metrics,
     );
+    if let Some(np) = node_parts.nodepools.take() {
+        engine = engine.with_nodepools(np);
+    }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -167,8 +180,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .await
             .context("cannot start the API")?;
     let https = api.https_addr();
+    let expander = node_parts
+        .expander(&server, Arc::clone(&clock), stopped(stop_rx.clone()))
+        .await?;
+    let buffers = node_parts.buffers(Arc::clone(&clock), stopped(stop_rx.clone()));
     let mut engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
     let mut api_task = tokio::spawn(api.run(stopped(stop_rx.clone())));
+    // Without an expander this task just waits for the shutdown.
+    let expander_rx = stop_rx.clone();
+    let mut expander_task = tokio::spawn(async move {
+        match expander {
+            Some(run) => run.await,
+            None => {
+                stopped(expander_rx).await;
+                Ok(())
+            }
+        }
+    });
+    let buffers_task = buffers.map(tokio::spawn);
     tracing::info!(signals = signals.len(), %https, "serving");
     if let Some(first) = signals.first() {
         let insecure = if server.tls.cert_file.is_none() {
@@ -182,27 +211,37 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    // Either half ending early (an error) stops the other: never serve without a
-    // live engine, nor refresh for nobody.
-    let (engine_result, api_result) = tokio::select! {
+    // Any part ending early (an error) stops the others: never serve without a
+    // live engine, nor refresh for nobody, nor choose node groups from a plan
+    // nobody updates.
+    let (engine_result, api_result, expander_result) = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!("shutting down");
             let _ = stop_tx.send(true);
-            (engine_task.await, api_task.await)
+            (engine_task.await, api_task.await, expander_task.await)
         }
         r = &mut engine_task => {
             tracing::error!("engine stopped; stopping the API");
             let _ = stop_tx.send(true);
-            (r, api_task.await)
+            (r, api_task.await, expander_task.await)
         }
         r = &mut api_task => {
             tracing::error!("API stopped; stopping the engine");
             let _ = stop_tx.send(true);
-            (engine_task.await, r)
+            (engine_task.await, r, expander_task.await)
+        }
+        r = &mut expander_task => {
+            tracing::error!("gRPC expander stopped; stopping the engine and the API");
+            let _ = stop_tx.send(true);
+            (engine_task.await, api_task.await, r)
         }
     };
+    if let Some(t) = buffers_task {
+        let _ = t.await;
+    }
     engine_result.context("engine task")?.context("engine")?;
     api_result.context("API task")?.context("API")?;
+    expander_result.context("expander task")??;
     Ok(())
 }
 
@@ -383,6 +422,10 @@ mod tests {
             },
             signals,
             server: Default::default(),
+            nodepools: Vec::new(),
+            workloads: Vec::new(),
+            capacity_buffers: Default::default(),
+            expander: None,
         };
         config.validate().unwrap();
         for s in &config.signals {

@@ -149,6 +149,28 @@ impl Tracker {
         }
     }
 
+    /// The value to plan with `steps` steps ahead (node pools look further ahead
+    /// than the signal's lead time): the same rule as the served value — the largest
+    /// forecast of the served quantile over the next `steps`, floored by the latest
+    /// observation when the policy says so — from the current model, without
+    /// refitting. While there is no model: the latest observation.
+    pub fn value_ahead(&self, steps: usize) -> Option<f64> {
+        let latest = self.latest();
+        let policy = ServePolicy {
+            lead_steps: steps.max(1),
+            ..self.settings.policy
+        };
+        match self
+            .model
+            .as_ref()
+            .map(|m| m.predict(policy.lead_steps, &[policy.quantile]))
+        {
+            Some(Ok(fc)) => served_value(&fc, &policy, latest),
+            // No model yet, or it cannot predict that far: what warming serves.
+            _ => latest,
+        }
+    }
+
     fn warming(&self, latest: Option<f64>) -> Decision {
         Decision {
             value: latest,
@@ -220,6 +242,24 @@ mod tests {
         let next: Vec<f64> = (24 * 7 + 1..24 * 8 + 1).map(daily).collect();
         t.observe(&next);
         assert_eq!(t.decide(7).last_fit_ms, Some(7));
+    }
+
+    #[test]
+    fn value_ahead_is_the_served_rule_over_a_longer_horizon() {
+        let mut t = Tracker::new(settings());
+        assert_eq!(t.value_ahead(5), None);
+        t.observe(&[7.0]);
+        assert_eq!(t.value_ahead(5), Some(7.0), "no model: the latest value");
+        let h: Vec<f64> = (0..24 * 7).map(daily).collect();
+        t.observe(&h);
+        let d = t.decide(1);
+        // Over the lead time it is exactly the served value.
+        assert_eq!(t.value_ahead(3), d.value);
+        // Seasonal naive repeats yesterday: the peak of the next 8 hours.
+        let peak = (24 * 7..24 * 7 + 8).map(daily).fold(f64::MIN, f64::max);
+        let v = t.value_ahead(8).unwrap();
+        assert!(v >= peak - 1e-9, "{v} < {peak}");
+        assert!(v >= t.value_ahead(3).unwrap());
     }
 
     #[test]
