@@ -692,7 +692,39 @@ fn check_service_matches_config(at: &str, docs: &[Value], config: &prescale::con
         Some(&u64::from(config.server.http_address.port())),
         "{at}"
     );
-    assert!(by_name.contains_key("grpc-expander"), "{at}: {by_name:?}");
+    // The expander listens where the Service's grpc-expander port sends traffic,
+    // and the Service port is the one the cluster-autoscaler flags dial.
+    let expander = config
+        .expander
+        .as_ref()
+        .unwrap_or_else(|| panic!("{at}: the install's config starts no expander"));
+    assert_eq!(
+        by_name.get("grpc-expander"),
+        Some(&u64::from(expander.address.port())),
+        "{at}: grpc-expander targets another port than expander.address"
+    );
+    let grpc_port = seq(svc, &["spec", "ports"])
+        .iter()
+        .find(|p| s(p, &["name"]) == "grpc-expander")
+        .and_then(|p| get(p, &["port"]))
+        .and_then(Value::as_u64);
+    assert_eq!(
+        grpc_port,
+        Some(8443),
+        "{at}: examples/cluster-autoscaler-flags.yaml dials 8443"
+    );
+    // The expander serves the API's certificate: it must name the Service.
+    if expander.cert_file.is_none() && config.server.tls.cert_file.is_none() {
+        assert!(
+            config
+                .server
+                .tls
+                .dns_names
+                .iter()
+                .any(|n| n == "prescale.prescale.svc"),
+            "{at}: the generated certificate does not name prescale.prescale.svc"
+        );
+    }
 }
 
 fn check_cert_manager(at: &str, docs: &[Value], config: &prescale::config::Config) {
