@@ -432,3 +432,164 @@ impl NodePools {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Metrics, Planned, SignalSettings};
+    use crate::forecast::ModelSpec;
+    use crate::plan::{ServePolicy, TrackerSettings};
+    use crate::series::LabeledSeries;
+    use crate::source::Range;
+
+    const STEP: i64 = 60_000;
+
+    fn core_with(values: &[(&str, f64)]) -> Core {
+        let settings = SignalSettings {
+            name: "rps".into(),
+            query: "rps".into(),
+            history_ms: 100 * STEP,
+            max_staleness_ms: 5 * STEP,
+            namespaces: None,
+            tracker: TrackerSettings {
+                spec: ModelSpec::by_name("seasonal-naive").unwrap(),
+                step_ms: STEP,
+                policy: ServePolicy {
+                    lead_steps: 1,
+                    quantile: 0.9,
+                    reactive_floor: true,
+                },
+                history_steps: 100,
+                refit_every_steps: 10,
+                // Always warming: the value ahead is the latest observation.
+                min_history_steps: 1_000,
+            },
+        };
+        let mut core = Core::new(vec![settings], Metrics::unregistered());
+        let range = Range::try_new(0, 9 * STEP, STEP).unwrap();
+        let fetched = values
+            .iter()
+            .map(|(service, v)| {
+                let mut series = range.empty_series();
+                series.values.fill(*v);
+                LabeledSeries {
+                    labels: [("service".to_string(), service.to_string())].into(),
+                    series,
+                }
+            })
+            .collect();
+        let planned = Planned {
+            signal: 0,
+            query: "rps".into(),
+            range,
+        };
+        core.apply(
+            9 * STEP,
+            vec![(planned, Ok(fetched), std::time::Duration::ZERO)],
+        );
+        core
+    }
+
+    fn planner() -> Planner {
+        let pool: NodePoolConfig = serde_yaml::from_str(
+            "{ name: app, node_labels: { pool: app }, max_nodes: 10, min_nodes: 1 }",
+        )
+        .unwrap();
+        let workload: WorkloadConfig = serde_yaml::from_str(
+            "{ name: web, signal: rps, series: { service: web }, target_per_replica: 100,
+               pod_requests: { cpu: 1, memory: 1Gi }, pool: app, max_replicas: 50,
+               replicas: { namespace: shop, pod_labels: { app: web } } }",
+        )
+        .unwrap();
+        Planner::new(vec![pool], vec![workload])
+    }
+
+    fn series<'a>(o: &'a Outcome, metric: &str) -> &'a SeriesEntry {
+        let (_, m) = o.metrics.iter().find(|(n, _)| n == metric).unwrap();
+        assert_eq!(m.series.len(), 1);
+        &m.series[0]
+    }
+
+    #[test]
+    fn allocatable_and_counts_come_from_the_cluster() {
+        // The web series; another service's is ignored.
+        let core2 = core_with(&[("web", 500.0), ("other", 99_999.0)]);
+        let observed = Observation {
+            pools: BTreeMap::from([(
+                "app".to_string(),
+                PoolObservation {
+                    nodes: 2,
+                    allocatable: Some(Resources::new(4000, 8 << 30)),
+                },
+            )]),
+            replicas: BTreeMap::from([("web".to_string(), 2)]),
+        };
+        let o = planner().plan(&core2, 42, Some(&observed));
+        let plan = o.plan.as_ref().unwrap();
+        let app = plan.pool("app").unwrap();
+        // 500 / 100 -> 5 pods of 1 cpu on 4-cpu nodes: 2 nodes; the 2 running: 1.
+        assert_eq!(app.workloads[0].forecast, Some(500.0));
+        assert_eq!(app.spec.allocatable, Resources::new(4000, 8 << 30));
+        assert_eq!(
+            (
+                app.nodes_needed,
+                app.current_nodes,
+                app.extra_nodes,
+                app.balloons
+            ),
+            (2, 2, 0, 1)
+        );
+        let nodes = series(&o, NODES_METRIC);
+        assert_eq!(nodes.status, Status::Ok);
+        assert_eq!(nodes.labels[POOL_LABEL], "app");
+        assert_eq!(nodes.timestamp_ms, 42);
+        // count x 1000m - 499m: 2 nodes, 1 balloon.
+        assert!((nodes.value - 1.501).abs() < 1e-9, "{}", nodes.value);
+        assert!((series(&o, BALLOONS_METRIC).value - 0.501).abs() < 1e-9);
+    }
+
+    #[test]
+    fn matching_series_are_summed() {
+        let core = core_with(&[("web", 300.0), ("other", 7.0)]);
+        let mut p = planner();
+        p.workloads[0].series.clear();
+        let o = p.plan(
+            &core,
+            0,
+            Some(&Observation {
+                pools: BTreeMap::from([(
+                    "app".to_string(),
+                    PoolObservation {
+                        nodes: 1,
+                        allocatable: Some(Resources::new(4000, 8 << 30)),
+                    },
+                )]),
+                replicas: BTreeMap::new(),
+            }),
+        );
+        let app = o.plan.as_ref().unwrap().pool("app").unwrap().clone();
+        assert_eq!(app.workloads[0].forecast, Some(307.0));
+        // No replica count observed: the minimum runs.
+        assert_eq!(app.workloads[0].current_replicas, 1);
+    }
+
+    #[test]
+    fn a_pool_without_a_known_shape_is_failed_not_guessed() {
+        let core = core_with(&[("web", 500.0)]);
+        let o = planner().plan(&core, 0, None);
+        assert!(o.plan.as_ref().unwrap().pool("app").is_none());
+        for metric in [NODES_METRIC, BALLOONS_METRIC] {
+            let s = series(&o, metric);
+            assert_eq!(s.status, Status::Failed);
+            assert!(
+                s.detail
+                    .reason
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("allocatable is not configured"),
+                "{:?}",
+                s.detail.reason
+            );
+        }
+    }
+}
