@@ -363,6 +363,109 @@ capacity_buffer: { namespace: prescale-balloons, pod_template: balloon-applicati
         );
     }
 
+    /// An in-memory kube-apiserver holding CapacityBuffers; records every call.
+    #[derive(Default)]
+    struct FakeApi {
+        objects: std::collections::BTreeMap<String, Value>,
+        calls: Vec<String>,
+    }
+
+    const BASE: &str =
+        "/apis/autoscaling.x-k8s.io/v1beta1/namespaces/prescale-balloons/capacitybuffers";
+
+    impl FakeApi {
+        fn handle(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+            self.calls.push(format!("{method} {path}"));
+            let not_found = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "reason": "NotFound", "code": 404});
+            let name = path
+                .strip_prefix(BASE)
+                .unwrap_or("")
+                .trim_start_matches('/');
+            match method {
+                "GET" => self
+                    .objects
+                    .get(name)
+                    .map_or((404, not_found), |o| (200, o.clone())),
+                "POST" | "PUT" => {
+                    let mut o: Value = serde_json::from_slice(body).unwrap();
+                    o["metadata"]["resourceVersion"] = json!("1");
+                    let key = o["metadata"]["name"].as_str().unwrap().to_string();
+                    self.objects.insert(key, o.clone());
+                    (if method == "POST" { 201 } else { 200 }, o)
+                }
+                _ => (405, not_found),
+            }
+        }
+    }
+
+    fn client(api: Arc<std::sync::Mutex<FakeApi>>) -> Client {
+        let service = tower::service_fn(move |req: axum::http::Request<::kube::client::Body>| {
+            let api = api.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let (code, v) =
+                    api.lock()
+                        .unwrap()
+                        .handle(parts.method.as_str(), parts.uri.path(), &bytes);
+                let response = axum::http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(::kube::client::Body::from(serde_json::to_vec(&v).unwrap()))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn the_writer_creates_then_updates_and_dry_run_only_reads() {
+        let api = Arc::new(std::sync::Mutex::new(FakeApi::default()));
+        let c = client(api.clone());
+        let item = format!("{BASE}/prescale-application");
+        let calls =
+            |api: &Arc<std::sync::Mutex<FakeApi>>| std::mem::take(&mut api.lock().unwrap().calls);
+
+        // Dry run: read, nothing written.
+        sync_one(&c, "application", &buffer_ref(), 3, true)
+            .await
+            .unwrap();
+        assert_eq!(calls(&api), [format!("GET {item}")]);
+        assert!(api.lock().unwrap().objects.is_empty());
+
+        sync_one(&c, "application", &buffer_ref(), 3, false)
+            .await
+            .unwrap();
+        assert_eq!(calls(&api), [format!("GET {item}"), format!("POST {BASE}")]);
+        sync_one(&c, "application", &buffer_ref(), 3, false)
+            .await
+            .unwrap();
+        assert_eq!(calls(&api), [format!("GET {item}")], "unchanged: no write");
+        sync_one(&c, "application", &buffer_ref(), 5, false)
+            .await
+            .unwrap();
+        assert_eq!(calls(&api), [format!("GET {item}"), format!("PUT {item}")]);
+        let stored = api.lock().unwrap().objects["prescale-application"].clone();
+        assert_eq!(stored["spec"]["replicas"], 5);
+        assert_eq!(
+            stored["spec"]["podTemplateRef"]["name"],
+            "balloon-application"
+        );
+
+        // Someone else's buffer of that name is left alone.
+        api.lock()
+            .unwrap()
+            .objects
+            .get_mut("prescale-application")
+            .unwrap()["metadata"]["labels"] = json!({});
+        sync_one(&c, "application", &buffer_ref(), 7, false)
+            .await
+            .unwrap();
+        assert_eq!(calls(&api), [format!("GET {item}")]);
+    }
+
     #[test]
     fn writes_only_what_changed_and_only_its_own() {
         let desired3 = buffer_object("application", &buffer_ref(), 3);

@@ -199,6 +199,83 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_lookup_lists_by_selector_through_the_api() {
+        use std::sync::{Arc, Mutex};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let service = tower::service_fn(move |req: axum::http::Request<::kube::client::Body>| {
+            let log = log.clone();
+            async move {
+                let uri = req.uri().clone();
+                log.lock().unwrap().push(uri.to_string());
+                let body = if uri.path() == "/api/v1/nodes" {
+                    serde_json::json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+                    "items": [
+                        {"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "7910m", "memory": "15Gi"}}},
+                        {"metadata": {"name": "n2"}, "status": {"allocatable": {"cpu": "8", "memory": "14Gi"}}},
+                    ]})
+                } else {
+                    serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                    "items": [
+                        {"metadata": {"name": "p1"}, "status": {"phase": "Running"}},
+                        {"metadata": {"name": "p2"}, "status": {"phase": "Succeeded"}},
+                        {"metadata": {"name": "p3"}, "status": {"phase": "Pending"}},
+                    ]})
+                };
+                let response = axum::http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(::kube::client::Body::from(
+                        serde_json::to_vec(&body).unwrap(),
+                    ))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        let cluster = KubeCluster::new(Client::new(service, "default"));
+        let pools = [
+            pool(
+                &[("pool", "app")],
+                Some("eks.amazonaws.com/nodegroup"),
+                &["a"],
+            ),
+            PoolQuery {
+                name: "unfindable".into(),
+                ..pool(&[], None, &["x"])
+            },
+        ];
+        let workloads = [ReplicaQuery {
+            workload: "web".into(),
+            namespace: "shop".into(),
+            pod_labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+        }];
+        let o = cluster.observe(&pools, &workloads).await.unwrap();
+        assert_eq!(
+            o.pools["app"],
+            PoolObservation {
+                nodes: 2,
+                allocatable: Some(Resources::new(7910, 14 << 30)),
+            }
+        );
+        assert!(!o.pools.contains_key("unfindable"), "not guessed");
+        assert_eq!(o.replicas["web"], 2);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(
+            seen[0].starts_with("/api/v1/nodes?")
+                && seen[0].contains(
+                    "labelSelector=pool%3Dapp%2Ceks.amazonaws.com%2Fnodegroup+in+%28a%29"
+                ),
+            "{seen:?}"
+        );
+        assert!(
+            seen[1].starts_with("/api/v1/namespaces/shop/pods?")
+                && seen[1].contains("labelSelector=app%3Dweb"),
+            "{seen:?}"
+        );
+    }
+
     #[test]
     fn pools_take_the_smallest_allocatable() {
         let o = observe_nodes(&[node("7910m", "15Gi"), node("8", "14Gi"), Node::default()]);

@@ -387,6 +387,110 @@ mod tests {
         assert!(!c.is_leader(10));
     }
 
+    /// An in-memory kube-apiserver holding one Lease, with optimistic concurrency.
+    #[derive(Default)]
+    struct FakeApi {
+        lease: Option<serde_json::Value>,
+        version: u64,
+        /// Someone else writes right before the next update.
+        interfere: bool,
+    }
+
+    const BASE: &str = "/apis/coordination.k8s.io/v1/namespaces/prescale/leases";
+
+    fn status(code: u16, reason: &str) -> (u16, serde_json::Value) {
+        let body = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": reason, "reason": reason, "code": code,
+        });
+        (code, body)
+    }
+
+    impl FakeApi {
+        fn handle(&mut self, method: &str, path: &str, body: &[u8]) -> (u16, serde_json::Value) {
+            let item = format!("{BASE}/elect");
+            match (method, path) {
+                ("GET", p) if p == item => match &self.lease {
+                    Some(l) => (200, l.clone()),
+                    None => status(404, "NotFound"),
+                },
+                ("POST", BASE) if self.lease.is_some() => status(409, "AlreadyExists"),
+                ("POST", BASE) => {
+                    self.version += 1;
+                    let mut l: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    l["metadata"]["resourceVersion"] = self.version.to_string().into();
+                    self.lease = Some(l.clone());
+                    (201, l)
+                }
+                ("PUT", p) if p == item => {
+                    if std::mem::take(&mut self.interfere) {
+                        self.version += 1;
+                    }
+                    let mut l: serde_json::Value = serde_json::from_slice(body).unwrap();
+                    if l["metadata"]["resourceVersion"] != self.version.to_string().as_str() {
+                        return status(409, "Conflict");
+                    }
+                    self.version += 1;
+                    l["metadata"]["resourceVersion"] = self.version.to_string().into();
+                    self.lease = Some(l.clone());
+                    (200, l)
+                }
+                _ => status(405, "MethodNotAllowed"),
+            }
+        }
+    }
+
+    fn client(api: std::sync::Arc<std::sync::Mutex<FakeApi>>) -> Client {
+        let service = tower::service_fn(move |req: axum::http::Request<::kube::client::Body>| {
+            let api = api.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect_bytes().await.unwrap();
+                let (code, json) =
+                    api.lock()
+                        .unwrap()
+                        .handle(parts.method.as_str(), parts.uri.path(), &bytes);
+                let response = axum::http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(::kube::client::Body::from(
+                        serde_json::to_vec(&json).unwrap(),
+                    ))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            }
+        });
+        Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn the_adapter_elects_one_writer_through_the_api() {
+        let api = std::sync::Arc::new(std::sync::Mutex::new(FakeApi::default()));
+        let lease = KubeLease::new(client(api.clone()), "prescale", "elect");
+        let (mut a, mut b) = (Elector::new("a", D), Elector::new("b", D));
+
+        assert!(lease.round(&mut a, 0).await.unwrap(), "a creates the lease");
+        assert!(!lease.round(&mut b, 1_000).await.unwrap(), "b follows");
+        assert!(lease.round(&mut a, 5_000).await.unwrap(), "a renews");
+        assert_eq!(api.lock().unwrap().version, 2);
+        assert!(!lease.round(&mut b, 6_000).await.unwrap());
+        // a stops renewing; b takes over once the record sat unchanged for 15s.
+        assert!(!lease.round(&mut b, 20_000).await.unwrap());
+        assert!(lease.round(&mut b, 21_000).await.unwrap());
+        assert!(b.is_leader(21_000));
+        let stored = api.lock().unwrap().lease.clone().unwrap();
+        assert_eq!(stored["spec"]["holderIdentity"], "b");
+        assert_eq!(stored["spec"]["leaseTransitions"], 1);
+        // a comes back: it follows, and no longer leads.
+        assert!(!lease.round(&mut a, 22_000).await.unwrap());
+        assert!(!a.is_leader(22_000));
+        // A write that loses a race is a conflict: b stops leading at once.
+        api.lock().unwrap().interfere = true;
+        let e = lease.round(&mut b, 26_000).await.unwrap_err();
+        assert!(matches!(e, Error::Conflict { .. }), "{e}");
+        assert!(!b.is_leader(26_000));
+    }
+
     #[test]
     fn records_round_trip_through_the_lease_object() {
         let r = LeaseRecord {
