@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::custom::Mapping;
 use crate::series::Labels;
 
 /// How far a series' served value can be trusted.
@@ -38,8 +39,25 @@ pub struct SeriesEntry {
     pub timestamp_ms: i64,
     /// The window the value covers, in seconds (the signal's step).
     pub window_s: u64,
+    /// Unix milliseconds after which the value must not be served: the last refresh
+    /// that returned this series plus the signal's `max_staleness`. Readers check it
+    /// against their own clock ([`SeriesEntry::status_at`]), so a value cannot outlive
+    /// its staleness bound even when the engine stops publishing (a hung source).
+    pub expires_ms: i64,
     /// Why this value: the model, its scores and the forecast, for `/debug/signals`.
     pub detail: SeriesDetail,
+}
+
+impl SeriesEntry {
+    /// The status to serve at `now_ms`: [`Status::Failed`] once the value has
+    /// expired, whatever the engine last said.
+    pub fn status_at(&self, now_ms: i64) -> Status {
+        if now_ms > self.expires_ms {
+            Status::Failed
+        } else {
+            self.status
+        }
+    }
 }
 
 /// The explanation behind a served value.
@@ -62,12 +80,31 @@ pub struct SeriesDetail {
 }
 
 /// Everything one signal serves.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct MetricEntry {
     /// Namespaces allowed to read this metric; `None` means all.
     pub namespaces: Option<Vec<String>>,
     /// One entry per series the signal's query returned.
     pub series: Vec<SeriesEntry>,
+    /// Why the signal's last refresh failed; `None` when it succeeded. A signal can
+    /// fail before it has any series (the source is down at start), and the API
+    /// then says 503 "source failing" rather than 404 "no such series".
+    pub error: Option<String>,
+    /// For a custom metric (`custom.metrics.k8s.io`): which objects its series
+    /// describe; `None` for an external metric.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_mapping"
+    )]
+    pub custom: Option<Arc<Mapping>>,
+}
+
+/// `Arc` is not `Serialize` without serde's `rc` feature; the mapping inside is.
+fn serialize_mapping<S: serde::Serializer>(
+    mapping: &Option<Arc<Mapping>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&mapping.as_deref(), serializer)
 }
 
 /// The immutable set of everything the server answers with.

@@ -34,6 +34,7 @@ fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
         value,
         timestamp_ms: T0,
         window_s: 60,
+        expires_ms: i64::MAX,
         detail: SeriesDetail {
             model: "holt-winters".into(),
             last_fit_ms: Some(T0 - 600_000),
@@ -52,26 +53,32 @@ fn snapshot() -> Snapshot {
         "queue_depth".to_string(),
         MetricEntry {
             namespaces: None,
+            custom: None,
             series: vec![
                 series(&[("queue", "orders")], Status::Ok, 12.0),
                 series(&[("queue", "payments")], Status::Stale, 0.85),
                 series(&[("queue", "audit")], Status::Warming, 3.5),
                 series(&[("queue", "legacy")], Status::Failed, 7.0),
             ],
+            error: None,
         },
     );
     metrics.insert(
         "cpu".to_string(),
         MetricEntry {
             namespaces: Some(vec!["shop".into()]),
+            custom: None,
             series: vec![series(&[], Status::Ok, 0.5)],
+            error: None,
         },
     );
     metrics.insert(
         "nothing".to_string(),
         MetricEntry {
             namespaces: None,
+            custom: None,
             series: vec![],
+            error: None,
         },
     );
     Snapshot {
@@ -180,7 +187,9 @@ async fn api_group_list_shape() {
     assert_eq!(b["kind"], "APIGroupList");
     assert_eq!(b["apiVersion"], "v1");
     let groups = b["groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 1);
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[1]["name"], "custom.metrics.k8s.io");
+    assert_eq!(groups[1]["preferredVersion"]["version"], "v1beta2");
     let g = &groups[0];
     assert_eq!(g["name"], "external.metrics.k8s.io");
     assert_eq!(
@@ -421,6 +430,53 @@ async fn a_failed_selected_series_is_503_with_the_reason() {
     assert_eq!(a.code, StatusCode::OK);
 }
 
+/// A state serving `entry` as `queue_depth` at `now_ms`.
+fn state_at(entry: MetricEntry, now_ms: i64) -> AppState {
+    let shared = Shared::new();
+    let mut snap = snapshot();
+    snap.metrics.insert("queue_depth".to_string(), entry);
+    shared.publish(snap);
+    AppState::new(
+        shared,
+        AuthMode::None,
+        engine_registry(),
+        Arc::new(SimClock::new(now_ms)),
+    )
+}
+
+#[tokio::test]
+async fn an_expired_value_is_503_even_if_the_snapshot_says_stale() {
+    let mut stale = series(&[("queue", "orders")], Status::Stale, 12.0);
+    stale.expires_ms = T0 + 1_000;
+    let entry = MetricEntry {
+        series: vec![stale],
+        ..MetricEntry::default()
+    };
+    let url = value_url("shop", "queue_depth", None);
+    // Up to its expiry the value is served; one millisecond later it is not.
+    let a = send(router(state_at(entry.clone(), T0 + 1_000)), get(&url)).await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    let a = send(router(state_at(entry, T0 + 1_001)), get(&url)).await;
+    let msg = assert_status(&a, 503, "ServiceUnavailable");
+    assert!(msg.contains("older than the allowed staleness"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_failing_source_without_series_is_503_not_404() {
+    let entry = MetricEntry {
+        error: Some("connection refused".into()),
+        ..MetricEntry::default()
+    };
+    let url = value_url("shop", "queue_depth", None);
+    let a = send(router(state_at(entry, T0)), get(&url)).await;
+    let msg = assert_status(&a, 503, "ServiceUnavailable");
+    assert!(msg.contains("source failing"), "{msg}");
+    assert!(msg.contains("connection refused"), "{msg}");
+    // Without the error, an empty signal is still a 404 (the query returns nothing).
+    let a = send(router(state_at(MetricEntry::default(), T0)), get(&url)).await;
+    assert_status(&a, 404, "NotFound");
+}
+
 #[tokio::test]
 async fn before_the_first_snapshot_values_are_503_and_not_ready() {
     let state = state_with(AuthMode::None, false);
@@ -472,7 +528,8 @@ async fn unsupported_method_is_405_status() {
 async fn unknown_path_is_404_status() {
     for uri in [
         "/nope",
-        "/apis/custom.metrics.k8s.io",
+        "/apis/custom.metrics.k8s.io/v1alpha1",
+        "/apis/metrics.k8s.io",
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
     ] {
         assert_status(&send(router(state()), get(uri)).await, 404, "NotFound");

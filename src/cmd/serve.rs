@@ -12,15 +12,22 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use prescale::api::auth::{FrontProxy, StaticAuthorizer};
-use prescale::api::{AuthMode, TlsSource};
+use prescale::api::pods::{NoPods, PodLookup};
+use prescale::api::{AuthMode, Limits, TlsSource};
+
 use prescale::clock::{Clock, SystemClock};
+use prescale::config::custom::MetricTypeConfig;
 use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
+use prescale::kube::pods::KubePods;
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
 use prescale::snapshot::Shared;
 use prescale::source::file::FileSource;
 use prescale::source::prometheus::PrometheusSource;
 use prescale::source::Source;
+
+#[cfg(unix)]
+mod reload;
 
 /// Arguments of `prescale serve`.
 #[derive(Debug, clap::Args)]
@@ -39,6 +46,25 @@ pub struct Args {
     /// (local use only: refuses non-loopback addresses).
     #[arg(long, value_parser = parse_auth)]
     pub auth: Option<config::AuthMode>,
+    /// How often the config file is checked for changes (a changed file is
+    /// reloaded as on SIGHUP); `off` to reload on SIGHUP only.
+    #[arg(long, default_value = "10s", value_parser = parse_check_interval)]
+    pub config_check_interval: CheckInterval,
+}
+
+/// How often `--config` is checked for changes; `None` is never.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckInterval(Option<std::time::Duration>);
+
+fn parse_check_interval(s: &str) -> Result<CheckInterval, String> {
+    if s == "off" {
+        return Ok(CheckInterval(None));
+    }
+    let ms = config::parse_duration_ms(s)?;
+    if ms == 0 {
+        return Err("must be positive or `off`".to_string());
+    }
+    Ok(CheckInterval(Some(std::time::Duration::from_millis(ms))))
 }
 
 fn parse_auth(s: &str) -> Result<config::AuthMode, String> {
@@ -109,28 +135,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args))
+    let result = runtime.block_on(serve(args));
+    // A model fit still running on a blocking thread must not hold the exit: the
+    // shutdown grace is already spent.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let config = match &args.config {
-        Some(path) => Some(
-            Config::from_file(path)
-                .with_context(|| format!("{} is not a valid configuration", path.display()))?,
-        ),
-        None => None,
-    };
+    let mut loaded: Option<(PathBuf, Config)> = None;
     let (signals, source, mut server): (Vec<SignalConfig>, Arc<dyn Source>, ServerConfig) =
-        match &config {
-            Some(config) => {
+        match &args.config {
+            Some(path) => {
+                let config = Config::from_file(path)
+                    .with_context(|| format!("{} is not a valid configuration", path.display()))?;
                 let source = PrometheusSource::new(&config.prometheus)
                     .context("cannot set up the Prometheus client")?;
-                (
-                    config.signals.clone(),
-                    Arc::new(source),
-                    config.server.clone(),
-                )
+                loaded = Some((path.clone(), config.clone()));
+                (config.signals, Arc::new(source), config.server)
             }
             None => {
                 let (signals, source) = bundled(clock.now_ms())?;
@@ -153,7 +176,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
     let shared = Shared::new();
-    let mut node_parts = super::nodepools::setup(config.as_ref()).await?;
+    let mut node_parts = super::nodepools::setup(loaded.as_ref().map(|(_, c)| c)).await?;
     let mut engine = Engine::new(
         settings,
         source,
@@ -164,22 +187,37 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if let Some(np) = node_parts.nodepools.take() {
         engine = engine.with_nodepools(np);
     }
+    // Config reload on SIGHUP; the bundled traces have no file to reload.
+    let mut reloader_task = None;
+    #[cfg(unix)]
+    if let Some((path, config)) = loaded {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        engine = engine.with_reloads(rx);
+        let reloader = reload::Reloader::new(path, config, tx, &mut registry);
+        reloader_task = Some(tokio::spawn(reloader.run(args.config_check_interval.0)));
+    }
+    #[cfg(not(unix))]
+    drop(loaded);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api_settings = prescale::api::Settings::new(
+    let mut api_settings = prescale::api::Settings::new(
         server.https_address,
         server.http_address,
         tls_source(&server),
         auth_mode(&server).await?,
     );
+    api_settings.limits = limits(&server);
+    let grace = server.shutdown_grace.as_std();
     let api =
         prescale::api::Server::bind(api_settings, shared, Arc::new(registry), Arc::clone(&clock))
             .await
-            .context("cannot start the API")?;
+            .context("cannot start the API")?
+            .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await);
     let https = api.https_addr();
+    // After the API: the expander may serve the certificate the API generated.
     let expander = node_parts
         .expander(&server, Arc::clone(&clock), stopped(stop_rx.clone()))
         .await?;
@@ -199,7 +237,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     });
     let buffers_task = buffers.map(tokio::spawn);
     tracing::info!(signals = signals.len(), %https, "serving");
-    if let Some(first) = signals.first() {
+    if let Some(first) = signals.iter().find(|s| s.custom.is_none()) {
         let insecure = if server.tls.cert_file.is_none() {
             "k"
         } else {
@@ -214,31 +252,48 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Any part ending early (an error) stops the others: never serve without a
     // live engine, nor refresh for nobody, nor choose node groups from a plan
     // nobody updates.
-    let (engine_result, api_result, expander_result) = tokio::select! {
+    // The API stops accepting at once and gives open connections the grace; the
+    // engine stops at once, even mid-refresh. Whatever is left after the grace (and
+    // a little for the API to close what it cut off) is abandoned.
+    let bound = grace + std::time::Duration::from_secs(1);
+    let finished = tokio::select! {
         () = shutdown_signal() => {
-            tracing::info!("shutting down");
+            tracing::info!(grace = ?grace, "shutting down: no new connections, open ones get the grace");
             let _ = stop_tx.send(true);
-            (engine_task.await, api_task.await, expander_task.await)
+            tokio::time::timeout(bound, async {
+                (engine_task.await, api_task.await, expander_task.await)
+            })
+            .await
         }
         r = &mut engine_task => {
             tracing::error!("engine stopped; stopping the API");
             let _ = stop_tx.send(true);
-            (r, api_task.await, expander_task.await)
+            tokio::time::timeout(bound, async { (r, api_task.await, expander_task.await) }).await
         }
         r = &mut api_task => {
             tracing::error!("API stopped; stopping the engine");
             let _ = stop_tx.send(true);
-            (engine_task.await, r, expander_task.await)
+            tokio::time::timeout(bound, async { (engine_task.await, r, expander_task.await) }).await
         }
         r = &mut expander_task => {
             tracing::error!("gRPC expander stopped; stopping the engine and the API");
             let _ = stop_tx.send(true);
-            (engine_task.await, api_task.await, r)
+            tokio::time::timeout(bound, async { (engine_task.await, api_task.await, r) }).await
         }
     };
-    if let Some(t) = buffers_task {
-        let _ = t.await;
+    if let Some(task) = reloader_task {
+        task.abort();
     }
+    if let Some(task) = buffers_task {
+        // It stops at the shutdown signal; a lease round in flight is abandoned.
+        task.abort();
+    }
+    let (engine_result, api_result, expander_result) = finished.map_err(|_| {
+        anyhow::anyhow!(
+            "did not stop within server.shutdown_grace ({grace:?}) and a second; exiting anyway"
+        )
+    })?;
+    tracing::info!("stopped");
     engine_result.context("engine task")?.context("engine")?;
     api_result.context("API task")?.context("API")?;
     expander_result.context("expander task")??;
@@ -255,6 +310,21 @@ fn local_server() -> ServerConfig {
     server.tls.cert_dir = std::env::temp_dir().join("prescale-serving-cert");
     server.auth.mode = config::AuthMode::None;
     server
+}
+
+/// The API's limits from the config; the shutdown grace is how long connections drain.
+fn limits(server: &ServerConfig) -> Limits {
+    let l = &server.limits;
+    Limits {
+        max_header_bytes: l.max_header_bytes,
+        max_body_bytes: l.max_body_bytes,
+        tls_handshake_timeout: l.tls_handshake_timeout.as_std(),
+        header_read_timeout: l.header_read_timeout.as_std(),
+        idle_timeout: l.idle_timeout.as_std(),
+        max_connections: l.max_connections,
+        http2_max_streams: l.http2_max_streams,
+        drain_timeout: server.shutdown_grace.as_std(),
+    }
 }
 
 fn tls_source(server: &ServerConfig) -> TlsSource {
@@ -330,6 +400,34 @@ async fn auth_mode(server: &ServerConfig) -> anyhow::Result<AuthMode> {
     }
 }
 
+/// The pod look-up for Pods metrics: the Kubernetes API (in-cluster config or
+/// kubeconfig) when a Pods metric is configured and a client can be built; else
+/// one that answers Pods metrics with 503 and says why.
+async fn pod_lookup(signals: &[SignalConfig], clock: Arc<dyn Clock>) -> Arc<dyn PodLookup> {
+    let pods_metrics = signals
+        .iter()
+        .filter(|s| {
+            s.custom
+                .as_ref()
+                .is_some_and(|c| c.metric_type == MetricTypeConfig::Pods)
+        })
+        .count();
+    if pods_metrics == 0 {
+        return Arc::new(NoPods);
+    }
+    match ::kube::Client::try_default().await {
+        Ok(client) => Arc::new(KubePods::new(client, clock)),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                pods_metrics,
+                "Pods metrics are configured but no Kubernetes client can be built: they will answer 503"
+            );
+            Arc::new(NoPods)
+        }
+    }
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -386,6 +484,7 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             model: "auto".to_string(),
             reactive_floor: true,
             namespaces: None,
+            custom: None,
             max_staleness: ms((3 * step_ms).max(300_000))?,
             refit_interval: ms(step_ms.max(3_600_000))?,
             min_history: ms((history_ms / 2).min(86_400_000))?,

@@ -31,6 +31,10 @@ pub const NODES_METRIC: &str = "prescale_nodepool_nodes";
 pub const BALLOONS_METRIC: &str = "prescale_nodepool_balloons";
 /// The label that names the pool in both metrics.
 pub const POOL_LABEL: &str = "nodepool";
+/// How long a published recommendation may be served without a newer plan (the
+/// engine plans every step; this only bites when it is stuck): as long as the
+/// expander trusts a plan by default.
+pub const PLAN_TTL_MS: i64 = crate::expander::DEFAULT_MAX_PLAN_AGE_MS;
 
 /// Why the node-pool state could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -298,6 +302,7 @@ impl Planner {
                 value: v,
                 timestamp_ms: now_ms,
                 window_s: 60,
+                expires_ms: now_ms.saturating_add(PLAN_TTL_MS),
                 detail: SeriesDetail {
                     model: "nodepool-plan".into(),
                     reason: Some(reason.clone()),
@@ -310,6 +315,8 @@ impl Planner {
         let metric = |series| MetricEntry {
             namespaces: None,
             series,
+            error: None,
+            custom: None,
         };
         Outcome {
             plan,
@@ -451,6 +458,7 @@ mod tests {
             history_ms: 100 * STEP,
             max_staleness_ms: 5 * STEP,
             namespaces: None,
+            custom: None,
             tracker: TrackerSettings {
                 spec: ModelSpec::by_name("seasonal-naive").unwrap(),
                 step_ms: STEP,
