@@ -55,6 +55,8 @@ struct MetricDoc<'a> {
     /// For custom metrics: the type and which labels name which objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     custom: Option<&'a crate::custom::Mapping>,
+    /// Why the signal's last refresh failed, if it did.
+    error: &'a Option<String>,
     series: Vec<SeriesDoc<'a>>,
 }
 
@@ -92,6 +94,7 @@ pub async fn signals(State(state): State<AppState>) -> Response {
                 name,
                 namespaces: &entry.namespaces,
                 custom: entry.custom.as_deref(),
+                error: &entry.error,
                 series: entry
                     .series
                     .iter()
