@@ -224,7 +224,7 @@ async fn methods_paths_and_bodies_get_status_answers() {
     // Unknown paths: 404 with a Status.
     for path in [
         "/",
-        "/apis/custom.metrics.k8s.io/v1beta2",
+        "/apis/custom.metrics.k8s.io/v1alpha1",
         "/metricsx",
         "/apis/external.metrics.k8s.io/v1",
     ] {
