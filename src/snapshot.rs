@@ -86,6 +86,10 @@ pub struct MetricEntry {
     pub namespaces: Option<Vec<String>>,
     /// One entry per series the signal's query returned.
     pub series: Vec<SeriesEntry>,
+    /// Why the signal's last refresh failed; `None` when it succeeded. A signal can
+    /// fail before it has any series (the source is down at start), and the API
+    /// then says 503 "source failing" rather than 404 "no such series".
+    pub error: Option<String>,
     /// For a custom metric (`custom.metrics.k8s.io`): which objects its series
     /// describe; `None` for an external metric.
     #[serde(
@@ -93,10 +97,6 @@ pub struct MetricEntry {
         serialize_with = "serialize_mapping"
     )]
     pub custom: Option<Arc<Mapping>>,
-    /// Why the signal's last refresh failed; `None` when it succeeded. A signal can
-    /// fail before it has any series (the source is down at start), and the API
-    /// then says 503 "source failing" rather than 404 "no such series".
-    pub error: Option<String>,
 }
 
 /// `Arc` is not `Serialize` without serde's `rc` feature; the mapping inside is.

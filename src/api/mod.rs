@@ -157,10 +157,10 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Size and time limits.
     pub limits: Limits,
-    /// The pods an HPA's selector picks, for Pods metrics.
-    pub pods: Arc<dyn pods::PodLookup>,
     /// The clock served values' expiry is checked against.
     pub clock: Arc<dyn Clock>,
+    /// The pods an HPA's selector picks, for Pods metrics.
+    pub pods: Arc<dyn pods::PodLookup>,
 }
 
 impl AppState {
@@ -178,8 +178,8 @@ impl AppState {
             auth: Arc::new(auth::Auth::new(auth, Arc::clone(&clock))),
             registry,
             limits: Limits::default(),
-            pods: Arc::new(pods::NoPods),
             clock,
+            pods: Arc::new(pods::NoPods),
         }
     }
 

@@ -52,11 +52,11 @@ struct SignalsDoc<'a> {
 struct MetricDoc<'a> {
     name: &'a str,
     namespaces: &'a Option<Vec<String>>,
+    /// Why the signal's last refresh failed, if it did.
+    error: &'a Option<String>,
     /// For custom metrics: the type and which labels name which objects.
     #[serde(skip_serializing_if = "Option::is_none")]
     custom: Option<&'a crate::custom::Mapping>,
-    /// Why the signal's last refresh failed, if it did.
-    error: &'a Option<String>,
     series: Vec<SeriesDoc<'a>>,
 }
 
@@ -93,8 +93,8 @@ pub async fn signals(State(state): State<AppState>) -> Response {
             .map(|(name, entry)| MetricDoc {
                 name,
                 namespaces: &entry.namespaces,
-                custom: entry.custom.as_deref(),
                 error: &entry.error,
+                custom: entry.custom.as_deref(),
                 series: entry
                     .series
                     .iter()

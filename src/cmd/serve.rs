@@ -14,6 +14,7 @@ use anyhow::Context;
 use prescale::api::auth::{FrontProxy, StaticAuthorizer};
 use prescale::api::pods::{NoPods, PodLookup};
 use prescale::api::{AuthMode, Limits, TlsSource};
+
 use prescale::clock::{Clock, SystemClock};
 use prescale::config::custom::MetricTypeConfig;
 use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};

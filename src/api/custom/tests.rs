@@ -59,8 +59,8 @@ fn entry(custom: Option<Arc<Mapping>>, series: Vec<SeriesEntry>) -> MetricEntry 
     MetricEntry {
         namespaces: None,
         series,
-        custom,
         error: None,
+        custom,
     }
 }
 
