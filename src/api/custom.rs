@@ -341,7 +341,6 @@ async fn answer(
         ));
     }
     let snapshot = state.shared.load();
-    let now_ms = state.clock.now_ms();
     let metric = &path.metric;
     let Some((entry, mapping)) = snapshot
         .metrics
@@ -379,14 +378,14 @@ async fn answer(
                     path.resource
                 )));
             };
-            pods_items(state, path, namespace, entry, mapping, &selectors, now_ms).await?
+            pods_items(state, path, namespace, entry, mapping, &selectors).await?
         }
         MetricType::Object => vec![object_item(
             path,
             entry,
             mapping,
             &selectors.metric,
-            now_ms,
+            state.clock.now_ms(),
         )?],
     };
     let selector_json = label_selector_json(&selectors.metric);
@@ -477,7 +476,8 @@ fn label_selector_json(selector: &Selector) -> Option<Value> {
 }
 
 /// The one usable series among `candidates` at `now_ms`, or the error the HPA
-/// should see.
+/// should see: a value past its `expires_ms` is failed (503) whatever the
+/// snapshot said, and no series while the source fails is 503, not 404.
 fn one_series<'a>(
     metric: &str,
     what: &str,
@@ -486,25 +486,19 @@ fn one_series<'a>(
     now_ms: i64,
 ) -> Result<&'a SeriesEntry, Error> {
     match candidates.as_slice() {
-        [] => match &entry.error {
-            // The series may well exist: the source cannot say right now.
-            Some(error) => Err(Error::ServiceUnavailable(format!(
-                "custom metric {metric:?}: source failing, no series for {what}: {error}; the HPA holds its replica count until it recovers"
-            ))),
-            None => Err(Error::NotFound(format!(
-                "custom metric {metric:?} has no series for {what} ({} series served{}); an empty list would be an error to the HPA as well",
-                entry.series.len(),
-                if entry.series.is_empty() { ": its query currently returns nothing" } else { "" }
-            ))),
-        },
+        [] if entry.error.is_some() => Err(Error::ServiceUnavailable(format!(
+            "custom metric {metric:?}: source failing, no series for {what}: {}; the HPA holds its replica count until it recovers",
+            entry.error.as_deref().unwrap_or_default()
+        ))),
+        [] => Err(Error::NotFound(format!(
+            "custom metric {metric:?} has no series for {what} ({} series served{}); an empty list would be an error to the HPA as well",
+            entry.series.len(),
+            if entry.series.is_empty() { ": its query currently returns nothing" } else { "" }
+        ))),
         [one] if one.status_at(now_ms) == Status::Failed => {
-            // An expired value says so even if the engine's last word was `stale`.
             let reason = match (&one.detail.reason, one.status) {
-                (Some(r), Status::Failed) => r.clone(),
-                (r, _) => format!(
-                    "its data is older than the allowed staleness{}",
-                    r.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-                ),
+                (Some(r), Status::Failed) => r.as_str(),
+                _ => "its data is older than the allowed staleness",
             };
             Err(Error::ServiceUnavailable(format!(
                 "custom metric {metric:?} for {what} is failed: {reason}; the HPA holds its replica count until it recovers"
@@ -599,7 +593,6 @@ async fn pods_items(
     entry: &MetricEntry,
     mapping: &Mapping,
     selectors: &Selectors,
-    now_ms: i64,
 ) -> Result<Vec<Item>, Error> {
     let pod_selector_text = selectors.pods_text.as_str();
     let metric = &path.metric;
@@ -618,6 +611,7 @@ async fn pods_items(
             "no current pods in namespace {namespace:?} match labelSelector {pod_selector_text:?}, so custom metric {metric:?} has no pods to answer for"
         )));
     }
+    let now_ms = state.clock.now_ms();
     let workloads = workloads_of(&pods, workload);
     if workloads.is_empty() {
         return Err(Error::NotFound(format!(

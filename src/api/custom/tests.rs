@@ -870,3 +870,74 @@ fn share_divides_among_pods_the_hpa_averages() {
     assert_eq!(share(900.0, &[pod(true), pod(true)]), 450.0);
     assert_eq!(share(900.0, &[]), 900.0);
 }
+
+/// The state of [`app`] with `metric` replaced by `entry`, its clock at `now_ms`.
+fn state_at(metric: &str, entry: MetricEntry, now_ms: i64) -> AppState {
+    let shared = Shared::new();
+    let mut snap = snapshot();
+    snap.metrics.insert(metric.to_string(), entry);
+    shared.publish(snap);
+    AppState::new(
+        shared,
+        AuthMode::None,
+        Arc::new(Registry::default()),
+        Arc::new(SimClock::new(now_ms)),
+    )
+    .with_pods(conexus_pods().shared())
+}
+
+#[tokio::test]
+async fn expired_values_and_a_failing_source_are_503_for_objects_and_pods() {
+    let object = snapshot().metrics["qdrant_search_latency"].clone();
+    let url = format!(
+        "{BASE}/v1beta2/namespaces/conexus/statefulsets.apps/conexus-qdrant/qdrant_search_latency"
+    );
+    let mut expiring = object.clone();
+    for s in &mut expiring.series {
+        s.expires_ms = T0 + 1_000;
+    }
+    let at = |now| router(state_at("qdrant_search_latency", expiring.clone(), now));
+    assert_eq!(
+        send(at(T0 + 1_000), get_req(&url)).await.code,
+        StatusCode::OK
+    );
+    let msg = assert_status(
+        &send(at(T0 + 1_001), get_req(&url)).await,
+        503,
+        "ServiceUnavailable",
+    );
+    assert!(msg.contains("older than the allowed staleness"), "{msg}");
+    // The source fails before the object has a series: 503, not 404.
+    let failing = MetricEntry {
+        series: vec![],
+        error: Some("connection refused".into()),
+        ..object
+    };
+    let app = router(state_at("qdrant_search_latency", failing, T0));
+    let msg = assert_status(&send(app, get_req(&url)).await, 503, "ServiceUnavailable");
+    assert!(
+        msg.contains("source failing") && msg.contains("connection refused"),
+        "{msg}"
+    );
+    // Pods metrics too.
+    let mut pods = snapshot().metrics["packets-per-second"].clone();
+    for s in &mut pods.series {
+        s.expires_ms = T0;
+    }
+    let url = format!(
+        "{BASE}/v1beta2/namespaces/conexus/pods/*/packets-per-second?labelSelector={}",
+        enc("app=conexus-server")
+    );
+    let ok = send(
+        router(state_at("packets-per-second", pods.clone(), T0)),
+        get_req(&url),
+    )
+    .await;
+    assert_eq!(ok.code, StatusCode::OK, "{}", ok.text);
+    let late = send(
+        router(state_at("packets-per-second", pods, T0 + 1)),
+        get_req(&url),
+    )
+    .await;
+    assert_status(&late, 503, "ServiceUnavailable");
+}
