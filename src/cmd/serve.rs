@@ -17,6 +17,7 @@ use prescale::clock::{Clock, SystemClock};
 use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
+use prescale::snapshot::metrics::SeriesMetrics;
 use prescale::snapshot::Shared;
 use prescale::source::file::FileSource;
 use prescale::source::prometheus::PrometheusSource;
@@ -144,6 +145,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
     let shared = Shared::new();
+    SeriesMetrics::new(
+        shared.clone(),
+        Arc::clone(&clock),
+        server.metrics.series_limit,
+    )
+    .register(&mut registry);
+    // Registered now so that /metrics lists the expander's families from the start;
+    // the handle goes to the expander (`Expander::with_metrics`) where it is started.
+    let _expander_metrics = prescale::expander::Metrics::new(&mut registry);
     let engine = Engine::new(
         settings,
         source,
