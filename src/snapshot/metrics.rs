@@ -1,7 +1,7 @@
 //! Per-series gauges for dashboards, read from the current snapshot at scrape time.
 //!
 //! For each exported series (labels `signal` and `series`, the series' label set
-//! formatted as `{k="v",...}`): the latest observation, the mean forecast at the
+//! formatted as `k=v,k2=v2`: [`series_label`]): the latest observation, the mean forecast at the
 //! lead time, the forecast interval at the lead time (the 10% and 90% quantiles,
 //! [`crate::plan::tracker::INTERVAL`]), the value served, the status, the staleness
 //! and the rolling forecast error. Everything is read from the snapshot the API
@@ -28,15 +28,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::clock::Clock;
-use crate::series::format_labels;
+use crate::series::Labels;
 
 use super::{SeriesEntry, Shared, Snapshot, Status};
 
 type FloatGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
 
 /// A label value escaped for the text exposition: prometheus-client writes label
-/// values verbatim, and a series' labels (formatted `{queue="tasks"}`) carry
-/// quotes, and may carry backslashes or newlines, from the source.
+/// values verbatim, and a series' label values may carry quotes, backslashes or
+/// newlines from the source.
 #[derive(Debug, Clone, Hash, PartialEq, Eq)]
 struct Escaped(String);
 
@@ -162,7 +162,7 @@ impl Gauges {
     fn record(&self, signal: &str, s: &SeriesEntry, now_ms: i64) {
         let labels = SeriesLabels {
             signal: Escaped(signal.to_string()),
-            series: Escaped(format_labels(&s.labels)),
+            series: Escaped(series_label(&s.labels)),
         };
         let set = |family: &Family<SeriesLabels, FloatGauge>, v: Option<f64>| {
             if let Some(v) = v.filter(|v| v.is_finite()) {
@@ -189,6 +189,25 @@ impl Gauges {
             })
             .set(1);
     }
+}
+
+/// The `series` label value: the series' labels as `k=v` pairs in name order,
+/// comma-separated (`queue=tasks,vhost=/`), `{}` for none. No quotes: Grafana puts
+/// the value of a dashboard variable inside a quoted PromQL matcher unescaped.
+pub fn series_label(labels: &Labels) -> String {
+    if labels.is_empty() {
+        return "{}".to_string();
+    }
+    let mut out = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
 }
 
 fn status_name(s: Status) -> &'static str {
@@ -282,7 +301,6 @@ mod tests {
 
     use super::*;
     use crate::clock::SimClock;
-    use crate::series::Labels;
     use crate::snapshot::{MetricEntry, SeriesDetail};
 
     fn entry(queue: &str, status: Status, value: f64, timestamp_ms: i64) -> SeriesEntry {
@@ -352,9 +370,8 @@ mod tests {
             vec![entry("tasks", Status::Ok, 10.0, 40_000)],
         )]));
         let s = scrape(&registry);
-        let key = |name: &str| {
-            format!("prescale_{name}{{signal=\"rabbitmq\",series=\"{{queue=\\\"tasks\\\"}}\"}}")
-        };
+        let key =
+            |name: &str| format!("prescale_{name}{{signal=\"rabbitmq\",series=\"queue=tasks\"}}");
         assert_eq!(s[&key("series_observed")], 9.0);
         assert_eq!(s[&key("series_forecast")], 10.5);
         assert_eq!(s[&key("series_forecast_lower")], 7.0);
@@ -363,7 +380,7 @@ mod tests {
         assert_eq!(s[&key("series_staleness_seconds")], 60.0);
         assert_eq!(s[&key("series_forecast_mase")], 0.75);
         assert_eq!(
-            s["prescale_series_status{signal=\"rabbitmq\",series=\"{queue=\\\"tasks\\\"}\",status=\"ok\"}"],
+            s["prescale_series_status{signal=\"rabbitmq\",series=\"queue=tasks\",status=\"ok\"}"],
             1.0
         );
         assert_eq!(s["prescale_series_not_exported"], 0.0);
@@ -377,10 +394,7 @@ mod tests {
         shared.publish(snapshot(&[("odd", vec![e])]));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        // format_labels quotes the value ({path="a\\b\"c\nd"}); the exposition
-        // escapes that string once more.
-        let want =
-            r#"prescale_series_served{signal="odd",series="{path=\"a\\\\b\\\"c\\nd\"}"} 1.0"#;
+        let want = r#"prescale_series_served{signal="odd",series="path=a\\b\"c\nd"} 1.0"#;
         assert!(text.contains(want), "{text}");
         assert_eq!(
             text.lines()
@@ -388,6 +402,16 @@ mod tests {
                 .count(),
             8
         );
+    }
+
+    #[test]
+    fn series_labels_read_as_pairs() {
+        assert_eq!(series_label(&Labels::new()), "{}");
+        let l = Labels::from([
+            ("vhost".to_string(), "/".to_string()),
+            ("queue".to_string(), "tasks".to_string()),
+        ]);
+        assert_eq!(series_label(&l), "queue=tasks,vhost=/");
     }
 
     #[test]
@@ -421,22 +445,13 @@ mod tests {
             ],
         )]));
         let before = scrape(&registry);
-        assert_eq!(
-            before
-                .keys()
-                .filter(|k| k.contains("queue=\\\"b\\\""))
-                .count(),
-            8
-        );
+        assert_eq!(before.keys().filter(|k| k.contains("queue=b")).count(), 8);
         shared.publish(snapshot(&[(
             "rabbitmq",
             vec![entry("a", Status::Failed, 1.0, 0)],
         )]));
         let after = scrape(&registry);
-        assert!(
-            !after.keys().any(|k| k.contains("queue=\\\"b\\\"")),
-            "{after:?}"
-        );
+        assert!(!after.keys().any(|k| k.contains("queue=b")), "{after:?}");
         // The status changed: only the new one is present.
         let statuses: Vec<&String> = after
             .keys()
