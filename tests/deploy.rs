@@ -1106,11 +1106,25 @@ async fn dashboard_queries_only_metrics_a_running_server_exports() {
     let exprs = dashboard_exprs(&dash);
     assert!(exprs.len() >= 8, "{exprs:?}");
     let wanted: BTreeSet<String> = exprs.iter().flat_map(|e| promql_metrics(e)).collect();
+    // What the issue asks the dashboard to show: per series observed vs forecast vs
+    // served with the interval band, status, staleness and forecast error; API
+    // request rate and latency; expander decisions.
     for must in [
         "prescale_api_requests_total",
         "prescale_api_request_duration_seconds_bucket",
         "prescale_forecast_mase",
         "prescale_series_by_signal",
+        "prescale_series_observed",
+        "prescale_series_forecast",
+        "prescale_series_forecast_lower",
+        "prescale_series_forecast_upper",
+        "prescale_series_served",
+        "prescale_series_status",
+        "prescale_series_staleness_seconds",
+        "prescale_series_forecast_mase",
+        "prescale_series_not_exported",
+        "prescale_expander_decisions_total",
+        "prescale_expander_request_duration_seconds_bucket",
     ] {
         assert!(wanted.contains(must), "the dashboard does not show {must}");
     }
