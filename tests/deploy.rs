@@ -890,6 +890,29 @@ fn examples_refer_to_metrics_prescale_serves() {
     let job = &seq(&scrape, &["scrape_configs"])[0];
     assert_eq!(s(job, &["job_name"]), "prescale");
     assert_eq!(s(job, &["metrics_path"]), "/metrics");
+    // The job keeps the endpoints of the Service port that serves /metrics.
+    let kept_port = seq(job, &["relabel_configs"])
+        .iter()
+        .find(|r| {
+            seq(r, &["source_labels"])
+                .iter()
+                .any(|l| l.as_str() == Some("__meta_kubernetes_endpointslice_port_name"))
+        })
+        .map(|r| s(r, &["regex"]))
+        .expect("the scrape job selects a Service port by name");
+    let service = std::fs::read_to_string(repo().join("deploy/base/service.yaml")).unwrap();
+    let service: Value = serde_yaml::from_str(&service).unwrap();
+    let port = seq(&service, &["spec", "ports"])
+        .iter()
+        .find(|p| s(p, &["name"]) == kept_port)
+        .unwrap_or_else(|| {
+            panic!("the scrape job keeps port {kept_port:?}, which the Service lacks")
+        });
+    assert_eq!(
+        s(port, &["targetPort"]),
+        "http",
+        "port {kept_port} must reach the container's plain-HTTP port (/metrics)"
+    );
 }
 
 #[test]
@@ -906,6 +929,54 @@ fn dockerfile_is_multi_stage_and_non_root() {
     let uid: u32 = user[5..].split(':').next().unwrap().trim().parse().unwrap();
     assert_ne!(uid, 0, "runs as root");
     assert!(text.contains("ENTRYPOINT [\"/usr/local/bin/prescale\"]"));
+}
+
+/// The Dockerfile's builder image can build the locked dependency graph: its Rust
+/// version is at least every locked package's `rust-version`.
+#[test]
+fn dockerfile_builder_is_new_enough_for_the_lockfile() {
+    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let from = text
+        .lines()
+        .find(|l| l.starts_with("FROM rust:"))
+        .expect("the builder stage is FROM rust:<version>");
+    let version =
+        |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse::<u64>().unwrap()).collect() };
+    let image = version(from["FROM rust:".len()..].split(['-', ' ']).next().unwrap());
+    let Ok(cargo) = std::env::var("CARGO") else {
+        eprintln!("SKIP: CARGO is not set (not run by cargo)");
+        return;
+    };
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let too_new: Vec<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let need = p["rust_version"].as_str()?;
+            let mut need = version(need);
+            need.resize(3, 0);
+            let mut have = image.clone();
+            have.resize(3, 0);
+            (need > have).then(|| format!("{} {} needs {need:?}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(
+        too_new.is_empty(),
+        "the builder image rust:{image:?} is too old for: {too_new:?}"
+    );
 }
 
 /// Metric names in a PromQL expression: identifiers that are not functions,
