@@ -31,6 +31,14 @@ const CLUSTER_SERVICE_ACCOUNTS: &[(&str, &str)] = &[
 const CLUSTER_ROLES: &[&str] = &["system:auth-delegator"];
 const KUBE_SYSTEM_ROLES: &[&str] = &["extension-apiserver-authentication-reader"];
 
+/// The seeds' node pools: name, instance type, its cpu (millicores) and memory (GiB),
+/// and the pool's maximum node count.
+const SEED_POOLS: &[(&str, &str, u64, u64, u64)] = &[
+    ("application", "c5.2xlarge", 8_000, 16, 20),
+    ("database", "r5.2xlarge", 8_000, 64, 8),
+    ("cache", "r5.large", 2_000, 16, 6),
+];
+
 /// External metric names served by the node-pool work (src/plan/nodepool.rs).
 const NODEPOOL_METRICS: &[&str] = &["prescale_nodepool_nodes", "prescale_nodepool_balloons"];
 
@@ -858,6 +866,29 @@ fn examples_refer_to_metrics_prescale_serves() {
         assert_eq!(
             s(dep, &["spec", "template", "spec", "priorityClassName"]),
             s(pc, &["metadata", "name"])
+        );
+        // A balloon that fits no node of its pool never makes the cluster-autoscaler
+        // add one; more balloons than the pool can have nodes only sit pending.
+        let &(_, instance, cpu_milli, memory_gi, max_nodes) =
+            SEED_POOLS.iter().find(|p| p.0 == pool).unwrap();
+        let requests = get(
+            &seq(dep, &["spec", "template", "spec", "containers"])[0],
+            &["resources", "requests"],
+        )
+        .unwrap_or_else(|| panic!("{hpa}: the balloon has no requests"));
+        let cpu = prescale::quantity::parse_millicores(s(requests, &["cpu"])).unwrap();
+        let mem = prescale::quantity::parse_units(s(requests, &["memory"])).unwrap();
+        // Room for the kubelet's reservations and DaemonSets: 100m and 1Gi at least.
+        assert!(
+            cpu + 100 <= cpu_milli && mem + (1 << 30) <= memory_gi << 30,
+            "{hpa}: requests {cpu}m / {mem} bytes do not fit a {instance}"
+        );
+        let max = get(h, &["spec", "maxReplicas"])
+            .and_then(Value::as_u64)
+            .unwrap();
+        assert!(
+            max <= max_nodes,
+            "{hpa}: maxReplicas {max} above the pool's {max_nodes} nodes"
         );
     }
     // The balloon math the HPAs rely on: target 1 → exactly `count` replicas.
