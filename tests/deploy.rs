@@ -796,6 +796,12 @@ fn examples_refer_to_metrics_prescale_serves() {
             get(h, &["spec", "behavior", "scaleDown"]).is_some(),
             "{name}: behavior"
         );
+        // The behavior is valid by the rules the backtester's HPA model enforces
+        // (known fields, policy values and periods in range).
+        let manifest = serde_yaml::to_string(h).unwrap();
+        if let Err(e) = prescale::backtest::behavior::Behavior::from_yaml(&manifest) {
+            panic!("{name}: spec.behavior: {e}");
+        }
         for m in seq(h, &["spec", "metrics"]) {
             let t = s(m, &["type"]);
             let key = match t {
