@@ -500,6 +500,36 @@ mod tests {
     }
 
     #[test]
+    fn a_hundred_thousand_series_export_at_most_the_limit() {
+        let (shared, _clock, registry) = setup(1_000);
+        let signals: Vec<(String, Vec<SeriesEntry>)> = (0..10)
+            .map(|s| {
+                let series = (0..10_000)
+                    .map(|i| entry(&format!("q{i:05}"), Status::Ok, 1.0, 0))
+                    .collect();
+                (format!("signal_{s}"), series)
+            })
+            .collect();
+        let refs: Vec<(&str, Vec<SeriesEntry>)> = signals
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.clone()))
+            .collect();
+        shared.publish(snapshot(&refs));
+        let s = scrape(&registry);
+        // 1000 series x 8 gauges, plus the count of those left out.
+        assert_eq!(s.len(), 8 * 1_000 + 1);
+        assert_eq!(s["prescale_series_not_exported"], 99_000.0);
+        for n in 0..10 {
+            let per_signal = s
+                .keys()
+                .filter(|k| k.starts_with("prescale_series_served{"))
+                .filter(|k| k.contains(&format!("signal=\"signal_{n}\"")))
+                .count();
+            assert_eq!(per_signal, 100);
+        }
+    }
+
+    #[test]
     fn fair_shares_hand_on_what_small_signals_leave() {
         assert_eq!(fair_shares(&[100, 1, 100], 10), vec![4, 1, 5]);
         assert_eq!(fair_shares(&[3, 3], 100), vec![3, 3]);
