@@ -53,6 +53,7 @@ fn snapshot() -> Snapshot {
             value: 1234.567 + f64::from(i),
             timestamp_ms: 1_790_000_000_000,
             window_s: 60,
+            expires_ms: i64::MAX,
             detail: SeriesDetail::default(),
         })
         .collect();
@@ -62,6 +63,7 @@ fn snapshot() -> Snapshot {
         MetricEntry {
             namespaces: None,
             series,
+            error: None,
         },
     );
     Snapshot {

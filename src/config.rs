@@ -421,6 +421,86 @@ pub struct ServerConfig {
     /// prescale's own metrics on `/metrics`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Protection against large, slow and many clients.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// After SIGTERM: how long in-flight requests get to finish before the
+    /// process exits anyway (below the pod's `terminationGracePeriodSeconds`).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace: Duration,
+}
+
+const fn default_shutdown_grace() -> Duration {
+    // Kubernetes' default terminationGracePeriodSeconds is 30 s: leave it room.
+    Duration(std::time::Duration::from_secs(10))
+}
+
+/// Size, time and count limits of the HTTPS and plain-HTTP servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest request head (request line and headers), bytes; at least 8192.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Largest declared request body, bytes (the API is read-only: bodies are refused, never read).
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    /// Time a client has to send a complete request head (slow clients are cut off).
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout: Duration,
+    /// A connection without a request for this long is closed (idle HTTP/2
+    /// connections would otherwise hold a connection slot forever).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Concurrent connections per port; beyond it, new connections wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    #[serde(default = "default_http2_max_streams")]
+    pub http2_max_streams: u32,
+}
+
+const fn default_max_header_bytes() -> usize {
+    // Front-proxy headers carry a user's groups and extras: 64 KiB is generous.
+    64 * 1024
+}
+const fn default_max_body_bytes() -> u64 {
+    64 * 1024
+}
+const fn default_header_read_timeout() -> Duration {
+    // The kube-apiserver sends a request head at once; only a slow client needs more.
+    Duration(std::time::Duration::from_secs(10))
+}
+const fn default_tls_handshake_timeout() -> Duration {
+    Duration(std::time::Duration::from_secs(10))
+}
+const fn default_idle_timeout() -> Duration {
+    // The kube-apiserver reconnects at once when it needs to: closing is cheap.
+    Duration(std::time::Duration::from_secs(300))
+}
+const fn default_max_connections() -> usize {
+    4096
+}
+const fn default_http2_max_streams() -> u32 {
+    // The kube-apiserver multiplexes every HPA's requests over few connections.
+    250
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: default_max_header_bytes(),
+            max_body_bytes: default_max_body_bytes(),
+            header_read_timeout: default_header_read_timeout(),
+            tls_handshake_timeout: default_tls_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            http2_max_streams: default_http2_max_streams(),
+        }
+    }
 }
 
 /// prescale's own metrics (`/metrics`).
@@ -464,6 +544,8 @@ impl Default for ServerConfig {
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
             metrics: MetricsConfig::default(),
+            limits: LimitsConfig::default(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -727,6 +809,18 @@ impl ServerConfig {
                     .to_string(),
             );
         }
+        if self.limits.max_header_bytes < 8192 {
+            problems.push(format!(
+                "server.limits.max_header_bytes: must be at least 8192 (the HTTP/1 parser's minimum buffer), got {}",
+                self.limits.max_header_bytes
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            problems.push("server.limits.max_connections: must be at least 1, got 0".to_string());
+        }
+        if self.limits.http2_max_streams == 0 {
+            problems.push("server.limits.http2_max_streams: must be at least 1, got 0".to_string());
+        }
         if self.auth.mode == AuthMode::None {
             for (field, addr) in [
                 ("https_address", self.https_address),
@@ -743,7 +837,7 @@ impl ServerConfig {
 }
 
 /// Whether `s` is a lowercase RFC 1123 label (a Kubernetes namespace name).
-fn is_dns_label(s: &str) -> bool {
+pub(crate) fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
@@ -884,6 +978,31 @@ server:
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");
         }
+    }
+
+    #[test]
+    fn server_limits_have_defaults_and_are_checked() {
+        let c = Config::from_yaml(MINIMAL).unwrap();
+        assert_eq!(c.server.limits, LimitsConfig::default());
+        assert_eq!(c.server.shutdown_grace.as_ms(), 10_000);
+        let text = format!(
+            "{MINIMAL}server:\n  shutdown_grace: 2s\n  limits:\n    max_header_bytes: 100\n    header_read_timeout: 1s\n    max_connections: 0\n"
+        );
+        let Err(Error::Invalid(p)) = Config::from_yaml(&text) else {
+            panic!("tiny limits accepted");
+        };
+        let all = p.join("\n");
+        assert!(
+            all.contains("server.limits.max_header_bytes: must be at least 8192"),
+            "{all}"
+        );
+        assert!(all.contains("server.limits.max_connections"), "{all}");
+        let ok = format!(
+            "{MINIMAL}server:\n  shutdown_grace: 2s\n  limits:\n    header_read_timeout: 1500ms\n"
+        );
+        let c = Config::from_yaml(&ok).unwrap();
+        assert_eq!(c.server.shutdown_grace.as_ms(), 2_000);
+        assert_eq!(c.server.limits.header_read_timeout.as_ms(), 1_500);
     }
 
     #[test]

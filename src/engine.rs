@@ -453,8 +453,15 @@ impl SignalState {
             series: self
                 .series
                 .values()
-                .filter_map(|s| s.entry.clone())
+                .filter_map(|s| {
+                    let mut e = s.entry.clone()?;
+                    e.expires_ms = s
+                        .last_seen_ms
+                        .saturating_add(self.settings.max_staleness_ms);
+                    Some(e)
+                })
                 .collect(),
+            error: self.last_error.clone(),
         }
     }
 }
@@ -538,6 +545,8 @@ fn entry_from(
         value: d.value.unwrap_or(f64::NAN),
         timestamp_ms: last_ms,
         window_s,
+        // Set from the series' last refresh when the snapshot is built.
+        expires_ms: i64::MIN,
         detail: SeriesDetail {
             model: d.model.clone(),
             last_fit_ms: d.last_fit_ms,
@@ -676,6 +685,9 @@ pub struct Engine {
     shared: Shared,
     clock: Arc<dyn Clock>,
     tick: std::time::Duration,
+    /// Whether `tick` was set by [`Engine::with_tick`] (a reload then keeps it).
+    tick_fixed: bool,
+    reloads: Option<tokio::sync::mpsc::Receiver<Reload>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -694,26 +706,51 @@ impl Engine {
         clock: Arc<dyn Clock>,
         metrics: Metrics,
     ) -> Self {
-        let min_step = signals
-            .iter()
-            .map(SignalSettings::step_ms)
-            .min()
-            .unwrap_or(1_000);
-        // Waking at a fraction of the step keeps the served value at most a fraction of a
-        // step behind the grid, without hammering the source (fetches happen only when due).
-        let tick_ms = u64::try_from((min_step / 4).clamp(100, 15_000)).unwrap_or(1_000);
+        let tick = default_tick(&signals);
         Self {
             core: Some(Core::new(signals, metrics)),
             source,
             shared,
             clock,
-            tick: std::time::Duration::from_millis(tick_ms),
+            tick,
+            tick_fixed: false,
+            reloads: None,
         }
+    }
+
+    /// Takes new signals (a config reload) from `reloads` between steps while it runs.
+    pub fn with_reloads(mut self, reloads: tokio::sync::mpsc::Receiver<Reload>) -> Self {
+        self.reloads = Some(reloads);
+        self
+    }
+
+    /// Applies `reload` now: swaps the signals (keeping unchanged ones' state) and
+    /// the source, then publishes, so removed metrics disappear at once.
+    pub fn reload(&mut self, reload: Reload) -> reload::Summary {
+        let Some(core) = self.core.as_mut() else {
+            return reload::Summary::default();
+        };
+        if !self.tick_fixed {
+            self.tick = default_tick(&reload.signals);
+        }
+        if let Some(source) = reload.source {
+            self.source = source;
+        }
+        let summary = core.reconfigure(reload.signals);
+        tracing::info!(
+            kept = ?summary.kept,
+            started = ?summary.started,
+            removed = ?summary.removed,
+            "signals reloaded"
+        );
+        self.shared.publish(core.snapshot(self.clock.now_ms()));
+        summary
     }
 
     /// Wakes up every `tick` instead of the default.
     pub fn with_tick(mut self, tick: std::time::Duration) -> Self {
         self.tick = tick;
+        self.tick_fixed = true;
         self
     }
 
@@ -766,26 +803,65 @@ impl Engine {
         Ok(transitions)
     }
 
-    /// Runs steps every tick until `shutdown` completes.
+    /// Runs steps every tick, and applies reloads between them, until `shutdown`
+    /// completes (also in the middle of a step).
     ///
     /// # Errors
     /// As [`Engine::step`].
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         let mut interval = tokio::time::interval(self.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reloads = self.reloads.take();
         tokio::pin!(shutdown);
         loop {
+            let next_reload = async {
+                match reloads.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 () = &mut shutdown => {
                     tracing::info!("engine stopping");
                     return Ok(());
                 }
+                reload = next_reload => match reload {
+                    Some(reload) => {
+                        self.reload(reload);
+                        // New signals fetch at once, at the new pace.
+                        interval = tokio::time::interval(self.tick);
+                        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    // Nobody can reload any more: keep running as configured.
+                    None => reloads = None,
+                },
                 _ = interval.tick() => {
-                    self.step().await?;
+                    // A step waits on the source (up to its timeout): stop without
+                    // waiting for it, the step's result is of no use any more.
+                    tokio::select! {
+                        r = self.step() => { r?; }
+                        () = &mut shutdown => {
+                            tracing::info!("engine stopping (a refresh was cut short)");
+                            return Ok(());
+                        }
+                    }
                 }
             }
         }
     }
+}
+
+/// How often to wake up for `signals`: a fraction of the shortest step keeps the
+/// served value at most a fraction of a step behind the grid, without hammering the
+/// source (fetches happen only when due).
+fn default_tick(signals: &[SignalSettings]) -> std::time::Duration {
+    let min_step = signals
+        .iter()
+        .map(SignalSettings::step_ms)
+        .min()
+        .unwrap_or(1_000);
+    let tick_ms = u64::try_from((min_step / 4).clamp(100, 15_000)).unwrap_or(1_000);
+    std::time::Duration::from_millis(tick_ms)
 }
 
 /// An error with its causes, on one line.
@@ -799,6 +875,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
+
+pub mod reload;
+pub use reload::Reload;
 
 #[cfg(test)]
 mod tests;

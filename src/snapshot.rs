@@ -40,8 +40,25 @@ pub struct SeriesEntry {
     pub timestamp_ms: i64,
     /// The window the value covers, in seconds (the signal's step).
     pub window_s: u64,
+    /// Unix milliseconds after which the value must not be served: the last refresh
+    /// that returned this series plus the signal's `max_staleness`. Readers check it
+    /// against their own clock ([`SeriesEntry::status_at`]), so a value cannot outlive
+    /// its staleness bound even when the engine stops publishing (a hung source).
+    pub expires_ms: i64,
     /// Why this value: the model, its scores and the forecast, for `/debug/signals`.
     pub detail: SeriesDetail,
+}
+
+impl SeriesEntry {
+    /// The status to serve at `now_ms`: [`Status::Failed`] once the value has
+    /// expired, whatever the engine last said.
+    pub fn status_at(&self, now_ms: i64) -> Status {
+        if now_ms > self.expires_ms {
+            Status::Failed
+        } else {
+            self.status
+        }
+    }
 }
 
 /// The explanation behind a served value.
@@ -69,12 +86,16 @@ pub struct SeriesDetail {
 }
 
 /// Everything one signal serves.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct MetricEntry {
     /// Namespaces allowed to read this metric; `None` means all.
     pub namespaces: Option<Vec<String>>,
     /// One entry per series the signal's query returned.
     pub series: Vec<SeriesEntry>,
+    /// Why the signal's last refresh failed; `None` when it succeeded. A signal can
+    /// fail before it has any series (the source is down at start), and the API
+    /// then says 503 "source failing" rather than 404 "no such series".
+    pub error: Option<String>,
 }
 
 /// The immutable set of everything the server answers with.

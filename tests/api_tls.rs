@@ -60,6 +60,7 @@ fn snapshot(value: f64) -> Snapshot {
         value,
         timestamp_ms: 1_790_000_000_000,
         window_s: 60,
+        expires_ms: i64::MAX,
         detail: SeriesDetail::default(),
     };
     let mut metrics = BTreeMap::new();
@@ -68,6 +69,7 @@ fn snapshot(value: f64) -> Snapshot {
         MetricEntry {
             namespaces: None,
             series: vec![entry("orders", value), entry("payments", 3.0)],
+            error: None,
         },
     );
     Snapshot {

@@ -10,7 +10,11 @@
 //!   from external metrics API"), and only we can say why it is empty.
 //! - A selected series in `failed` status makes the whole answer a **503**: the
 //!   HPA then holds its replica count instead of acting on a partial sum. `stale`
-//!   and `warming` series serve their values.
+//!   and `warming` series serve their values; a series whose value has outlived
+//!   its `max_staleness` (its `expires_ms`, checked on every request) is failed
+//!   whatever the last snapshot said, so no value older than that is ever served.
+//! - A signal whose source is failing and that has no selected series yet (the
+//!   source was down at start) is a **503** "source failing", not a 404.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -84,6 +88,13 @@ fn answer(
 ) -> Result<Vec<u8>, Error> {
     let Path((namespace, metric)) =
         path.map_err(|e| Error::BadRequest(format!("invalid path: {e}")))?;
+    if !crate::config::is_dns_label(&namespace) {
+        // The kube-apiserver only sends namespace names; anything else (`..`, a NUL,
+        // a slash decoded from %2F) is a client crafting paths.
+        return Err(Error::BadRequest(format!(
+            "invalid namespace {namespace:?}: must be a lowercase RFC 1123 label"
+        )));
+    }
     let Query(params) = params.map_err(|e| Error::BadRequest(format!("invalid query: {e}")))?;
     let selector_text = params.label_selector.unwrap_or_default();
     let selector = selector::parse(&selector_text)
@@ -112,6 +123,12 @@ fn answer(
         .filter(|s| selector.matches(&s.labels))
         .collect();
     if selected.is_empty() {
+        if let Some(error) = &entry.error {
+            // The series may well exist: the source cannot say right now.
+            return Err(Error::ServiceUnavailable(format!(
+                "external metric {metric:?}: source failing, no series to serve: {error}; the HPA holds its replica count until it recovers"
+            )));
+        }
         let why = if entry.series.is_empty() {
             format!("external metric {metric:?} has no series: its query currently returns nothing")
         } else {
@@ -124,12 +141,19 @@ fn answer(
             "{why}; an empty list would be an error to the HPA as well, so none is returned"
         )));
     }
-    if let Some(failed) = selected.iter().find(|s| s.status == Status::Failed) {
-        let reason = failed
-            .detail
-            .reason
-            .as_deref()
-            .unwrap_or("its data is older than the allowed staleness");
+    let now_ms = state.clock.now_ms();
+    if let Some(failed) = selected
+        .iter()
+        .find(|s| s.status_at(now_ms) == Status::Failed)
+    {
+        // An expired value says so even if the engine's last word was `stale`.
+        let reason = match (&failed.detail.reason, failed.status) {
+            (Some(r), Status::Failed) => r.clone(),
+            (r, _) => format!(
+                "its data is older than the allowed staleness{}",
+                r.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            ),
+        };
         return Err(Error::ServiceUnavailable(format!(
             "external metric {metric:?} series {} is failed: {reason}; the HPA holds its replica count until it recovers",
             describe(&failed.labels)

@@ -76,8 +76,12 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Time a client has to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head; also the time a new
+    /// connection has to start its first request (HTTP/1 or HTTP/2).
     pub header_read_timeout: Duration,
+    /// A connection with no request for this long is closed (gracefully), so idle
+    /// HTTP/2 connections that answer pings cannot hold connection slots forever.
+    pub idle_timeout: Duration,
     /// Concurrent connections per port; beyond it, accepting waits.
     pub max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
@@ -95,6 +99,8 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
+            // The kube-apiserver reconnects at once when it needs to: cheap to close.
+            idle_timeout: Duration::from_secs(300),
             max_connections: 4096,
             // The kube-apiserver multiplexes every HPA's requests over few connections.
             http2_max_streams: 250,
@@ -149,6 +155,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Size and time limits.
     pub limits: Limits,
+    /// The clock served values' expiry is checked against.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl AppState {
@@ -163,9 +171,10 @@ impl AppState {
         Self {
             metrics: Arc::new(metrics::Metrics::new(shared.clone())),
             shared,
-            auth: Arc::new(auth::Auth::new(auth, clock)),
+            auth: Arc::new(auth::Auth::new(auth, Arc::clone(&clock))),
             registry,
             limits: Limits::default(),
+            clock,
         }
     }
 

@@ -52,6 +52,8 @@ struct SignalsDoc<'a> {
 struct MetricDoc<'a> {
     name: &'a str,
     namespaces: &'a Option<Vec<String>>,
+    /// Why the signal's last refresh failed, if it did.
+    error: &'a Option<String>,
     series: Vec<SeriesDoc<'a>>,
 }
 
@@ -90,6 +92,7 @@ pub async fn signals(State(state): State<AppState>) -> Response {
             .map(|(name, entry)| MetricDoc {
                 name,
                 namespaces: &entry.namespaces,
+                error: &entry.error,
                 series: entry
                     .series
                     .iter()

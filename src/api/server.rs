@@ -3,6 +3,7 @@
 //! certificate. axum's own `serve` cannot pass per-connection TLS identity to
 //! requests, hence this small loop.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,11 +109,18 @@ async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
+    let seen = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         if let Some(peer) = &peer {
             request.extensions_mut().insert(peer.clone());
         }
-        router.clone().oneshot(request)
+        let busy = Busy::new(Arc::clone(&seen));
+        let answer = router.clone().oneshot(request);
+        async move {
+            let _busy = busy;
+            answer.await
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -130,16 +138,72 @@ async fn serve_connection<I>(
         .keep_alive_timeout(Duration::from_secs(10));
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+    // Until its first request a connection gets the header read timeout (hyper
+    // applies it to HTTP/1 heads only: a client silent from the start, or an
+    // HTTP/2 client that never sends its preface, would otherwise stay forever);
+    // after that, the idle timeout.
+    let mut deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+    let mut requests_seen = 0;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped(&mut stop) => {
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.await;
+                return;
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let (started, busy) = activity.get();
+                if started != requests_seen || busy > 0 {
+                    requests_seen = started;
+                    deadline = tokio::time::Instant::now() + limits.idle_timeout;
+                    continue;
+                }
+                tracing::debug!(requests = started, "closing an idle connection");
+                connection.as_mut().graceful_shutdown();
+                // Nothing is in flight: a peer that does not take the hint is dropped.
+                let _ = tokio::time::timeout(limits.header_read_timeout, connection).await;
+                return;
             }
         }
-        _ = stopped(&mut stop) => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
-        }
+    }
+}
+
+/// Requests started on a connection and requests in flight, for the idle check.
+#[derive(Debug, Default)]
+struct Activity {
+    started: AtomicU64,
+    busy: AtomicU64,
+}
+
+impl Activity {
+    fn get(&self) -> (u64, u64) {
+        (
+            self.started.load(Ordering::Acquire),
+            self.busy.load(Ordering::Acquire),
+        )
+    }
+}
+
+/// Marks a request in flight for as long as it lives.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.started.fetch_add(1, Ordering::AcqRel);
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

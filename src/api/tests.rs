@@ -34,6 +34,7 @@ fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
         value,
         timestamp_ms: T0,
         window_s: 60,
+        expires_ms: i64::MAX,
         detail: SeriesDetail {
             model: "holt-winters".into(),
             last_fit_ms: Some(T0 - 600_000),
@@ -60,6 +61,7 @@ fn snapshot() -> Snapshot {
                 series(&[("queue", "audit")], Status::Warming, 3.5),
                 series(&[("queue", "legacy")], Status::Failed, 7.0),
             ],
+            error: None,
         },
     );
     metrics.insert(
@@ -67,6 +69,7 @@ fn snapshot() -> Snapshot {
         MetricEntry {
             namespaces: Some(vec!["shop".into()]),
             series: vec![series(&[], Status::Ok, 0.5)],
+            error: None,
         },
     );
     metrics.insert(
@@ -74,6 +77,7 @@ fn snapshot() -> Snapshot {
         MetricEntry {
             namespaces: None,
             series: vec![],
+            error: None,
         },
     );
     Snapshot {
@@ -421,6 +425,53 @@ async fn a_failed_selected_series_is_503_with_the_reason() {
     )
     .await;
     assert_eq!(a.code, StatusCode::OK);
+}
+
+/// A state serving `entry` as `queue_depth` at `now_ms`.
+fn state_at(entry: MetricEntry, now_ms: i64) -> AppState {
+    let shared = Shared::new();
+    let mut snap = snapshot();
+    snap.metrics.insert("queue_depth".to_string(), entry);
+    shared.publish(snap);
+    AppState::new(
+        shared,
+        AuthMode::None,
+        engine_registry(),
+        Arc::new(SimClock::new(now_ms)),
+    )
+}
+
+#[tokio::test]
+async fn an_expired_value_is_503_even_if_the_snapshot_says_stale() {
+    let mut stale = series(&[("queue", "orders")], Status::Stale, 12.0);
+    stale.expires_ms = T0 + 1_000;
+    let entry = MetricEntry {
+        series: vec![stale],
+        ..MetricEntry::default()
+    };
+    let url = value_url("shop", "queue_depth", None);
+    // Up to its expiry the value is served; one millisecond later it is not.
+    let a = send(router(state_at(entry.clone(), T0 + 1_000)), get(&url)).await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    let a = send(router(state_at(entry, T0 + 1_001)), get(&url)).await;
+    let msg = assert_status(&a, 503, "ServiceUnavailable");
+    assert!(msg.contains("older than the allowed staleness"), "{msg}");
+}
+
+#[tokio::test]
+async fn a_failing_source_without_series_is_503_not_404() {
+    let entry = MetricEntry {
+        error: Some("connection refused".into()),
+        ..MetricEntry::default()
+    };
+    let url = value_url("shop", "queue_depth", None);
+    let a = send(router(state_at(entry, T0)), get(&url)).await;
+    let msg = assert_status(&a, 503, "ServiceUnavailable");
+    assert!(msg.contains("source failing"), "{msg}");
+    assert!(msg.contains("connection refused"), "{msg}");
+    // Without the error, an empty signal is still a 404 (the query returns nothing).
+    let a = send(router(state_at(MetricEntry::default(), T0)), get(&url)).await;
+    assert_status(&a, 404, "NotFound");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use prescale::api::auth::{FrontProxy, StaticAuthorizer};
-use prescale::api::{AuthMode, TlsSource};
+use prescale::api::{AuthMode, Limits, TlsSource};
 use prescale::clock::{Clock, SystemClock};
 use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
@@ -22,6 +22,9 @@ use prescale::snapshot::Shared;
 use prescale::source::file::FileSource;
 use prescale::source::prometheus::PrometheusSource;
 use prescale::source::Source;
+
+#[cfg(unix)]
+mod reload;
 
 /// Arguments of `prescale serve`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +43,25 @@ pub struct Args {
     /// (local use only: refuses non-loopback addresses).
     #[arg(long, value_parser = parse_auth)]
     pub auth: Option<config::AuthMode>,
+    /// How often the config file is checked for changes (a changed file is
+    /// reloaded as on SIGHUP); `off` to reload on SIGHUP only.
+    #[arg(long, default_value = "10s", value_parser = parse_check_interval)]
+    pub config_check_interval: CheckInterval,
+}
+
+/// How often `--config` is checked for changes; `None` is never.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckInterval(Option<std::time::Duration>);
+
+fn parse_check_interval(s: &str) -> Result<CheckInterval, String> {
+    if s == "off" {
+        return Ok(CheckInterval(None));
+    }
+    let ms = config::parse_duration_ms(s)?;
+    if ms == 0 {
+        return Err("must be positive or `off`".to_string());
+    }
+    Ok(CheckInterval(Some(std::time::Duration::from_millis(ms))))
 }
 
 fn parse_auth(s: &str) -> Result<config::AuthMode, String> {
@@ -110,11 +132,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(args))
+    let result = runtime.block_on(serve(args));
+    // A model fit still running on a blocking thread must not hold the exit: the
+    // shutdown grace is already spent.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut loaded: Option<(PathBuf, Config)> = None;
     let (signals, source, mut server): (Vec<SignalConfig>, Arc<dyn Source>, ServerConfig) =
         match &args.config {
             Some(path) => {
@@ -122,6 +149,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                     .with_context(|| format!("{} is not a valid configuration", path.display()))?;
                 let source = PrometheusSource::new(&config.prometheus)
                     .context("cannot set up the Prometheus client")?;
+                loaded = Some((path.clone(), config.clone()));
                 (config.signals, Arc::new(source), config.server)
             }
             None => {
@@ -154,24 +182,37 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Registered now so that /metrics lists the expander's families from the start;
     // the handle goes to the expander (`Expander::with_metrics`) where it is started.
     let _expander_metrics = prescale::expander::Metrics::new(&mut registry);
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         settings,
         source,
         shared.clone(),
         Arc::clone(&clock),
         metrics,
     );
+    // Config reload on SIGHUP; the bundled traces have no file to reload.
+    let mut reloader_task = None;
+    #[cfg(unix)]
+    if let Some((path, config)) = loaded {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        engine = engine.with_reloads(rx);
+        let reloader = reload::Reloader::new(path, config, tx, &mut registry);
+        reloader_task = Some(tokio::spawn(reloader.run(args.config_check_interval.0)));
+    }
+    #[cfg(not(unix))]
+    drop(loaded);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let api_settings = prescale::api::Settings::new(
+    let mut api_settings = prescale::api::Settings::new(
         server.https_address,
         server.http_address,
         tls_source(&server),
         auth_mode(&server).await?,
     );
+    api_settings.limits = limits(&server);
+    let grace = server.shutdown_grace.as_std();
     let api =
         prescale::api::Server::bind(api_settings, shared, Arc::new(registry), Arc::clone(&clock))
             .await
@@ -194,23 +235,39 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     // Either half ending early (an error) stops the other: never serve without a
     // live engine, nor refresh for nobody.
-    let (engine_result, api_result) = tokio::select! {
+    // The API stops accepting at once and gives open connections the grace; the
+    // engine stops at once, even mid-refresh. Whatever is left after the grace (and
+    // a little for the API to close what it cut off) is abandoned.
+    let bound = grace + std::time::Duration::from_secs(1);
+    let finish = |engine_task: tokio::task::JoinHandle<_>, api_task: tokio::task::JoinHandle<_>| async move {
+        tokio::time::timeout(bound, async { (engine_task.await, api_task.await) }).await
+    };
+    let finished = tokio::select! {
         () = shutdown_signal() => {
-            tracing::info!("shutting down");
+            tracing::info!(grace = ?grace, "shutting down: no new connections, open ones get the grace");
             let _ = stop_tx.send(true);
-            (engine_task.await, api_task.await)
+            finish(engine_task, api_task).await
         }
         r = &mut engine_task => {
             tracing::error!("engine stopped; stopping the API");
             let _ = stop_tx.send(true);
-            (r, api_task.await)
+            tokio::time::timeout(bound, api_task).await.map(|a| (r, a))
         }
         r = &mut api_task => {
             tracing::error!("API stopped; stopping the engine");
             let _ = stop_tx.send(true);
-            (engine_task.await, r)
+            tokio::time::timeout(bound, engine_task).await.map(|e| (e, r))
         }
     };
+    if let Some(task) = reloader_task {
+        task.abort();
+    }
+    let (engine_result, api_result) = finished.map_err(|_| {
+        anyhow::anyhow!(
+            "did not stop within server.shutdown_grace ({grace:?}) and a second; exiting anyway"
+        )
+    })?;
+    tracing::info!("stopped");
     engine_result.context("engine task")?.context("engine")?;
     api_result.context("API task")?.context("API")?;
     Ok(())
@@ -226,6 +283,21 @@ fn local_server() -> ServerConfig {
     server.tls.cert_dir = std::env::temp_dir().join("prescale-serving-cert");
     server.auth.mode = config::AuthMode::None;
     server
+}
+
+/// The API's limits from the config; the shutdown grace is how long connections drain.
+fn limits(server: &ServerConfig) -> Limits {
+    let l = &server.limits;
+    Limits {
+        max_header_bytes: l.max_header_bytes,
+        max_body_bytes: l.max_body_bytes,
+        tls_handshake_timeout: l.tls_handshake_timeout.as_std(),
+        header_read_timeout: l.header_read_timeout.as_std(),
+        idle_timeout: l.idle_timeout.as_std(),
+        max_connections: l.max_connections,
+        http2_max_streams: l.http2_max_streams,
+        drain_timeout: server.shutdown_grace.as_std(),
+    }
 }
 
 fn tls_source(server: &ServerConfig) -> TlsSource {

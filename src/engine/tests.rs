@@ -174,6 +174,43 @@ fn source_failure_goes_stale_then_failed_then_recovers() {
 }
 
 #[test]
+fn served_values_expire_max_staleness_after_their_last_refresh() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let l = labels(&[("queue", "a")]);
+    let now = 500 * STEP + 7;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &l), &m);
+    let e = s.entry().series[0].clone();
+    assert_eq!(e.expires_ms, now + 5 * STEP);
+    assert_eq!(e.status_at(now + 5 * STEP), Status::Ok);
+    assert_eq!(e.status_at(now + 5 * STEP + 1), Status::Failed);
+    // Failing refreshes do not extend it.
+    let later = now + 2 * STEP;
+    let r = s.due(later).unwrap();
+    s.apply(later, r, Err("timeout".into()), &m);
+    let e = &s.entry().series[0];
+    assert_eq!((e.status, e.expires_ms), (Status::Stale, now + 5 * STEP));
+}
+
+#[test]
+fn a_source_failing_from_the_start_is_a_signal_error() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, Err("connection refused".into()), &m);
+    let e = s.entry();
+    assert!(e.series.is_empty());
+    assert_eq!(e.error.as_deref(), Some("connection refused"));
+    // The first successful refresh clears it.
+    let r = s.due(now + STEP).unwrap();
+    s.apply(now + STEP, r, fetched(r, &labels(&[])), &m);
+    let e = s.entry();
+    assert_eq!((e.series.len(), e.error), (1, None));
+}
+
+#[test]
 fn an_outage_longer_than_the_window_keeps_the_series_failed() {
     let m = Metrics::unregistered();
     let mut s = SignalState::new(settings("a"));
@@ -363,6 +400,76 @@ async fn run_stops_on_shutdown() {
     }));
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert!(shared.is_ready());
+    tx.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+/// A source that never answers (a Prometheus that accepted the connection and hung).
+struct Hanging;
+
+impl Source for Hanging {
+    fn fetch<'a>(
+        &'a self,
+        _query: &'a str,
+        _range: Range,
+    ) -> crate::source::BoxFuture<'a, crate::source::Result<Vec<LabeledSeries>>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn run_stops_on_shutdown_even_in_a_hung_refresh() {
+    let engine = Engine::new(
+        vec![settings("a")],
+        Arc::new(Hanging),
+        Shared::new(),
+        Arc::new(SimClock::new(STEP * 10)),
+        Metrics::unregistered(),
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async move {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), task)
+        .await
+        .expect("the engine waited for a refresh that never ends")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn reloads_arrive_between_steps_and_publish_at_once() {
+    let source = FileSource::new(0)
+        .with_recording("q_a", vec![])
+        .with_recording("q_b", vec![]);
+    let shared = Shared::new();
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let engine = Engine::new(
+        vec![settings("a")],
+        Arc::new(source),
+        shared.clone(),
+        Arc::new(SimClock::new(STEP * 10)),
+        Metrics::unregistered(),
+    )
+    .with_tick(std::time::Duration::from_millis(5))
+    .with_reloads(reload_rx);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(engine.run(async move {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(shared.load().metrics.keys().collect::<Vec<_>>(), vec!["a"]);
+    reload_tx
+        .send(Reload {
+            signals: vec![settings("b")],
+            source: None,
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(shared.load().metrics.keys().collect::<Vec<_>>(), vec!["b"]);
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
 }

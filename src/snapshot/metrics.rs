@@ -185,7 +185,9 @@ impl Gauges {
             .get_or_create(&StatusLabels {
                 signal: labels.signal.clone(),
                 series: labels.series.clone(),
-                status: status_name(s.status),
+                // As the API answers now: an expired value is failed even when the
+                // engine has not published since.
+                status: status_name(s.status_at(now_ms)),
             })
             .set(1);
     }
@@ -309,6 +311,7 @@ mod tests {
             status,
             value,
             timestamp_ms,
+            expires_ms: i64::MAX,
             window_s: 60,
             detail: SeriesDetail {
                 model: "ets".into(),
@@ -334,6 +337,7 @@ mod tests {
                         MetricEntry {
                             namespaces: None,
                             series: series.clone(),
+                            error: None,
                         },
                     )
                 })
@@ -432,6 +436,19 @@ mod tests {
             .find(|(k, _)| k.starts_with("prescale_series_staleness_seconds"))
             .unwrap();
         assert_eq!(*stale.1, 2.5);
+
+        // Past its expiry the series reads failed, as the API would answer it,
+        // even though the engine has not published since.
+        let mut expiring = entry("tasks", Status::Ok, 3.0, 100_000);
+        expiring.expires_ms = 103_000;
+        shared.publish(snapshot(&[("rabbitmq", vec![expiring])]));
+        assert!(scrape(&registry)
+            .keys()
+            .any(|k| k.contains("status=\"ok\"")));
+        clock.advance(1_000);
+        let s = scrape(&registry);
+        assert!(s.keys().any(|k| k.contains("status=\"failed\"")), "{s:?}");
+        assert!(!s.keys().any(|k| k.contains("status=\"ok\"")));
     }
 
     #[test]

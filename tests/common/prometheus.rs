@@ -44,23 +44,7 @@ impl Prometheus {
     /// When the binaries are missing, backfilling fails or Prometheus does not get ready.
     pub fn start(series: &[LabeledSeries]) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let om = dir.path().join("backfill.om");
-        let mut text = Vec::new();
-        write_openmetrics(series, &mut text).expect("series are writable as OpenMetrics");
-        std::fs::write(&om, &text).expect("write OpenMetrics file");
-        let data = dir.path().join("data");
-        let out = Command::new("promtool")
-            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-            .arg(&om)
-            .arg(&data)
-            .output()
-            .expect("promtool runs (apt-get install prometheus)");
-        assert!(
-            out.status.success(),
-            "promtool failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        backfill(dir.path(), series);
         std::fs::write(
             dir.path().join("prometheus.yml"),
             "global:\n  scrape_interval: 1h\nscrape_configs: []\n",
@@ -102,6 +86,15 @@ impl Prometheus {
     /// Starts Prometheus again on the same port over the same data, and waits until ready.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Starts Prometheus again on the same port over a new TSDB holding only
+    /// `series` (as after losing its volume), and waits until ready.
+    pub fn restart_fresh(&mut self, series: &[LabeledSeries]) {
+        self.stop();
+        std::fs::remove_dir_all(self.data_dir()).expect("remove the old TSDB");
+        backfill(self.dir.path(), series);
         self.spawn();
     }
 
@@ -162,6 +155,26 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Writes `series` as OpenMetrics in `dir` and backfills a TSDB in `dir/data` from it.
+fn backfill(dir: &Path, series: &[LabeledSeries]) {
+    let om = dir.join("backfill.om");
+    let mut text = Vec::new();
+    write_openmetrics(series, &mut text).expect("series are writable as OpenMetrics");
+    std::fs::write(&om, &text).expect("write OpenMetrics file");
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+        .arg(&om)
+        .arg(dir.join("data"))
+        .output()
+        .expect("promtool runs (apt-get install prometheus)");
+    assert!(
+        out.status.success(),
+        "promtool failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A loopback address with a port that was free a moment ago.
