@@ -62,6 +62,7 @@ fn snapshot() -> Snapshot {
         "queue_depth".to_string(),
         MetricEntry {
             namespaces: None,
+            custom: None,
             series,
             error: None,
         },

@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod custom;
+
+pub use custom::CustomConfig;
+
 /// Errors from reading and validating a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -367,6 +371,10 @@ pub struct SignalConfig {
     /// Less observed history than this: the series is warming and serves its latest value.
     #[serde(default = "default_min_history")]
     pub min_history: Duration,
+    /// Serve this signal on `custom.metrics.k8s.io` (as a Pods or Object metric)
+    /// instead of `external.metrics.k8s.io`; absent means external.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomConfig>,
 }
 
 const fn default_step() -> Duration {
@@ -778,6 +786,11 @@ impl SignalConfig {
         if let Err(e) = crate::forecast::ModelSpec::by_name(&self.model) {
             problems.push(format!("{at}.model: {e}"));
         }
+        if let Some(custom) = &self.custom {
+            if let Err(ps) = custom.mapping(&format!("{at}.custom")) {
+                problems.extend(ps);
+            }
+        }
         if let Some(ns) = &self.namespaces {
             for (j, n) in ns.iter().enumerate() {
                 if !is_dns_label(n) {
@@ -1015,8 +1028,45 @@ server:
             "rabbitmq_queue_messages_ready",
             "qdrant_search_latency_seconds",
             "packets_per_second",
+            "packets-per-second",
+            "qdrant_search_latency",
         ] {
             assert!(names.contains(&want), "{want} missing from the example");
         }
+        let kind = |name: &str| {
+            c.signals
+                .iter()
+                .find(|s| s.name.as_str() == name)
+                .and_then(|s| s.custom.as_ref())
+                .map(|c| c.metric_type)
+        };
+        assert_eq!(
+            kind("packets-per-second"),
+            Some(custom::MetricTypeConfig::Pods)
+        );
+        assert_eq!(
+            kind("qdrant_search_latency"),
+            Some(custom::MetricTypeConfig::Object)
+        );
+        assert_eq!(kind("cpu_utilisation"), None, "external by default");
+    }
+
+    #[test]
+    fn custom_problems_name_their_signal() {
+        let text = format!(
+            "{MINIMAL}    custom:\n      type: Pods\n      resources:\n        overrides:\n          deployment: {{group: apps, resource: deployment}}\n"
+        );
+        let Err(Error::Invalid(problems)) = Config::from_yaml(&text) else {
+            panic!("a namespaced workload without a namespace label accepted");
+        };
+        assert!(
+            problems[0].starts_with("signals[0].custom.resources.overrides: label \"deployment\""),
+            "{problems:?}"
+        );
+        let bad_type =
+            format!("{MINIMAL}    custom: {{type: Gauge, resources: {{overrides: {{}}}}}}\n");
+        let err = Config::from_yaml(&bad_type).unwrap_err();
+        let err = std::error::Error::source(&err).unwrap().to_string();
+        assert!(err.contains("signals[0].custom.type"), "{err}");
     }
 }

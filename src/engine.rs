@@ -29,6 +29,7 @@ use rayon::prelude::*;
 
 use crate::clock::Clock;
 use crate::config::SignalConfig;
+use crate::custom::Mapping;
 use crate::forecast::ModelSpec;
 use crate::plan::tracker::INTERVAL;
 use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
@@ -68,6 +69,8 @@ pub struct SignalSettings {
     pub max_staleness_ms: i64,
     /// Namespaces allowed to read the metric; all when `None`.
     pub namespaces: Option<Vec<String>>,
+    /// For a custom metric, which objects its series describe; `None`: external.
+    pub custom: Option<Arc<Mapping>>,
     /// How each series is fitted and served (its `step_ms` is the signal's grid).
     pub tracker: TrackerSettings,
 }
@@ -86,9 +89,19 @@ impl SignalSettings {
             signal: c.name.to_string(),
             message: e.to_string(),
         })?;
+        let custom = match &c.custom {
+            Some(custom) => Some(Arc::new(custom.mapping("custom").map_err(|problems| {
+                Error::Signal {
+                    signal: c.name.to_string(),
+                    message: problems.join("; "),
+                }
+            })?)),
+            None => None,
+        };
         Ok(Self {
             name: c.name.to_string(),
             query: c.query.clone(),
+            custom,
             history_ms: c.history.as_ms(),
             max_staleness_ms: c.max_staleness.as_ms(),
             namespaces: c.namespaces.clone(),
@@ -450,6 +463,7 @@ impl SignalState {
     pub fn entry(&self) -> MetricEntry {
         MetricEntry {
             namespaces: self.settings.namespaces.clone(),
+            custom: self.settings.custom.clone(),
             series: self
                 .series
                 .values()

@@ -1,7 +1,10 @@
 //! The Kubernetes side of the API's authentication and authorization: the
 //! TokenReview and SubjectAccessReview implementations of the `api::auth` traits,
 //! and the reader of the front-proxy (request-header) settings the kube-apiserver
-//! publishes in `kube-system/extension-apiserver-authentication`.
+//! publishes in `kube-system/extension-apiserver-authentication`. Pods by
+//! selector, for Pods metrics, are in [`pods`].
+
+pub mod pods;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -219,15 +222,21 @@ fn access_review(attributes: &Attributes) -> SubjectAccessReview {
     let (resource_attributes, non_resource_attributes) = match &attributes.target {
         Target::Resource {
             group,
+            version,
             resource,
+            subresource,
+            name,
             namespace,
         } => (
             Some(ResourceAttributes {
                 group: Some(group.clone()),
                 resource: Some(resource.clone()),
-                namespace: Some(namespace.clone()),
+                subresource: subresource.clone(),
+                name: name.clone(),
+                // Empty means cluster-scoped (a node, a namespace itself).
+                namespace: (!namespace.is_empty()).then(|| namespace.clone()),
                 verb: Some(attributes.verb.clone()),
-                version: Some(crate::api::discovery::VERSION.to_string()),
+                version: Some(version.clone()),
                 ..ResourceAttributes::default()
             }),
             None,
@@ -376,7 +385,10 @@ mod tests {
             verb: "get".into(),
             target: Target::Resource {
                 group: "external.metrics.k8s.io".into(),
+                version: "v1beta1".into(),
                 resource: "queue_depth".into(),
+                subresource: None,
+                name: None,
                 namespace: "shop".into(),
             },
         };
@@ -406,5 +418,48 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(decision_from_review(&answer), Decision::Allow);
+    }
+
+    #[test]
+    fn custom_metric_reviews_ask_for_resource_slash_metric() {
+        let ask = |target: Target| {
+            let attributes = Attributes {
+                user: UserInfo::default(),
+                verb: "get".into(),
+                target,
+            };
+            serde_json::to_value(access_review(&attributes)).unwrap()["spec"]["resourceAttributes"]
+                .clone()
+        };
+        let ra = ask(Target::Resource {
+            group: "custom.metrics.k8s.io".into(),
+            version: "v1beta2".into(),
+            resource: "pods".into(),
+            subresource: Some("packets-per-second".into()),
+            name: Some("*".into()),
+            namespace: "conexus".into(),
+        });
+        assert_eq!(
+            ra,
+            serde_json::json!({
+                "group": "custom.metrics.k8s.io",
+                "version": "v1beta2",
+                "resource": "pods",
+                "subresource": "packets-per-second",
+                "name": "*",
+                "namespace": "conexus",
+                "verb": "get",
+            })
+        );
+        let ra = ask(Target::Resource {
+            group: "custom.metrics.k8s.io".into(),
+            version: "v1beta1".into(),
+            resource: "nodes".into(),
+            subresource: Some("node_packets".into()),
+            name: Some("node-1".into()),
+            namespace: String::new(),
+        });
+        assert!(ra.get("namespace").is_none(), "cluster-scoped: {ra}");
+        assert_eq!(ra["version"], "v1beta1");
     }
 }

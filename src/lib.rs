@@ -9,6 +9,7 @@ pub mod api;
 pub mod backtest;
 pub mod clock;
 pub mod config;
+pub mod custom;
 pub mod engine;
 pub mod eval;
 pub mod expander;

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::custom::Mapping;
 use crate::series::Labels;
 
 /// How far a series' served value can be trusted.
@@ -96,6 +97,21 @@ pub struct MetricEntry {
     /// fail before it has any series (the source is down at start), and the API
     /// then says 503 "source failing" rather than 404 "no such series".
     pub error: Option<String>,
+    /// For a custom metric (`custom.metrics.k8s.io`): which objects its series
+    /// describe; `None` for an external metric.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_mapping"
+    )]
+    pub custom: Option<Arc<Mapping>>,
+}
+
+/// `Arc` is not `Serialize` without serde's `rc` feature; the mapping inside is.
+fn serialize_mapping<S: serde::Serializer>(
+    mapping: &Option<Arc<Mapping>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&mapping.as_deref(), serializer)
 }
 
 /// The immutable set of everything the server answers with.

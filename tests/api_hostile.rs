@@ -372,7 +372,6 @@ async fn slow_trickling_and_idle_clients_do_not_hold_connections() {
         .await
         .unwrap();
     assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let started = Instant::now();
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), h2.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "a silent HTTP/2 connection is held open");

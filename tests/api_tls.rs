@@ -68,6 +68,7 @@ fn snapshot(value: f64) -> Snapshot {
         "queue_depth".to_string(),
         MetricEntry {
             namespaces: None,
+            custom: None,
             series: vec![entry("orders", value), entry("payments", 3.0)],
             error: None,
         },

@@ -114,6 +114,7 @@ fn signal() -> SignalSettings {
         history_ms: HISTORY_STEPS as i64 * STEP,
         max_staleness_ms: 3 * STEP,
         namespaces: None,
+        custom: None,
         tracker: TrackerSettings {
             spec: ModelSpec::by_name("seasonal-naive").unwrap(),
             step_ms: STEP,

@@ -87,6 +87,7 @@ fn signal(name: &str, query: &str) -> SignalSettings {
         history_ms: HISTORY_STEPS as i64 * STEP,
         max_staleness_ms: MAX_STALENESS,
         namespaces: None,
+        custom: None,
         tracker: TrackerSettings {
             spec: ModelSpec::by_name("seasonal-naive").unwrap(),
             step_ms: STEP,

@@ -171,13 +171,22 @@ pub trait TokenReviewer: Send + Sync {
 /// What is being accessed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// A resource in an API group (an external metric in a namespace).
+    /// A resource in an API group: an external metric in a namespace, or a
+    /// custom metric of an object (resource `<resource>`, subresource the metric,
+    /// which RBAC reads as `<resource>/<metric>`).
     Resource {
-        /// API group, `external.metrics.k8s.io`.
+        /// API group, `external.metrics.k8s.io` or `custom.metrics.k8s.io`.
         group: String,
-        /// Resource: the metric name.
+        /// The group's version the request used.
+        version: String,
+        /// Resource: the external metric's name, or the described objects'
+        /// resource (`pods`, `statefulsets.apps`) for a custom metric.
         resource: String,
-        /// The namespace asked about.
+        /// The custom metric's name; `None` for external metrics.
+        subresource: Option<String>,
+        /// The described object's name (`*` for all pods); `None` for external metrics.
+        name: Option<String>,
+        /// The namespace asked about; empty for cluster-scoped objects.
         namespace: String,
     },
     /// A path that is not a resource (discovery).
@@ -263,7 +272,9 @@ pub struct StaticAuthorizer {
 pub struct Rule {
     /// User name, or any user.
     pub user: Option<String>,
-    /// Metric (resource) name, or any; non-resource paths need `None`.
+    /// Resource as RBAC writes it (an external metric's name, or
+    /// `<resource>/<metric>` for a custom metric), or any; non-resource paths
+    /// need `None`.
     pub resource: Option<String>,
     /// Namespace, or any; non-resource paths need `None`.
     pub namespace: Option<String>,
@@ -304,13 +315,20 @@ impl Authorizer for StaticAuthorizer {
             let (resource, namespace) = match &attributes.target {
                 Target::Resource {
                     resource,
+                    subresource,
                     namespace,
                     ..
-                } => (Some(resource.as_str()), Some(namespace.as_str())),
+                } => (
+                    Some(match subresource {
+                        Some(sub) => format!("{resource}/{sub}"),
+                        None => resource.clone(),
+                    }),
+                    Some(namespace.as_str()),
+                ),
                 Target::NonResource { .. } => (None, None),
             };
             fits(&rule.user, Some(&attributes.user.username))
-                && fits(&rule.resource, resource)
+                && fits(&rule.resource, resource.as_deref())
                 && fits(&rule.namespace, namespace)
         });
         let decision = if allowed {
@@ -526,11 +544,26 @@ fn forbidden_message(attributes: &Attributes, reason: &str) -> String {
         Target::Resource {
             group,
             resource,
+            subresource,
             namespace,
-        } => format!(
-            "user {user:?} cannot {} resource {resource:?} in API group {group:?} in the namespace {namespace:?}",
-            attributes.verb
-        ),
+            ..
+        } => {
+            let resource = match subresource {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.clone(),
+            };
+            if namespace.is_empty() {
+                format!(
+                    "user {user:?} cannot {} resource {resource:?} in API group {group:?} at the cluster scope",
+                    attributes.verb
+                )
+            } else {
+                format!(
+                    "user {user:?} cannot {} resource {resource:?} in API group {group:?} in the namespace {namespace:?}",
+                    attributes.verb
+                )
+            }
+        }
         Target::NonResource { path } => {
             format!("user {user:?} cannot {} path {path:?}", attributes.verb)
         }
@@ -567,7 +600,10 @@ mod tests {
     fn metric(ns: &str) -> Target {
         Target::Resource {
             group: "external.metrics.k8s.io".into(),
+            version: "v1beta1".into(),
             resource: "queue_depth".into(),
+            subresource: None,
+            name: None,
             namespace: ns.into(),
         }
     }
@@ -712,6 +748,31 @@ mod tests {
         ]);
         assert_eq!(auth.check(&masters, Some(&peer), metric("x")).await, Ok(()));
         assert_eq!(authz.calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn cached_decisions_are_per_group() {
+        let clock = Arc::new(SimClock::new(0));
+        let authz = Arc::new(StaticAuthorizer::allow_all());
+        let auth = Auth::new(
+            delegated(Arc::new(StaticTokens::new()), authz.clone()),
+            clock,
+        );
+        let h = headers(&[("X-Remote-User", "hpa")]);
+        let peer = cert("front-proxy-client");
+        let custom = Target::Resource {
+            group: "custom.metrics.k8s.io".into(),
+            version: "v1beta2".into(),
+            resource: "queue_depth".into(),
+            subresource: None,
+            name: None,
+            namespace: "a".into(),
+        };
+        assert_eq!(auth.check(&h, Some(&peer), metric("a")).await, Ok(()));
+        assert_eq!(auth.check(&h, Some(&peer), custom.clone()).await, Ok(()));
+        assert_eq!(authz.calls(), 2, "same resource, other group: asked again");
+        assert_eq!(auth.check(&h, Some(&peer), custom).await, Ok(()));
+        assert_eq!(authz.calls(), 2);
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
-//! Discovery: the three documents the aggregation layer and clients read to learn
-//! what this server serves.
+//! Discovery: the documents the aggregation layer and clients read to learn
+//! what this server serves (the custom group's own are in `custom`).
 //!
 //! Only the legacy (per-group) discovery is served. A kube-apiserver that asks
 //! for the aggregated format (`apidiscovery.k8s.io`) and nothing else gets 406,
@@ -34,7 +34,7 @@ fn api_group() -> serde_json::Value {
 
 /// Whether the Accept header asks only for aggregated discovery, i.e. offers no
 /// media range that plain JSON satisfies.
-fn wants_only_aggregated(headers: &HeaderMap) -> bool {
+pub(crate) fn wants_only_aggregated(headers: &HeaderMap) -> bool {
     let mut any = false;
     for value in headers.get_all(header::ACCEPT) {
         let Ok(text) = value.to_str() else {
@@ -58,20 +58,20 @@ fn wants_only_aggregated(headers: &HeaderMap) -> bool {
     any
 }
 
-fn json_response(body: &serde_json::Value) -> Response {
+pub(crate) fn json_response(body: &serde_json::Value) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => Error::Internal(format!("encoding discovery: {e}")).into_response(),
     }
 }
 
-fn not_acceptable() -> Error {
+pub(crate) fn not_acceptable() -> Error {
     Error::NotAcceptable(
         "only the legacy discovery format (application/json) is served; aggregated discovery (apidiscovery.k8s.io) is not".into(),
     )
 }
 
-/// `GET /apis`: an `APIGroupList` with our one group.
+/// `GET /apis`: an `APIGroupList` with our two groups (external and custom metrics).
 pub async fn group_list(headers: HeaderMap) -> Response {
     if wants_only_aggregated(&headers) {
         return not_acceptable().into_response();
@@ -79,7 +79,7 @@ pub async fn group_list(headers: HeaderMap) -> Response {
     json_response(&json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": [api_group()],
+        "groups": [api_group(), super::custom::api_group()],
     }))
 }
 
@@ -97,7 +97,7 @@ pub async fn group(headers: HeaderMap) -> Response {
 }
 
 /// `GET /apis/external.metrics.k8s.io/v1beta1`: an `APIResourceList` with one
-/// resource per metric in the current snapshot. This is also the aggregator's
+/// resource per external metric in the current snapshot. This is also the aggregator's
 /// availability check, so it answers 2xx even before the first snapshot (with
 /// no resources).
 pub async fn resource_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -105,10 +105,12 @@ pub async fn resource_list(State(state): State<AppState>, headers: HeaderMap) ->
         return not_acceptable().into_response();
     }
     let snapshot = state.shared.load();
+    // Custom metrics are listed by custom.metrics.k8s.io, not here.
     let resources: Vec<_> = snapshot
         .metrics
-        .keys()
-        .map(|name| {
+        .iter()
+        .filter(|(_, entry)| entry.custom.is_none())
+        .map(|(name, _)| {
             json!({
                 "name": name,
                 "singularName": "",

@@ -64,7 +64,8 @@ pub fn rfc3339(ms: i64) -> String {
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
 }
 
-fn describe(labels: &Labels) -> String {
+/// `{k="v",...}`, for error messages.
+pub(crate) fn describe(labels: &Labels) -> String {
     let parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
     format!("{{{}}}", parts.join(","))
 }
@@ -105,11 +106,18 @@ fn answer(
         ));
     }
     let snapshot = state.shared.load();
-    let entry = snapshot.metrics.get(&metric).ok_or_else(|| {
-        Error::NotFound(format!(
-            "external metric {metric:?} is not served by prescale (see {GROUP_VERSION} for the list)"
-        ))
-    })?;
+    let entry = snapshot
+        .metrics
+        .get(&metric)
+        .filter(|e| e.custom.is_none())
+        .ok_or_else(|| {
+            let custom = snapshot.metrics.get(&metric).is_some_and(|e| e.custom.is_some());
+            Error::NotFound(if custom {
+                format!("{metric:?} is a custom metric: it is served by custom.metrics.k8s.io, not {GROUP_VERSION}")
+            } else {
+                format!("external metric {metric:?} is not served by prescale (see {GROUP_VERSION} for the list)")
+            })
+        })?;
     if let Some(allowed) = &entry.namespaces {
         if !allowed.contains(&namespace) {
             return Err(Error::Forbidden(format!(

@@ -29,6 +29,8 @@ pub enum Endpoint {
     Discovery,
     /// An external metric value.
     External,
+    /// A custom metric value (Pods or Object).
+    Custom,
     /// `/healthz`, `/livez`, `/readyz`.
     Health,
     /// `/metrics`.
@@ -45,6 +47,7 @@ impl Endpoint {
         match self {
             Endpoint::Discovery => "discovery",
             Endpoint::External => "external",
+            Endpoint::Custom => "custom",
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
             Endpoint::Debug => "debug",

@@ -1,6 +1,6 @@
 //! The HTTPS API the kube-apiserver's aggregation layer calls on behalf of HPAs
-//! (`external.metrics.k8s.io`), and the plain-HTTP port for probes, self-metrics
-//! and `/debug/signals`.
+//! (`external.metrics.k8s.io`, and `custom.metrics.k8s.io` in [`custom`]), and the
+//! plain-HTTP port for probes, self-metrics and `/debug/signals`.
 //!
 //! Handlers only read the current [`Shared`] snapshot: a request never waits on
 //! Prometheus or a model. Errors become Kubernetes `Status` objects in one place
@@ -12,10 +12,12 @@
 //! bound addresses first), and [`router`] / [`plain_router`] for in-memory tests.
 
 pub mod auth;
+pub mod custom;
 pub mod discovery;
 pub mod external;
 pub mod metrics;
 pub mod plain;
+pub mod pods;
 pub mod quantity;
 pub mod selector;
 pub mod server;
@@ -157,6 +159,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The clock served values' expiry is checked against.
     pub clock: Arc<dyn Clock>,
+    /// The pods an HPA's selector picks, for Pods metrics.
+    pub pods: Arc<dyn pods::PodLookup>,
 }
 
 impl AppState {
@@ -175,7 +179,15 @@ impl AppState {
             registry,
             limits: Limits::default(),
             clock,
+            pods: Arc::new(pods::NoPods),
         }
+    }
+
+    /// Lists pods for Pods metrics with `pods` (the default, [`pods::NoPods`],
+    /// answers them with 503).
+    pub fn with_pods(mut self, pods: Arc<dyn pods::PodLookup>) -> Self {
+        self.pods = pods;
+        self
     }
 
     /// Replaces the default limits.
@@ -190,7 +202,18 @@ const EXTERNAL_VALUE_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}";
 const VALUE_PREFIX: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/";
 
-/// Which endpoint a path is, without allocating (for metrics).
+/// Whether `path` is a discovery document of the custom metrics group.
+fn is_custom_discovery(path: &str) -> bool {
+    match path.strip_prefix(custom::PREFIX) {
+        Some("") => true,
+        Some(rest) => rest
+            .strip_prefix('/')
+            .is_some_and(|v| custom::Version::parse(v).is_some()),
+        None => false,
+    }
+}
+
+/// Which endpoint a path is, without allocating for the common ones (for metrics).
 fn endpoint(path: &str) -> Endpoint {
     match path {
         "/healthz" | "/livez" | "/readyz" => Endpoint::Health,
@@ -198,6 +221,11 @@ fn endpoint(path: &str) -> Endpoint {
         "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
             Endpoint::Discovery
         }
+        p if is_custom_discovery(p) => Endpoint::Discovery,
+        p if p.starts_with(custom::PREFIX) => match custom::parse_path(p) {
+            Some(_) => Endpoint::Custom,
+            None => Endpoint::Other,
+        },
         p if p.starts_with("/debug/") => Endpoint::Debug,
         p => match p
             .strip_prefix(VALUE_PREFIX)
@@ -222,6 +250,11 @@ fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
         "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
             (Endpoint::Discovery, Some(non_resource(path)))
         }
+        p if is_custom_discovery(p) => (Endpoint::Discovery, Some(non_resource(path))),
+        p if p.starts_with(custom::PREFIX) => match custom::parse_path(p) {
+            Some(value) => (Endpoint::Custom, Some(value.target())),
+            None => (Endpoint::Other, Some(non_resource(path))),
+        },
         p if p.starts_with("/debug/") => (Endpoint::Debug, Some(non_resource(path))),
         p => match p
             .strip_prefix(VALUE_PREFIX)
@@ -234,7 +267,10 @@ fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
                     Endpoint::External,
                     Some(auth::Target::Resource {
                         group: discovery::GROUP.to_string(),
+                        version: discovery::VERSION.to_string(),
                         resource: metric.to_string(),
+                        subresource: None,
+                        name: None,
                         namespace: namespace.to_string(),
                     }),
                 )
@@ -304,13 +340,21 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
 
 fn decode_target(target: auth::Target) -> auth::Target {
     match target {
+        // External targets are cut raw from the path; custom ones arrive decoded
+        // from their parser and are left alone.
         auth::Target::Resource {
             group,
+            version,
             resource,
+            subresource,
+            name,
             namespace,
-        } => auth::Target::Resource {
+        } if group == discovery::GROUP => auth::Target::Resource {
             group,
+            version,
             resource: percent_decode(&resource),
+            subresource: subresource.as_deref().map(percent_decode),
+            name: name.as_deref().map(percent_decode),
             namespace: percent_decode(&namespace),
         },
         other => other,
@@ -369,6 +413,15 @@ pub fn router(state: AppState) -> Router {
             get(discovery::resource_list),
         )
         .route(EXTERNAL_VALUE_PATH, get(external::get))
+        .route(custom::PREFIX, get(custom::group))
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}",
+            get(custom::resource_list),
+        )
+        .route(
+            "/apis/custom.metrics.k8s.io/{version}/{*rest}",
+            get(custom::get),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -445,6 +498,12 @@ impl Server {
             tls,
             state,
         })
+    }
+
+    /// Lists pods for Pods metrics with `pods` (by default they answer 503).
+    pub fn with_pod_lookup(mut self, pods: Arc<dyn pods::PodLookup>) -> Self {
+        self.state = self.state.with_pods(pods);
+        self
     }
 
     /// The bound HTTPS address (useful after binding port 0).

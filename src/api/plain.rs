@@ -54,6 +54,9 @@ struct MetricDoc<'a> {
     namespaces: &'a Option<Vec<String>>,
     /// Why the signal's last refresh failed, if it did.
     error: &'a Option<String>,
+    /// For custom metrics: the type and which labels name which objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    custom: Option<&'a crate::custom::Mapping>,
     series: Vec<SeriesDoc<'a>>,
 }
 
@@ -93,6 +96,7 @@ pub async fn signals(State(state): State<AppState>) -> Response {
                 name,
                 namespaces: &entry.namespaces,
                 error: &entry.error,
+                custom: entry.custom.as_deref(),
                 series: entry
                     .series
                     .iter()

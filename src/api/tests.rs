@@ -55,6 +55,7 @@ fn snapshot() -> Snapshot {
         "queue_depth".to_string(),
         MetricEntry {
             namespaces: None,
+            custom: None,
             series: vec![
                 series(&[("queue", "orders")], Status::Ok, 12.0),
                 series(&[("queue", "payments")], Status::Stale, 0.85),
@@ -68,6 +69,7 @@ fn snapshot() -> Snapshot {
         "cpu".to_string(),
         MetricEntry {
             namespaces: Some(vec!["shop".into()]),
+            custom: None,
             series: vec![series(&[], Status::Ok, 0.5)],
             error: None,
         },
@@ -76,6 +78,7 @@ fn snapshot() -> Snapshot {
         "nothing".to_string(),
         MetricEntry {
             namespaces: None,
+            custom: None,
             series: vec![],
             error: None,
         },
@@ -186,7 +189,9 @@ async fn api_group_list_shape() {
     assert_eq!(b["kind"], "APIGroupList");
     assert_eq!(b["apiVersion"], "v1");
     let groups = b["groups"].as_array().unwrap();
-    assert_eq!(groups.len(), 1);
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[1]["name"], "custom.metrics.k8s.io");
+    assert_eq!(groups[1]["preferredVersion"]["version"], "v1beta2");
     let g = &groups[0];
     assert_eq!(g["name"], "external.metrics.k8s.io");
     assert_eq!(
@@ -525,7 +530,8 @@ async fn unsupported_method_is_405_status() {
 async fn unknown_path_is_404_status() {
     for uri in [
         "/nope",
-        "/apis/custom.metrics.k8s.io",
+        "/apis/custom.metrics.k8s.io/v1alpha1",
+        "/apis/metrics.k8s.io",
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
     ] {
         assert_status(&send(router(state()), get(uri)).await, 404, "NotFound");

@@ -31,8 +31,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         config.prometheus.url
     );
     for s in &config.signals {
+        // Validated above, so the mapping builds; its rendering says what an HPA asks for.
+        let served = match s.custom.as_ref().map(|c| c.mapping("custom")) {
+            None => "external".to_string(),
+            Some(Ok(m)) => format!(
+                "custom {:?} ({})",
+                m.metric_type(),
+                m.labels()
+                    .map(|(label, r)| format!("{label} -> {}", r.qualified()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Some(Err(problems)) => format!("custom, invalid: {}", problems.join("; ")),
+        };
         println!(
-            "  {}: step {}, history {}, lead time {}, q{}, model {}, floor {}",
+            "  {} [{served}]: step {}, history {}, lead time {}, q{}, model {}, floor {}",
             s.name,
             s.step,
             s.history,

@@ -12,10 +12,14 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use prescale::api::auth::{FrontProxy, StaticAuthorizer};
+use prescale::api::pods::{NoPods, PodLookup};
 use prescale::api::{AuthMode, Limits, TlsSource};
+
 use prescale::clock::{Clock, SystemClock};
+use prescale::config::custom::MetricTypeConfig;
 use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
+use prescale::kube::pods::KubePods;
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
 use prescale::snapshot::metrics::SeriesMetrics;
 use prescale::snapshot::Shared;
@@ -216,12 +220,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let api =
         prescale::api::Server::bind(api_settings, shared, Arc::new(registry), Arc::clone(&clock))
             .await
-            .context("cannot start the API")?;
+            .context("cannot start the API")?
+            .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await);
     let https = api.https_addr();
     let mut engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
     let mut api_task = tokio::spawn(api.run(stopped(stop_rx.clone())));
     tracing::info!(signals = signals.len(), %https, "serving");
-    if let Some(first) = signals.first() {
+    if let Some(first) = signals.iter().find(|s| s.custom.is_none()) {
         let insecure = if server.tls.cert_file.is_none() {
             "k"
         } else {
@@ -373,6 +378,34 @@ async fn auth_mode(server: &ServerConfig) -> anyhow::Result<AuthMode> {
     }
 }
 
+/// The pod look-up for Pods metrics: the Kubernetes API (in-cluster config or
+/// kubeconfig) when a Pods metric is configured and a client can be built; else
+/// one that answers Pods metrics with 503 and says why.
+async fn pod_lookup(signals: &[SignalConfig], clock: Arc<dyn Clock>) -> Arc<dyn PodLookup> {
+    let pods_metrics = signals
+        .iter()
+        .filter(|s| {
+            s.custom
+                .as_ref()
+                .is_some_and(|c| c.metric_type == MetricTypeConfig::Pods)
+        })
+        .count();
+    if pods_metrics == 0 {
+        return Arc::new(NoPods);
+    }
+    match ::kube::Client::try_default().await {
+        Ok(client) => Arc::new(KubePods::new(client, clock)),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                pods_metrics,
+                "Pods metrics are configured but no Kubernetes client can be built: they will answer 503"
+            );
+            Arc::new(NoPods)
+        }
+    }
+}
+
 /// Completes on SIGTERM or Ctrl-C.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -429,6 +462,7 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             model: "auto".to_string(),
             reactive_floor: true,
             namespaces: None,
+            custom: None,
             max_staleness: ms((3 * step_ms).max(300_000))?,
             refit_interval: ms(step_ms.max(3_600_000))?,
             min_history: ms((history_ms / 2).min(86_400_000))?,

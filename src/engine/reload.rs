@@ -127,6 +127,7 @@ mod tests {
             history_ms: 100 * STEP,
             max_staleness_ms: 5 * STEP,
             namespaces: None,
+            custom: None,
             tracker: TrackerSettings {
                 spec: ModelSpec::by_name("seasonal-naive").unwrap(),
                 step_ms: STEP,

@@ -12,6 +12,7 @@ fn settings(name: &str) -> SignalSettings {
         history_ms: 200 * STEP,
         max_staleness_ms: 5 * STEP,
         namespaces: None,
+        custom: None,
         tracker: TrackerSettings {
             spec: ModelSpec::by_name("seasonal-naive").unwrap(),
             step_ms: STEP,
