@@ -335,9 +335,8 @@ mod tests {
                     (
                         (*name).to_string(),
                         MetricEntry {
-                            namespaces: None,
                             series: series.clone(),
-                            error: None,
+                            ..MetricEntry::default()
                         },
                     )
                 })
