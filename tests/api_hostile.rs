@@ -224,7 +224,9 @@ async fn methods_paths_and_bodies_get_status_answers() {
     // Unknown paths: 404 with a Status.
     for path in [
         "/",
-        "/apis/custom.metrics.k8s.io/v1beta2",
+        "/apis/custom.metrics.k8s.io/v1alpha1",
+        "/apis/custom.metrics.k8s.io/v2",
+        "/apis/metrics.k8s.io/v1beta1",
         "/metricsx",
         "/apis/external.metrics.k8s.io/v1",
     ] {
@@ -375,6 +377,10 @@ async fn slow_trickling_and_idle_clients_do_not_hold_connections() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), h2.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "a silent HTTP/2 connection is held open");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "closed before its time"
+    );
     // TLS done, then not a single byte: closed too.
     let mut s = server.connect().await;
     let mut rest = Vec::new();
@@ -500,6 +506,16 @@ async fn metric_names_and_namespaces_with_path_tricks_are_clean_errors() {
         format!("{VALUES}//queue_depth"),
         format!("{VALUES}/shop//"),
         "/apis/external.metrics.k8s.io/v1beta1/../../../etc/passwd".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/../pods/*/queue_depth".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/%2e%2e/queue_depth".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/pods/*/queue_depth%00".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop%2Fpods/x/y/z".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/shop/metrics/%C3%28".to_string(),
+        "/apis/custom.metrics.k8s.io/v1beta2/nodes/%00/queue_depth".to_string(),
+        format!(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/{}/x/y",
+            "r".repeat(8000)
+        ),
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue_depth/../../../../healthz"
             .to_string(),
     ] {

@@ -253,10 +253,9 @@ async fn a_misbehaving_prometheus_walks_ok_stale_failed_ok_and_never_serves_old_
         Mode::Unavailable,
         Mode::Cut,
     ] {
+        // Switching closes the client's pooled connection: the source retries once
+        // on a new connection, so each fault is met as itself.
         proxy.set(mode);
-        // Let the client see its pooled connection closed, so the fault is met
-        // on a new connection rather than as a dead keep-alive one.
-        tokio::time::sleep(Duration::from_millis(100)).await;
         clock.advance(STEP);
         let started = std::time::Instant::now();
         transitions.extend(engine.step().await.unwrap());
@@ -272,7 +271,7 @@ async fn a_misbehaving_prometheus_walks_ok_stale_failed_ok_and_never_serves_old_
         match mode {
             Mode::Delay(_) => {
                 assert!(
-                    took >= Duration::from_millis(500) && took < Duration::from_secs(2),
+                    took >= Duration::from_millis(500) && took < Duration::from_millis(2_500),
                     "the fetch was not cut off by the 500 ms timeout: {took:?}"
                 );
                 assert!(error.contains("timed out"), "{error}");

@@ -263,6 +263,37 @@ pub async fn get(
     }
 }
 
+/// Rejects namespaces and object names Kubernetes could not have (`..`, a NUL,
+/// a slash decoded from `%2F`): the kube-apiserver only sends real names, so
+/// anything else is a client crafting paths.
+fn check_names(path: &ValuePath) -> Result<(), Error> {
+    if let Some(ns) = &path.namespace {
+        if !crate::config::is_dns_label(ns) {
+            return Err(Error::BadRequest(format!(
+                "invalid namespace {ns:?}: must be a lowercase RFC 1123 label"
+            )));
+        }
+    }
+    if path.resource == "namespaces" && !crate::config::is_dns_label(&path.name) {
+        return Err(Error::BadRequest(format!(
+            "invalid namespace {:?}: must be a lowercase RFC 1123 label",
+            path.name
+        )));
+    }
+    if path.name != "*" && !is_dns_subdomain(&path.name) {
+        return Err(Error::BadRequest(format!(
+            "invalid object name {:?}: must be a lowercase RFC 1123 subdomain (or * for every pod)",
+            path.name
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `s` is a lowercase RFC 1123 subdomain (most Kubernetes object names).
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(crate::config::is_dns_label)
+}
+
 /// The selectors of one request.
 struct Selectors {
     /// The target's pod selector (`labelSelector`), for Pods metrics.
@@ -303,6 +334,7 @@ async fn answer(
         pods_text,
         metric: metric_selector,
     };
+    check_names(path)?;
     if !state.shared.is_ready() {
         return Err(Error::ServiceUnavailable(
             "no forecasts published yet: the first refresh is still running".into(),
@@ -348,7 +380,13 @@ async fn answer(
             };
             pods_items(state, path, namespace, entry, mapping, &selectors).await?
         }
-        MetricType::Object => vec![object_item(path, entry, mapping, &selectors.metric)?],
+        MetricType::Object => vec![object_item(
+            path,
+            entry,
+            mapping,
+            &selectors.metric,
+            state.clock.now_ms(),
+        )?],
     };
     let selector_json = label_selector_json(&selectors.metric);
     let items: Vec<Value> = items
@@ -437,25 +475,31 @@ fn label_selector_json(selector: &Selector) -> Option<Value> {
     Some(Value::Object(out))
 }
 
-/// The one usable series among `candidates`, or the error the HPA should see.
+/// The one usable series among `candidates` at `now_ms`, or the error the HPA
+/// should see: a value past its `expires_ms` is failed (503) whatever the
+/// snapshot said, and no series while the source fails is 503, not 404.
 fn one_series<'a>(
     metric: &str,
     what: &str,
     candidates: Vec<&'a SeriesEntry>,
     entry: &MetricEntry,
+    now_ms: i64,
 ) -> Result<&'a SeriesEntry, Error> {
     match candidates.as_slice() {
+        [] if entry.error.is_some() => Err(Error::ServiceUnavailable(format!(
+            "custom metric {metric:?}: source failing, no series for {what}: {}; the HPA holds its replica count until it recovers",
+            entry.error.as_deref().unwrap_or_default()
+        ))),
         [] => Err(Error::NotFound(format!(
             "custom metric {metric:?} has no series for {what} ({} series served{}); an empty list would be an error to the HPA as well",
             entry.series.len(),
             if entry.series.is_empty() { ": its query currently returns nothing" } else { "" }
         ))),
-        [one] if one.status == Status::Failed => {
-            let reason = one
-                .detail
-                .reason
-                .as_deref()
-                .unwrap_or("its data is older than the allowed staleness");
+        [one] if one.status_at(now_ms) == Status::Failed => {
+            let reason = match (&one.detail.reason, one.status) {
+                (Some(r), Status::Failed) => r.as_str(),
+                _ => "its data is older than the allowed staleness",
+            };
             Err(Error::ServiceUnavailable(format!(
                 "custom metric {metric:?} for {what} is failed: {reason}; the HPA holds its replica count until it recovers"
             )))
@@ -482,6 +526,7 @@ fn object_item(
     entry: &MetricEntry,
     mapping: &Mapping,
     metric_selector: &Selector,
+    now_ms: i64,
 ) -> Result<Item, Error> {
     let metric = &path.metric;
     let Some((label, resource)) = mapping.describing(&path.resource) else {
@@ -529,7 +574,7 @@ fn object_item(
                 && metric_selector.matches(&s.labels)
         })
         .collect();
-    let series = one_series(metric, &what, candidates, entry)?;
+    let series = one_series(metric, &what, candidates, entry, now_ms)?;
     Ok(Item {
         kind: resource.kind.clone(),
         api_version: resource.api_version(),
@@ -566,6 +611,7 @@ async fn pods_items(
             "no current pods in namespace {namespace:?} match labelSelector {pod_selector_text:?}, so custom metric {metric:?} has no pods to answer for"
         )));
     }
+    let now_ms = state.clock.now_ms();
     let workloads = workloads_of(&pods, workload);
     if workloads.is_empty() {
         return Err(Error::NotFound(format!(
@@ -586,7 +632,7 @@ async fn pods_items(
                     && selectors.metric.matches(&s.labels)
             })
             .collect();
-        let series = one_series(metric, &what, candidates, entry)?;
+        let series = one_series(metric, &what, candidates, entry, now_ms)?;
         if !series.value.is_finite() {
             return Err(Error::ServiceUnavailable(format!(
                 "custom metric {metric:?} for {what} has no usable value: {}",

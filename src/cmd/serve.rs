@@ -145,16 +145,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut loaded: Option<(PathBuf, Config)> = None;
+    let config = match &args.config {
+        Some(path) => Some(
+            Config::from_file(path)
+                .with_context(|| format!("{} is not a valid configuration", path.display()))?,
+        ),
+        None => None,
+    };
     let (signals, source, mut server): (Vec<SignalConfig>, Arc<dyn Source>, ServerConfig) =
-        match &args.config {
-            Some(path) => {
-                let config = Config::from_file(path)
-                    .with_context(|| format!("{} is not a valid configuration", path.display()))?;
+        match &config {
+            Some(config) => {
                 let source = PrometheusSource::new(&config.prometheus)
                     .context("cannot set up the Prometheus client")?;
-                loaded = Some((path.clone(), config.clone()));
-                (config.signals, Arc::new(source), config.server)
+                (
+                    config.signals.clone(),
+                    Arc::new(source),
+                    config.server.clone(),
+                )
             }
             None => {
                 let (signals, source) = bundled(clock.now_ms())?;
@@ -193,17 +200,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Arc::clone(&clock),
         metrics,
     );
-    // Config reload on SIGHUP; the bundled traces have no file to reload.
-    let mut reloader_task = None;
+    // Config reload on SIGHUP and file change; the bundled traces have no file.
+    // The reloader ends with the runtime.
     #[cfg(unix)]
-    if let Some((path, config)) = loaded {
+    if let (Some(path), Some(config)) = (&args.config, &config) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         engine = engine.with_reloads(rx);
-        let reloader = reload::Reloader::new(path, config, tx, &mut registry);
-        reloader_task = Some(tokio::spawn(reloader.run(args.config_check_interval.0)));
+        let reloader = reload::Reloader::new(path.clone(), config.clone(), tx, &mut registry);
+        tokio::spawn(reloader.run(args.config_check_interval.0));
     }
-    #[cfg(not(unix))]
-    drop(loaded);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -240,39 +245,24 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 
     // Either half ending early (an error) stops the other: never serve without a
     // live engine, nor refresh for nobody.
-    // The API stops accepting at once and gives open connections the grace; the
-    // engine stops at once, even mid-refresh. Whatever is left after the grace (and
-    // a little for the API to close what it cut off) is abandoned.
-    let bound = grace + std::time::Duration::from_secs(1);
-    let finish = |engine_task: tokio::task::JoinHandle<_>, api_task: tokio::task::JoinHandle<_>| async move {
-        tokio::time::timeout(bound, async { (engine_task.await, api_task.await) }).await
-    };
-    let finished = tokio::select! {
+    let (engine_result, api_result) = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!(grace = ?grace, "shutting down: no new connections, open ones get the grace");
             let _ = stop_tx.send(true);
-            finish(engine_task, api_task).await
+            exit_after(grace);
+            (engine_task.await, api_task.await)
         }
         r = &mut engine_task => {
             tracing::error!("engine stopped; stopping the API");
             let _ = stop_tx.send(true);
-            tokio::time::timeout(bound, api_task).await.map(|a| (r, a))
+            (r, api_task.await)
         }
         r = &mut api_task => {
             tracing::error!("API stopped; stopping the engine");
             let _ = stop_tx.send(true);
-            tokio::time::timeout(bound, engine_task).await.map(|e| (e, r))
+            (engine_task.await, r)
         }
     };
-    if let Some(task) = reloader_task {
-        task.abort();
-    }
-    let (engine_result, api_result) = finished.map_err(|_| {
-        anyhow::anyhow!(
-            "did not stop within server.shutdown_grace ({grace:?}) and a second; exiting anyway"
-        )
-    })?;
-    tracing::info!("stopped");
     engine_result.context("engine task")?.context("engine")?;
     api_result.context("API task")?.context("API")?;
     Ok(())
@@ -376,6 +366,23 @@ async fn auth_mode(server: &ServerConfig) -> anyhow::Result<AuthMode> {
                 .context("cannot read the front-proxy settings")
         }
     }
+}
+
+/// Bounds the shutdown: the API gives open connections `grace` and the engine
+/// stops at once, so a process still here a second after that (or that gets a
+/// second SIGTERM or Ctrl-C: someone is waiting) exits anyway, with an error.
+fn exit_after(grace: std::time::Duration) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = tokio::time::sleep(grace + std::time::Duration::from_secs(1)) => {
+                tracing::error!(grace = ?grace, "did not stop within server.shutdown_grace and a second; exiting anyway");
+            }
+            () = shutdown_signal() => {
+                tracing::error!("second shutdown signal: exiting without waiting for open connections");
+            }
+        }
+        std::process::exit(1);
+    });
 }
 
 /// The pod look-up for Pods metrics: the Kubernetes API (in-cluster config or

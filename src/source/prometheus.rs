@@ -113,13 +113,22 @@ impl PrometheusSource {
                 end_s,
                 source,
             };
-            let result = self
-                .client
-                .query_range(query, start_s, end_s, step_s)
-                .timeout(self.timeout_ms)
-                .get()
-                .await
-                .map_err(err)?;
+            let send = || {
+                self.client
+                    .query_range(query, start_s, end_s, step_s)
+                    .timeout(self.timeout_ms)
+                    .get()
+            };
+            let result = match send().await {
+                // A kept-alive connection the server closed as the request went out
+                // (Prometheus restarted, a proxy's idle timeout): one more try on a
+                // new connection, rather than a refresh failed for nothing.
+                Err(e) if dropped_connection(&e) => {
+                    tracing::debug!(error = %e, "connection closed under the request; retrying once");
+                    send().await.map_err(err)?
+                }
+                other => other.map_err(err)?,
+            };
             let matrix = match result.into_inner().0 {
                 Data::Matrix(m) => m,
                 Data::Vector(_) => return Err(not_a_matrix(query, "instant vector")),
@@ -145,6 +154,21 @@ impl PrometheusSource {
             .map(|(labels, series)| LabeledSeries { labels, series })
             .collect())
     }
+}
+
+/// Whether `e` is a connection that closed before any answer, as a reused
+/// keep-alive connection does when the server has just closed it: neither a
+/// timeout (the server is slow: retrying would double the wait) nor a refused
+/// connection (the server is down).
+fn dropped_connection(e: &prometheus_http_query::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<reqwest::Error>() {
+            return r.is_request() && !r.is_timeout() && !r.is_connect();
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn not_a_matrix(query: &str, kind: &'static str) -> Error {
@@ -227,6 +251,54 @@ mod tests {
         assert_eq!(v[0], 1.0);
         assert!(v[1].is_nan() && v[2].is_nan());
         assert_eq!(v[3], 4.5);
+    }
+
+    /// Reads one request head from `conn`; `false` when the connection closed first.
+    async fn read_head(conn: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut got = 0;
+        while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf[got..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got += n,
+            }
+        }
+        true
+    }
+
+    #[tokio::test]
+    async fn a_keep_alive_connection_closed_under_the_request_is_retried_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = r#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"job":"a"},"values":[[60,"1"]]}]}}"#;
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let server = tokio::spawn(async move {
+            // The first connection answers once, then takes the second request
+            // and closes without a word (as a restarting server does).
+            let (mut first, _) = listener.accept().await.unwrap();
+            assert!(read_head(&mut first).await);
+            first.write_all(reply.as_bytes()).await.unwrap();
+            assert!(
+                read_head(&mut first).await,
+                "the second request reuses the connection"
+            );
+            drop(first);
+            // The retry comes on a new connection.
+            let (mut second, _) = listener.accept().await.unwrap();
+            assert!(read_head(&mut second).await);
+            second.write_all(reply.as_bytes()).await.unwrap();
+            let _ = read_head(&mut second).await;
+        });
+        let src = PrometheusSource::new(&config(format!("http://{addr}"))).unwrap();
+        let range = Range::try_new(60_000, 60_000, 60_000).unwrap();
+        assert_eq!(src.fetch("up", range).await.unwrap().len(), 1);
+        assert_eq!(src.fetch("up", range).await.unwrap().len(), 1);
+        drop(src);
+        server.await.unwrap();
     }
 
     #[tokio::test]
