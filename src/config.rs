@@ -443,6 +443,9 @@ pub struct ServerConfig {
     /// Who may read metrics.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// prescale's own metrics on `/metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Protection against large, slow and many clients.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -525,6 +528,32 @@ impl Default for LimitsConfig {
     }
 }
 
+/// prescale's own metrics (`/metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Most series exported with per-series gauges (`prescale_series_observed`,
+    /// `_forecast`, `_served`, ... : eight time series each). The limit is shared
+    /// fairly between signals; `0` exports none. Per-signal metrics are not limited.
+    #[serde(default = "default_series_limit")]
+    pub series_limit: usize,
+}
+
+const fn default_series_limit() -> usize {
+    // 1000 series x 8 gauges = 8000 time series: a fair share of one Prometheus
+    // scrape, and enough to see every series of a typical install. A process that
+    // forecasts 100k series still exports 8000.
+    1_000
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            series_limit: default_series_limit(),
+        }
+    }
+}
+
 fn default_https_address() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 6443))
 }
@@ -539,6 +568,7 @@ impl Default for ServerConfig {
             http_address: default_http_address(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: LimitsConfig::default(),
             shutdown_grace: default_shutdown_grace(),
         }
@@ -931,6 +961,16 @@ signals:
         assert!(s.reactive_floor);
         assert_eq!(c.server.https_address.port(), 6443);
         assert_eq!(c.server.auth.mode, AuthMode::Kubernetes);
+        assert_eq!(c.server.metrics.series_limit, 1_000);
+        let limited = format!("{MINIMAL}server:\n  metrics: {{ series_limit: 50 }}\n");
+        assert_eq!(
+            Config::from_yaml(&limited)
+                .unwrap()
+                .server
+                .metrics
+                .series_limit,
+            50
+        );
     }
 
     #[test]

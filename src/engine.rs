@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::config::SignalConfig;
 use crate::custom::Mapping;
 use crate::forecast::ModelSpec;
+use crate::plan::tracker::INTERVAL;
 use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
 use crate::series::{format_labels, LabeledSeries, Labels};
 use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Shared, Snapshot, Status};
@@ -370,6 +371,7 @@ impl SignalState {
         // Deciding is where the models are fitted: spread it over the cores. Each
         // series is independent, so the result does not depend on the order.
         let present_ref = &present;
+        let quantile = self.settings.tracker.policy.quantile;
         self.series
             .par_iter_mut()
             .filter(|(labels, _)| present_ref.contains(*labels))
@@ -381,7 +383,14 @@ impl SignalState {
                 } else {
                     Status::Ok
                 };
-                let mut entry = entry_from(labels, status, &d, st.next_ms - range.step_ms, step_s);
+                let mut entry = entry_from(
+                    labels,
+                    status,
+                    &d,
+                    quantile,
+                    st.next_ms - range.step_ms,
+                    step_s,
+                );
                 entry.detail.backtest_mase = mase(&st.errors);
                 st.entry = Some(entry);
             });
@@ -533,9 +542,17 @@ fn entry_from(
     labels: &Labels,
     status: Status,
     d: &Decision,
+    quantile: f64,
     last_ms: i64,
     window_s: u64,
 ) -> SeriesEntry {
+    let path = |q: f64| {
+        d.forecast
+            .as_ref()
+            .and_then(|f| f.quantile(q))
+            .map(<[f64]>::to_vec)
+            .unwrap_or_default()
+    };
     SeriesEntry {
         labels: labels.clone(),
         status,
@@ -554,11 +571,9 @@ fn entry_from(
                 .as_ref()
                 .map(|f| f.mean.clone())
                 .unwrap_or_default(),
-            forecast_quantile: d
-                .forecast
-                .as_ref()
-                .and_then(|f| f.quantiles.first().map(|q| q.values.clone()))
-                .unwrap_or_default(),
+            forecast_quantile: path(quantile),
+            forecast_lower: path(INTERVAL.0),
+            forecast_upper: path(INTERVAL.1),
             reason: d.fit_error.clone(),
         },
     }

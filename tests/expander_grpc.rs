@@ -142,13 +142,18 @@ fn seed_plan() -> Plan {
 }
 
 async fn start(plan: Option<Plan>) -> Running {
+    start_with(plan, expander::Metrics::unregistered()).await
+}
+
+async fn start_with(plan: Option<Plan>, metrics: expander::Metrics) -> Running {
     let (ca_pem, identity) = certificates();
     let shared: SharedPlan = Arc::new(ArcSwapOption::from(plan.map(Arc::new)));
     let service = Expander::new(
         shared,
         Arc::new(SimClock::new(1_000)),
         expander::DEFAULT_MAX_PLAN_AGE_MS,
-    );
+    )
+    .with_metrics(metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -434,6 +439,33 @@ async fn new_clients_send_bytes_in_fields_3_and_5_only() {
         .into_inner();
     assert_eq!(again.options.len(), 1);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn decisions_are_counted_over_the_wire() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = expander::Metrics::new(&mut registry);
+    let server = start_with(Some(seed_plan()), metrics).await;
+    let mut client = ca134::expander_client::ExpanderClient::new(server.channel().await);
+    client.best_options(old_request(false, true)).await.unwrap();
+    let mut unknown = old_request(false, true);
+    unknown.options[0].node_group_id = Some("gpu-asg".into());
+    client.best_options(unknown).await.unwrap();
+    let mut bad = old_request(false, true);
+    bad.options[0].node_count = Some(-3);
+    client.best_options(bad).await.unwrap_err();
+    server.stop().await;
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for want in [
+        r#"prescale_expander_decisions_total{result="chose",reason="shortfall",pool="app"} 1"#,
+        r#"prescale_expander_decisions_total{result="abstained",reason="unknown_node_group",pool=""} 1"#,
+        r#"prescale_expander_decisions_total{result="error",reason="bad_node_count",pool=""} 1"#,
+        r#"prescale_expander_request_duration_seconds_count{result="chose"} 1"#,
+    ] {
+        assert!(text.contains(want), "missing {want}\n{text}");
+    }
 }
 
 #[tokio::test]

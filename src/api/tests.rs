@@ -42,6 +42,8 @@ fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
             latest: Some(value * 0.9),
             forecast_mean: vec![1.0, 2.0],
             forecast_quantile: vec![1.5, 2.5],
+            forecast_lower: vec![0.5, 1.0],
+            forecast_upper: vec![1.5, 2.5],
             reason: (status == Status::Failed).then(|| "prometheus unreachable for 10m".into()),
         },
     }
@@ -741,6 +743,8 @@ async fn debug_signals_explain_every_series() {
     assert!((s["latest"].as_f64().unwrap() - 0.765).abs() < 1e-9);
     assert_eq!(s["forecastMean"], json!([1.0, 2.0]));
     assert_eq!(s["forecastQuantile"], json!([1.5, 2.5]));
+    assert_eq!(s["forecastLower"], json!([0.5, 1.0]));
+    assert_eq!(s["forecastUpper"], json!([1.5, 2.5]));
     assert_eq!(s["servedValue"], 0.85);
     assert_eq!(s["servedQuantity"], "850m");
     assert_eq!(

@@ -105,6 +105,7 @@ impl Parts {
         &self,
         server: &ServerConfig,
         clock: Arc<dyn Clock>,
+        metrics: expander::Metrics,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<Option<Task>> {
         let Some(e) = self.config.as_ref().and_then(|c| c.expander.clone()) else {
@@ -121,7 +122,8 @@ impl Parts {
             .with_context(|| format!("cannot bind the expander to {}", e.address))?;
         let addr = listener.local_addr().unwrap_or(e.address);
         tracing::info!(%addr, cert = %cert.display(), "gRPC expander listening");
-        let service = Expander::new(Arc::clone(&self.plan), clock, e.max_plan_age.as_ms());
+        let service = Expander::new(Arc::clone(&self.plan), clock, e.max_plan_age.as_ms())
+            .with_metrics(metrics);
         Ok(Some(Box::pin(async move {
             expander::serve(listener, identity, service, shutdown)
                 .await

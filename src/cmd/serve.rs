@@ -21,6 +21,7 @@ use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfi
 use prescale::engine::{Engine, Metrics, SignalSettings};
 use prescale::kube::pods::KubePods;
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
+use prescale::snapshot::metrics::SeriesMetrics;
 use prescale::snapshot::Shared;
 use prescale::source::file::FileSource;
 use prescale::source::prometheus::PrometheusSource;
@@ -184,6 +185,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let metrics = Metrics::new(&mut registry);
     let shared = Shared::new();
     let mut node_parts = super::nodepools::setup(config.as_ref()).await?;
+    SeriesMetrics::new(
+        shared.clone(),
+        Arc::clone(&clock),
+        server.metrics.series_limit,
+    )
+    .register(&mut registry);
+    // Registered now so that /metrics lists the expander's families from the start;
+    // the handle goes to the expander (`Expander::with_metrics`) where it is started.
+    let expander_metrics = prescale::expander::Metrics::new(&mut registry);
     let mut engine = Engine::new(
         settings,
         source,
@@ -224,7 +234,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let https = api.https_addr();
     // After the API: the expander may serve the certificate the API generated.
     let expander = node_parts
-        .expander(&server, Arc::clone(&clock), stopped(stop_rx.clone()))
+        .expander(
+            &server,
+            Arc::clone(&clock),
+            expander_metrics,
+            stopped(stop_rx.clone()),
+        )
         .await?;
     // The CapacityBuffer writer stops at the shutdown signal and ends with the
     // runtime.

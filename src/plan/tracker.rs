@@ -29,6 +29,11 @@ pub struct TrackerSettings {
     pub min_history_steps: usize,
 }
 
+/// The forecast interval reported beside the served quantile: the 10% and 90%
+/// quantiles (a central 80% band). Fixed rather than mirrored around the served
+/// quantile, so that the band means the same for every signal on a dashboard.
+pub const INTERVAL: (f64, f64) = (0.1, 0.9);
+
 /// What a [`Tracker`] decided at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -38,7 +43,8 @@ pub struct Decision {
     pub warming: bool,
     /// Name of the fitted model, or `last-value` while warming.
     pub model: String,
-    /// The forecast over the lead time, when there is a model.
+    /// The forecast over the lead time, when there is a model: the mean, the served
+    /// quantile and the [`INTERVAL`] quantiles.
     pub forecast: Option<Forecast>,
     /// The latest observed value.
     pub latest: Option<f64>,
@@ -132,7 +138,8 @@ impl Tracker {
             return self.warming(latest);
         };
         let lead = self.settings.policy.lead_steps.max(1);
-        match model.predict(lead, &[self.settings.policy.quantile]) {
+        let q = self.settings.policy.quantile;
+        match model.predict(lead, &[INTERVAL.0, q, INTERVAL.1]) {
             Ok(fc) => Decision {
                 value: served_value(&fc, &self.settings.policy, latest),
                 warming: false,
@@ -229,6 +236,25 @@ mod tests {
             v >= daily(24 * 7 - 1),
             "served value below the reactive floor"
         );
+    }
+
+    #[test]
+    fn forecasts_the_interval_beside_the_served_quantile() {
+        let mut t = Tracker::new(settings());
+        // A noisy daily pattern, so the interval has some width.
+        let h: Vec<f64> = (0..24 * 10)
+            .map(|i| daily(i) + ((i * 7919) % 13) as f64 - 6.0)
+            .collect();
+        t.observe(&h);
+        let fc = t.decide(0).forecast.unwrap();
+        let lower = fc.quantile(INTERVAL.0).unwrap();
+        let served = fc.quantile(0.9).unwrap();
+        let upper = fc.quantile(INTERVAL.1).unwrap();
+        assert_eq!(lower.len(), 3);
+        for h in 0..3 {
+            assert!(lower[h] <= served[h] && served[h] <= upper[h] + 1e-9);
+            assert!(lower[h] < upper[h], "an empty band at step {h}");
+        }
     }
 
     #[test]
