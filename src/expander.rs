@@ -438,7 +438,11 @@ impl Expander {
             now_ms: self.clock.now_ms(),
             max_age_ms: self.max_plan_age_ms,
         };
-        let mut options = request.options;
+        // The cluster-autoscaler maps each returned option back to its own by
+        // `nodeGroupId` and ignores the rest: the pods are not sent back, so the
+        // answer stays small however many pods the request carried (the
+        // cluster-autoscaler receives at most 4 MiB).
+        let mut options: Vec<pb::Option> = request.options.into_iter().map(without_pods).collect();
         match choice::choose(&candidates, plan.as_deref(), freshness) {
             Choice::Prefer {
                 indices,
@@ -486,6 +490,15 @@ impl Expander {
                 Ok((pb::BestOptionsResponse { options }, outcome))
             }
         }
+    }
+}
+
+/// `option` with its pending pods dropped (see [`Expander::answer`]).
+fn without_pods(option: pb::Option) -> pb::Option {
+    pb::Option {
+        pod: Vec::new(),
+        pod_bytes: Vec::new(),
+        ..option
     }
 }
 
@@ -960,10 +973,9 @@ mod tests {
             "{}",
             resp.options[0].debug
         );
-        assert_eq!(
-            resp.options[0].pod_bytes.len(),
-            1,
-            "the option is returned as received"
+        assert!(
+            resp.options[0].pod_bytes.is_empty() && resp.options[0].pod.is_empty(),
+            "the answer carries no pods"
         );
     }
 
