@@ -14,8 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod custom;
+pub mod nodepools;
 
 pub use custom::CustomConfig;
+pub use nodepools::{
+    CapacityBufferRef, CapacityBuffersConfig, ExpanderConfig, NodePoolConfig, ReplicaSelector,
+    WorkloadConfig,
+};
 
 /// Errors from reading and validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -301,6 +306,18 @@ pub struct Config {
     /// How the API is served.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Node pools to plan for (node-pool recommendations and the expander).
+    #[serde(default)]
+    pub nodepools: Vec<NodePoolConfig>,
+    /// Workloads whose forecasts size the node pools.
+    #[serde(default)]
+    pub workloads: Vec<WorkloadConfig>,
+    /// Optional CapacityBuffer objects written from the node-pool plan.
+    #[serde(default)]
+    pub capacity_buffers: CapacityBuffersConfig,
+    /// The cluster-autoscaler gRPC expander; not started when absent.
+    #[serde(default)]
+    pub expander: Option<ExpanderConfig>,
 }
 
 /// The Prometheus HTTP API to read history from (Prometheus, Thanos, Mimir, VictoriaMetrics).
@@ -432,6 +449,9 @@ pub struct ServerConfig {
     /// Who may read metrics.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// prescale's own metrics on `/metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Protection against large, slow and many clients.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -514,6 +534,32 @@ impl Default for LimitsConfig {
     }
 }
 
+/// prescale's own metrics (`/metrics`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Most series exported with per-series gauges (`prescale_series_observed`,
+    /// `_forecast`, `_served`, ... : eight time series each). The limit is shared
+    /// fairly between signals; `0` exports none. Per-signal metrics are not limited.
+    #[serde(default = "default_series_limit")]
+    pub series_limit: usize,
+}
+
+const fn default_series_limit() -> usize {
+    // 1000 series x 8 gauges = 8000 time series: a fair share of one Prometheus
+    // scrape, and enough to see every series of a typical install. A process that
+    // forecasts 100k series still exports 8000.
+    1_000
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            series_limit: default_series_limit(),
+        }
+    }
+}
+
 fn default_https_address() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 6443))
 }
@@ -528,6 +574,7 @@ impl Default for ServerConfig {
             http_address: default_http_address(),
             tls: TlsConfig::default(),
             auth: AuthConfig::default(),
+            metrics: MetricsConfig::default(),
             limits: LimitsConfig::default(),
             shutdown_grace: default_shutdown_grace(),
         }
@@ -679,6 +726,32 @@ impl Config {
             s.check(&format!("signals[{i}]"), &mut problems);
         }
         self.server.check(&mut problems);
+        nodepools::check(
+            &self.nodepools,
+            &self.workloads,
+            &self.capacity_buffers,
+            self.expander.as_ref(),
+            &self.signals,
+            &mut problems,
+        );
+        if let Some(e) = &self.expander {
+            // The cluster-autoscaler verifies the expander's certificate against the
+            // Service name it dials; a generated one carries only the listed names.
+            let self_signed = e.cert_file.is_none() && self.server.tls.cert_file.is_none();
+            if self_signed && self.server.tls.dns_names.is_empty() {
+                problems.push(
+                    "expander: with the generated API certificate, server.tls.dns_names must list the Service name the cluster-autoscaler dials (e.g. prescale.prescale.svc), or set expander.cert_file".to_string(),
+                );
+            }
+        }
+        for (i, s) in self.signals.iter().enumerate() {
+            if s.name.as_str().starts_with("prescale_nodepool_") {
+                problems.push(format!(
+                    "signals[{i}].name: the prefix prescale_nodepool_ is reserved for the node-pool metrics, got {:?}",
+                    s.name.as_str()
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -902,6 +975,16 @@ signals:
         assert!(s.reactive_floor);
         assert_eq!(c.server.https_address.port(), 6443);
         assert_eq!(c.server.auth.mode, AuthMode::Kubernetes);
+        assert_eq!(c.server.metrics.series_limit, 1_000);
+        let limited = format!("{MINIMAL}server:\n  metrics: {{ series_limit: 50 }}\n");
+        assert_eq!(
+            Config::from_yaml(&limited)
+                .unwrap()
+                .server
+                .metrics
+                .series_limit,
+            50
+        );
     }
 
     #[test]

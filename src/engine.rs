@@ -31,6 +31,7 @@ use crate::clock::Clock;
 use crate::config::SignalConfig;
 use crate::custom::Mapping;
 use crate::forecast::ModelSpec;
+use crate::plan::tracker::INTERVAL;
 use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
 use crate::series::{format_labels, LabeledSeries, Labels};
 use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Shared, Snapshot, Status};
@@ -384,6 +385,7 @@ impl SignalState {
         let forget_ms = self.settings.history_ms.max(self.settings.max_staleness_ms);
         // Deciding is where the models are fitted: spread it over the cores. Each
         // series is independent, so the result does not depend on the order.
+        let quantile = self.settings.tracker.policy.quantile;
         self.series
             .par_iter_mut()
             .filter(|(_, st)| st.present)
@@ -395,7 +397,14 @@ impl SignalState {
                 } else {
                     Status::Ok
                 };
-                let mut entry = entry_from(labels, status, &d, st.next_ms - range.step_ms, step_s);
+                let mut entry = entry_from(
+                    labels,
+                    status,
+                    &d,
+                    quantile,
+                    st.next_ms - range.step_ms,
+                    step_s,
+                );
                 entry.detail.backtest_mase = mase(&st.errors);
                 st.entry = Some(entry);
             });
@@ -579,9 +588,17 @@ fn entry_from(
     labels: &Labels,
     status: Status,
     d: &Decision,
+    quantile: f64,
     last_ms: i64,
     window_s: u64,
 ) -> SeriesEntry {
+    let path = |q: f64| {
+        d.forecast
+            .as_ref()
+            .and_then(|f| f.quantile(q))
+            .map(<[f64]>::to_vec)
+            .unwrap_or_default()
+    };
     SeriesEntry {
         labels: labels.clone(),
         status,
@@ -600,11 +617,9 @@ fn entry_from(
                 .as_ref()
                 .map(|f| f.mean.clone())
                 .unwrap_or_default(),
-            forecast_quantile: d
-                .forecast
-                .as_ref()
-                .and_then(|f| f.quantiles.first().map(|q| q.values.clone()))
-                .unwrap_or_default(),
+            forecast_quantile: path(quantile),
+            forecast_lower: path(INTERVAL.0),
+            forecast_upper: path(INTERVAL.1),
             reason: d.fit_error.clone(),
         },
     }
@@ -726,6 +741,7 @@ impl Core {
 /// The async shell around [`Core`]: fetches, updates, publishes, on a tick.
 pub struct Engine {
     core: Option<Core>,
+    nodepools: Option<nodepools::NodePools>,
     source: Arc<dyn Source>,
     shared: Shared,
     clock: Arc<dyn Clock>,
@@ -754,6 +770,7 @@ impl Engine {
         let tick = default_tick(&signals);
         Self {
             core: Some(Core::new(signals, metrics)),
+            nodepools: None,
             source,
             shared,
             clock,
@@ -799,6 +816,12 @@ impl Engine {
         self
     }
 
+    /// Plans node pools every step, after the signals are forecast.
+    pub fn with_nodepools(mut self, nodepools: nodepools::NodePools) -> Self {
+        self.nodepools = Some(nodepools);
+        self
+    }
+
     /// The core, for inspection between steps.
     pub fn core(&self) -> Option<&Core> {
         self.core.as_ref()
@@ -826,25 +849,45 @@ impl Engine {
                 (order, p, result, started.elapsed())
             });
         }
-        let mut results = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            match joined {
-                Ok(r) => results.push(r),
-                Err(e) => tracing::error!(error = %e, "fetch task ended abnormally"),
+        let collect = async {
+            let mut results = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(r) => results.push(r),
+                    Err(e) => tracing::error!(error = %e, "fetch task ended abnormally"),
+                }
             }
-        }
+            results
+        };
+        // The cluster is read while the signals are fetched.
+        let observe = async {
+            if let Some(np) = self.nodepools.as_mut() {
+                np.refresh(now_ms).await;
+            }
+        };
+        let ((), mut results) = tokio::join!(observe, collect);
+        let nodepool_input = self.nodepools.as_ref().map(nodepools::NodePools::input);
         results.sort_by_key(|r| r.0);
         let results: Vec<_> = results.into_iter().map(|(_, p, r, d)| (p, r, d)).collect();
-        let (core, transitions, snapshot) = tokio::task::spawn_blocking(move || {
+        let (core, transitions, snapshot, plan) = tokio::task::spawn_blocking(move || {
             let mut core = core;
             let t = core.apply(now_ms, results);
-            let snap = core.snapshot(now_ms);
-            (core, t, snap)
+            let mut snap = core.snapshot(now_ms);
+            let mut plan = None;
+            if let Some((planner, observed)) = nodepool_input {
+                let outcome = planner.plan(&core, now_ms, observed.as_ref());
+                snap.metrics.extend(outcome.metrics);
+                plan = outcome.plan;
+            }
+            (core, t, snap, plan)
         })
         .await
         .map_err(Error::Update)?;
         self.core = Some(core);
         self.shared.publish(snapshot);
+        if let Some(np) = &self.nodepools {
+            np.publish(plan);
+        }
         Ok(transitions)
     }
 
@@ -921,6 +964,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+pub mod nodepools;
 pub mod reload;
 pub use reload::Reload;
 

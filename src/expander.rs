@@ -18,8 +18,14 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
 use crate::clock::Clock;
-use crate::plan::choice::{self, Candidate, Choice, Freshness, TemplateNode};
+use crate::plan::choice::{self, Abstention, Candidate, Choice, Freshness, TemplateNode};
 use crate::plan::nodepool::{Plan, Resources};
 use crate::quantity;
 
@@ -231,12 +237,145 @@ impl From<Error> for Status {
 /// The node-pool plan the engine publishes and the expander reads (swapped whole).
 pub type SharedPlan = Arc<ArcSwapOption<Plan>>;
 
+/// Labels of the decision counter: every value comes from a fixed set or from the
+/// configured pool names, never from the request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    /// `chose`, `abstained` or `error`.
+    result: &'static str,
+    /// Why: `shortfall` or `least_waste` when it chose; an [`Abstention`] name; the
+    /// kind of bad input on an error.
+    reason: &'static str,
+    /// The chosen pool (a configured pool's name); empty otherwise.
+    pool: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs (a handful of options) to 4 s (the server's own timeout).
+    Histogram::new([
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0,
+        4.0,
+    ])
+}
+
+/// The expander's self-metrics, registered under the `prescale` prefix:
+/// `prescale_expander_decisions_total{result, reason, pool}` and
+/// `prescale_expander_request_duration_seconds{result}`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    decisions: Family<DecisionLabels, Counter>,
+    latency: Family<ResultLabel, Histogram, fn() -> Histogram>,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them on `registry` under the `prescale`
+    /// prefix (they are listed on `/metrics` before the first call).
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self::unregistered();
+        // The fixed label combinations start at zero: the families are listed on
+        // /metrics before the first call (empty families are not), and `rate()`
+        // sees the first abstention or error as an increase.
+        for reason in [
+            Abstention::NoOptions,
+            Abstention::NoPlan,
+            Abstention::StalePlan,
+            Abstention::UnknownNodeGroup,
+            Abstention::IncompletePool,
+        ] {
+            m.touch("abstained", reason.as_str());
+        }
+        for reason in ERROR_REASONS {
+            m.touch("error", reason);
+        }
+        for result in ["chose", "abstained", "error"] {
+            drop(m.latency.get_or_create(&ResultLabel { result }));
+        }
+        let r = registry.sub_registry_with_prefix("prescale");
+        r.register(
+            "expander_decisions",
+            "BestOptions calls answered, by result (chose, abstained, error), reason and chosen pool",
+            m.decisions.clone(),
+        );
+        r.register(
+            "expander_request_duration_seconds",
+            "Time to decode and score one BestOptions call, by result",
+            m.latency.clone(),
+        );
+        m
+    }
+
+    /// Metrics that are not registered anywhere (tests, tools, the default).
+    pub fn unregistered() -> Self {
+        Self {
+            decisions: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+        }
+    }
+
+    fn touch(&self, result: &'static str, reason: &'static str) {
+        drop(self.decisions.get_or_create(&DecisionLabels {
+            result,
+            reason,
+            pool: String::new(),
+        }));
+    }
+
+    fn record(&self, outcome: &Outcome, seconds: f64) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                result: outcome.result,
+                reason: outcome.reason,
+                pool: outcome.pool.clone(),
+            })
+            .inc();
+        self.latency
+            .get_or_create(&ResultLabel {
+                result: outcome.result,
+            })
+            .observe(seconds);
+    }
+}
+
+/// How one call ended, as the metrics label it.
+struct Outcome {
+    result: &'static str,
+    reason: &'static str,
+    pool: String,
+}
+
+/// The `reason` of a call that failed on bad input (see [`Outcome::error`]).
+const ERROR_REASONS: [&str; 4] = ["bad_node", "bad_pod", "bad_quantity", "bad_node_count"];
+
+impl Outcome {
+    fn error(e: &Error) -> Self {
+        let reason = match e {
+            Error::Node { .. } => ERROR_REASONS[0],
+            Error::Pod { .. } => ERROR_REASONS[1],
+            Error::Quantity { .. } => ERROR_REASONS[2],
+            Error::NodeCount { .. } => ERROR_REASONS[3],
+            // Not produced while answering a call; named for completeness.
+            Error::Tls(_) | Error::Serve(_) => "internal",
+        };
+        Self {
+            result: "error",
+            reason,
+            pool: String::new(),
+        }
+    }
+}
+
 /// The expander service.
 #[derive(Clone)]
 pub struct Expander {
     plan: SharedPlan,
     clock: Arc<dyn Clock>,
     max_plan_age_ms: i64,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Expander {
@@ -258,23 +397,68 @@ impl Expander {
             plan,
             clock,
             max_plan_age_ms,
+            metrics: Metrics::unregistered(),
         }
     }
 
-    /// Answers one `BestOptions` call (synchronous: decoding and scoring only).
+    /// Counts decisions and their latency in `metrics` (by default, in metrics
+    /// registered nowhere).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Answers one `BestOptions` call (synchronous: decoding and scoring only),
+    /// and counts it.
     ///
     /// # Errors
     /// Malformed node or pod bytes, unparsable quantities, negative node counts.
     pub fn answer(&self, request: pb::BestOptionsRequest) -> Result<pb::BestOptionsResponse> {
+        // A duration, not a time of day: the monotonic clock is fine here.
+        let started = std::time::Instant::now();
+        let (answer, outcome) = match self.decide(request) {
+            Ok((response, outcome)) => (Ok(response), outcome),
+            Err(e) => {
+                let outcome = Outcome::error(&e);
+                (Err(e), outcome)
+            }
+        };
+        self.metrics
+            .record(&outcome, started.elapsed().as_secs_f64());
+        answer
+    }
+
+    fn decide(
+        &self,
+        request: pb::BestOptionsRequest,
+    ) -> Result<(pb::BestOptionsResponse, Outcome)> {
         let candidates = decode_candidates(&request)?;
         let plan = self.plan.load_full();
         let freshness = Freshness {
             now_ms: self.clock.now_ms(),
             max_age_ms: self.max_plan_age_ms,
         };
-        let mut options = request.options;
+        // The cluster-autoscaler maps each returned option back to its own by
+        // `nodeGroupId` and ignores the rest: the pods are not sent back, so the
+        // answer stays small however many pods the request carried (the
+        // cluster-autoscaler receives at most 4 MiB).
+        let mut options: Vec<pb::Option> = request.options.into_iter().map(without_pods).collect();
         match choice::choose(&candidates, plan.as_deref(), freshness) {
-            Choice::Prefer { indices, reason } => {
+            Choice::Prefer {
+                indices,
+                reason,
+                pool,
+                shortfall_nodes,
+            } => {
+                let outcome = Outcome {
+                    result: "chose",
+                    reason: if shortfall_nodes > 0 {
+                        "shortfall"
+                    } else {
+                        "least_waste"
+                    },
+                    pool,
+                };
                 tracing::info!(
                     chosen = ?indices.iter().filter_map(|&i| options.get(i).map(|o| o.node_group_id.as_str())).collect::<Vec<_>>(),
                     offered = options.len(),
@@ -292,15 +476,29 @@ impl Expander {
                 if chosen.is_empty() {
                     // Cannot happen (indices come from the options), but an empty
                     // answer would cancel the scale-up: never send one.
-                    return Ok(pb::BestOptionsResponse { options });
+                    return Ok((pb::BestOptionsResponse { options }, outcome));
                 }
-                Ok(pb::BestOptionsResponse { options: chosen })
+                Ok((pb::BestOptionsResponse { options: chosen }, outcome))
             }
-            Choice::Abstain { reason } => {
+            Choice::Abstain { kind, reason } => {
                 tracing::info!(offered = options.len(), reason = %reason, "expander abstained: returning every option");
-                Ok(pb::BestOptionsResponse { options })
+                let outcome = Outcome {
+                    result: "abstained",
+                    reason: kind.as_str(),
+                    pool: String::new(),
+                };
+                Ok((pb::BestOptionsResponse { options }, outcome))
             }
         }
+    }
+}
+
+/// `option` with its pending pods dropped (see [`Expander::answer`]).
+fn without_pods(option: pb::Option) -> pb::Option {
+    pb::Option {
+        pod: Vec::new(),
+        pod_bytes: Vec::new(),
+        ..option
     }
 }
 
@@ -775,11 +973,70 @@ mod tests {
             "{}",
             resp.options[0].debug
         );
-        assert_eq!(
-            resp.options[0].pod_bytes.len(),
-            1,
-            "the option is returned as received"
+        assert!(
+            resp.options[0].pod_bytes.is_empty() && resp.options[0].pod.is_empty(),
+            "the answer carries no pods"
         );
+    }
+
+    #[test]
+    fn decisions_and_latency_are_counted_with_bounded_labels() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let render = |r: &Registry| {
+            let mut text = String::new();
+            prometheus_client::encoding::text::encode(&mut text, r).unwrap();
+            text
+        };
+        // Listed before the first call, so dashboards and alerts find the names.
+        let empty = render(&registry);
+        assert!(
+            empty.contains("# TYPE prescale_expander_decisions counter"),
+            "{empty}"
+        );
+        assert!(
+            empty.contains("# TYPE prescale_expander_request_duration_seconds histogram"),
+            "{empty}"
+        );
+
+        let (e, _) = seed();
+        let e = e.with_metrics(metrics);
+        let chose = pb::BestOptionsRequest {
+            options: vec![
+                option("db-asg", 1, vec![pod_bytes("1", "1Gi")]),
+                option("app-asg", 1, vec![pod_bytes("1", "1Gi")]),
+            ],
+            node_map: HashMap::new(),
+            node_bytes_map: HashMap::from([(
+                "db-asg".to_string(),
+                node_bytes(&[("pool", "db")], "8", "64Gi"),
+            )]),
+        };
+        e.answer(chose.clone()).unwrap();
+        e.answer(chose).unwrap();
+        let unknown = pb::BestOptionsRequest {
+            options: vec![option("a-node-group-nobody-configured", 1, vec![])],
+            ..Default::default()
+        };
+        e.answer(unknown).unwrap();
+        let bad = pb::BestOptionsRequest {
+            options: vec![option("app-asg", -1, vec![])],
+            ..Default::default()
+        };
+        e.answer(bad).unwrap_err();
+
+        let text = render(&registry);
+        for want in [
+            "prescale_expander_decisions_total{result=\"chose\",reason=\"shortfall\",pool=\"app\"} 2",
+            "prescale_expander_decisions_total{result=\"abstained\",reason=\"unknown_node_group\",pool=\"\"} 1",
+            "prescale_expander_decisions_total{result=\"error\",reason=\"bad_node_count\",pool=\"\"} 1",
+            "prescale_expander_request_duration_seconds_count{result=\"chose\"} 2",
+            "prescale_expander_request_duration_seconds_count{result=\"error\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want}\n{text}");
+        }
+        // The node group id from the request is never a label value.
+        assert!(!text.contains("nobody-configured"), "{text}");
     }
 
     #[test]

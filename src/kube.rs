@@ -2,12 +2,18 @@
 //! TokenReview and SubjectAccessReview implementations of the `api::auth` traits,
 //! and the reader of the front-proxy (request-header) settings the kube-apiserver
 //! publishes in `kube-system/extension-apiserver-authentication`. Pods by
-//! selector, for Pods metrics, are in [`pods`].
+//! selector, for Pods metrics, are in [`pods`]. The node-pool look-ups
+//! ([`cluster`]), the leader Lease ([`lease`]) and the CapacityBuffer writer
+//! ([`buffers`]) are submodules too.
 
 pub mod pods;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub mod buffers;
+pub mod cluster;
+pub mod lease;
 
 use ::kube::api::{Api, PostParams};
 use ::kube::Client;

@@ -4,6 +4,8 @@
 //! request handlers only ever read the current one, so serving never waits on
 //! Prometheus or on a model.
 
+pub mod metrics;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -75,6 +77,11 @@ pub struct SeriesDetail {
     pub forecast_mean: Vec<f64>,
     /// The served quantile's path over the lead time.
     pub forecast_quantile: Vec<f64>,
+    /// Lower edge of the forecast interval over the lead time: the 10% quantile
+    /// ([`crate::plan::tracker::INTERVAL`]).
+    pub forecast_lower: Vec<f64>,
+    /// Upper edge of the forecast interval over the lead time: the 90% quantile.
+    pub forecast_upper: Vec<f64>,
     /// Free-form reason for the current status (an error message when stale or failed).
     pub reason: Option<String>,
 }

@@ -316,13 +316,20 @@ async fn pods_and_object_metrics_serve_the_forecasts() {
     };
     let w = served(PODS_METRIC, &workload);
     assert_eq!(w.status, Status::Ok, "{w:?}");
-    assert_eq!(
-        w.value, workload_forecast,
-        "the served workload value is the forecast"
+    // Equal up to float summation order (fits may reduce in parallel).
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    assert!(
+        close(w.value, workload_forecast),
+        "the served workload value is the forecast: {} vs {workload_forecast}",
+        w.value
     );
     let o = served(OBJECT_METRIC, &qdrant);
     assert_eq!(o.status, Status::Ok, "{o:?}");
-    assert_eq!(o.value, object_forecast);
+    assert!(
+        close(o.value, object_forecast),
+        "{} vs {object_forecast}",
+        o.value
+    );
     assert!(fx.latency.values.iter().all(|v| v.is_finite()));
 
     // Serve it over HTTPS.

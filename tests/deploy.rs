@@ -31,6 +31,14 @@ const CLUSTER_SERVICE_ACCOUNTS: &[(&str, &str)] = &[
 const CLUSTER_ROLES: &[&str] = &["system:auth-delegator"];
 const KUBE_SYSTEM_ROLES: &[&str] = &["extension-apiserver-authentication-reader"];
 
+/// The seeds' node pools: name, instance type, its cpu (millicores) and memory (GiB),
+/// and the pool's maximum node count.
+const SEED_POOLS: &[(&str, &str, u64, u64, u64)] = &[
+    ("application", "c5.2xlarge", 8_000, 16, 20),
+    ("database", "r5.2xlarge", 8_000, 64, 8),
+    ("cache", "r5.large", 2_000, 16, 6),
+];
+
 /// External metric names served by the node-pool work (src/plan/nodepool.rs).
 const NODEPOOL_METRICS: &[&str] = &["prescale_nodepool_nodes", "prescale_nodepool_balloons"];
 
@@ -380,7 +388,8 @@ fn check_rbac(at: &str, docs: &[Value]) {
         ("coordination.k8s.io", "leases", "get"),
         ("coordination.k8s.io", "leases", "update"),
         ("coordination.k8s.io", "leases", "create"),
-        ("autoscaling.x-k8s.io", "capacitybuffers", "list"),
+        ("autoscaling.x-k8s.io", "capacitybuffers", "get"),
+        ("autoscaling.x-k8s.io", "capacitybuffers", "create"),
         ("autoscaling.x-k8s.io", "capacitybuffers", "update"),
     ] {
         assert!(
@@ -388,6 +397,29 @@ fn check_rbac(at: &str, docs: &[Value]) {
             "{at}: prescale may not {v} {r} in group {g:?}"
         );
     }
+    // The lease and the buffers get exactly what src/kube/lease.rs and
+    // src/kube/buffers.rs call: no delete, no status, no watch.
+    for (group, resource) in [
+        ("coordination.k8s.io", "leases"),
+        ("autoscaling.x-k8s.io", "capacitybuffers"),
+    ] {
+        let verbs: BTreeSet<&str> = grants
+            .iter()
+            .filter(|(g, r, _)| g == group && r == resource)
+            .map(|(_, _, v)| v.as_str())
+            .collect();
+        assert_eq!(
+            verbs,
+            BTreeSet::from(["create", "get", "update"]),
+            "{at}: {resource}"
+        );
+    }
+    assert!(
+        !grants
+            .iter()
+            .any(|(_, r, _)| r.starts_with("capacitybuffers/")),
+        "{at}: prescale never writes a buffer's status"
+    );
     // prescale reads, it never writes workloads or secrets.
     assert!(
         !grants.iter().any(|(_, r, _)| r == "secrets" || r == "*"),
@@ -668,7 +700,39 @@ fn check_service_matches_config(at: &str, docs: &[Value], config: &prescale::con
         Some(&u64::from(config.server.http_address.port())),
         "{at}"
     );
-    assert!(by_name.contains_key("grpc-expander"), "{at}: {by_name:?}");
+    // The expander listens where the Service's grpc-expander port sends traffic,
+    // and the Service port is the one the cluster-autoscaler flags dial.
+    let expander = config
+        .expander
+        .as_ref()
+        .unwrap_or_else(|| panic!("{at}: the install's config starts no expander"));
+    assert_eq!(
+        by_name.get("grpc-expander"),
+        Some(&u64::from(expander.address.port())),
+        "{at}: grpc-expander targets another port than expander.address"
+    );
+    let grpc_port = seq(svc, &["spec", "ports"])
+        .iter()
+        .find(|p| s(p, &["name"]) == "grpc-expander")
+        .and_then(|p| get(p, &["port"]))
+        .and_then(Value::as_u64);
+    assert_eq!(
+        grpc_port,
+        Some(8443),
+        "{at}: examples/cluster-autoscaler-flags.yaml dials 8443"
+    );
+    // The expander serves the API's certificate: it must name the Service.
+    if expander.cert_file.is_none() && config.server.tls.cert_file.is_none() {
+        assert!(
+            config
+                .server
+                .tls
+                .dns_names
+                .iter()
+                .any(|n| n == "prescale.prescale.svc"),
+            "{at}: the generated certificate does not name prescale.prescale.svc"
+        );
+    }
 }
 
 fn check_cert_manager(at: &str, docs: &[Value], config: &prescale::config::Config) {
@@ -788,6 +852,12 @@ fn examples_refer_to_metrics_prescale_serves() {
             get(h, &["spec", "behavior", "scaleDown"]).is_some(),
             "{name}: behavior"
         );
+        // The behavior is valid by the rules the backtester's HPA model enforces
+        // (known fields, policy values and periods in range).
+        let manifest = serde_yaml::to_string(h).unwrap();
+        if let Err(e) = prescale::backtest::behavior::Behavior::from_yaml(&manifest) {
+            panic!("{name}: spec.behavior: {e}");
+        }
         for m in seq(h, &["spec", "metrics"]) {
             let t = s(m, &["type"]);
             let key = match t {
@@ -859,6 +929,29 @@ fn examples_refer_to_metrics_prescale_serves() {
             s(dep, &["spec", "template", "spec", "priorityClassName"]),
             s(pc, &["metadata", "name"])
         );
+        // A balloon that fits no node of its pool never makes the cluster-autoscaler
+        // add one; more balloons than the pool can have nodes only sit pending.
+        let &(_, instance, cpu_milli, memory_gi, max_nodes) =
+            SEED_POOLS.iter().find(|p| p.0 == pool).unwrap();
+        let requests = get(
+            &seq(dep, &["spec", "template", "spec", "containers"])[0],
+            &["resources", "requests"],
+        )
+        .unwrap_or_else(|| panic!("{hpa}: the balloon has no requests"));
+        let cpu = prescale::quantity::parse_millicores(s(requests, &["cpu"])).unwrap();
+        let mem = prescale::quantity::parse_units(s(requests, &["memory"])).unwrap();
+        // Room for the kubelet's reservations and DaemonSets: 100m and 1Gi at least.
+        assert!(
+            cpu + 100 <= cpu_milli && mem + (1 << 30) <= memory_gi << 30,
+            "{hpa}: requests {cpu}m / {mem} bytes do not fit a {instance}"
+        );
+        let max = get(h, &["spec", "maxReplicas"])
+            .and_then(Value::as_u64)
+            .unwrap();
+        assert!(
+            max <= max_nodes,
+            "{hpa}: maxReplicas {max} above the pool's {max_nodes} nodes"
+        );
     }
     // The balloon math the HPAs rely on: target 1 → exactly `count` replicas.
     let balloon = prescale::plan::nodepool::Balloon::try_new(1000).unwrap();
@@ -890,6 +983,29 @@ fn examples_refer_to_metrics_prescale_serves() {
     let job = &seq(&scrape, &["scrape_configs"])[0];
     assert_eq!(s(job, &["job_name"]), "prescale");
     assert_eq!(s(job, &["metrics_path"]), "/metrics");
+    // The job keeps the endpoints of the Service port that serves /metrics.
+    let kept_port = seq(job, &["relabel_configs"])
+        .iter()
+        .find(|r| {
+            seq(r, &["source_labels"])
+                .iter()
+                .any(|l| l.as_str() == Some("__meta_kubernetes_endpointslice_port_name"))
+        })
+        .map(|r| s(r, &["regex"]))
+        .expect("the scrape job selects a Service port by name");
+    let service = std::fs::read_to_string(repo().join("deploy/base/service.yaml")).unwrap();
+    let service: Value = serde_yaml::from_str(&service).unwrap();
+    let port = seq(&service, &["spec", "ports"])
+        .iter()
+        .find(|p| s(p, &["name"]) == kept_port)
+        .unwrap_or_else(|| {
+            panic!("the scrape job keeps port {kept_port:?}, which the Service lacks")
+        });
+    assert_eq!(
+        s(port, &["targetPort"]),
+        "http",
+        "port {kept_port} must reach the container's plain-HTTP port (/metrics)"
+    );
 }
 
 #[test]
@@ -906,6 +1022,54 @@ fn dockerfile_is_multi_stage_and_non_root() {
     let uid: u32 = user[5..].split(':').next().unwrap().trim().parse().unwrap();
     assert_ne!(uid, 0, "runs as root");
     assert!(text.contains("ENTRYPOINT [\"/usr/local/bin/prescale\"]"));
+}
+
+/// The Dockerfile's builder image can build the locked dependency graph: its Rust
+/// version is at least every locked package's `rust-version`.
+#[test]
+fn dockerfile_builder_is_new_enough_for_the_lockfile() {
+    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let from = text
+        .lines()
+        .find(|l| l.starts_with("FROM rust:"))
+        .expect("the builder stage is FROM rust:<version>");
+    let version =
+        |v: &str| -> Vec<u64> { v.split('.').map(|p| p.parse::<u64>().unwrap()).collect() };
+    let image = version(from["FROM rust:".len()..].split(['-', ' ']).next().unwrap());
+    let Ok(cargo) = std::env::var("CARGO") else {
+        eprintln!("SKIP: CARGO is not set (not run by cargo)");
+        return;
+    };
+    let out = Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--locked", "--offline"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        eprintln!(
+            "SKIP: cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let too_new: Vec<String> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| {
+            let need = p["rust_version"].as_str()?;
+            let mut need = version(need);
+            need.resize(3, 0);
+            let mut have = image.clone();
+            have.resize(3, 0);
+            (need > have).then(|| format!("{} {} needs {need:?}", p["name"], p["version"]))
+        })
+        .collect();
+    assert!(
+        too_new.is_empty(),
+        "the builder image rust:{image:?} is too old for: {too_new:?}"
+    );
 }
 
 /// Metric names in a PromQL expression: identifiers that are not functions,
@@ -1106,11 +1270,25 @@ async fn dashboard_queries_only_metrics_a_running_server_exports() {
     let exprs = dashboard_exprs(&dash);
     assert!(exprs.len() >= 8, "{exprs:?}");
     let wanted: BTreeSet<String> = exprs.iter().flat_map(|e| promql_metrics(e)).collect();
+    // What the issue asks the dashboard to show: per series observed vs forecast vs
+    // served with the interval band, status, staleness and forecast error; API
+    // request rate and latency; expander decisions.
     for must in [
         "prescale_api_requests_total",
         "prescale_api_request_duration_seconds_bucket",
         "prescale_forecast_mase",
         "prescale_series_by_signal",
+        "prescale_series_observed",
+        "prescale_series_forecast",
+        "prescale_series_forecast_lower",
+        "prescale_series_forecast_upper",
+        "prescale_series_served",
+        "prescale_series_status",
+        "prescale_series_staleness_seconds",
+        "prescale_series_forecast_mase",
+        "prescale_series_not_exported",
+        "prescale_expander_decisions_total",
+        "prescale_expander_request_duration_seconds_bucket",
     ] {
         assert!(wanted.contains(must), "the dashboard does not show {must}");
     }

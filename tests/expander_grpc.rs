@@ -142,13 +142,18 @@ fn seed_plan() -> Plan {
 }
 
 async fn start(plan: Option<Plan>) -> Running {
+    start_with(plan, expander::Metrics::unregistered()).await
+}
+
+async fn start_with(plan: Option<Plan>, metrics: expander::Metrics) -> Running {
     let (ca_pem, identity) = certificates();
     let shared: SharedPlan = Arc::new(ArcSwapOption::from(plan.map(Arc::new)));
     let service = Expander::new(
         shared,
         Arc::new(SimClock::new(1_000)),
         expander::DEFAULT_MAX_PLAN_AGE_MS,
-    );
+    )
+    .with_metrics(metrics);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -299,12 +304,10 @@ async fn old_clients_send_messages_in_fields_2_and_4() {
         .collect();
     let debugs: Vec<String> = resp.options.iter().map(|o| o.debug().to_string()).collect();
     assert_chose_app(&ids, &debugs);
-    // The chosen option comes back with its pods.
-    assert_eq!(resp.options[0].pod.len(), 1);
-    assert_eq!(
-        resp.options[0].pod[0].metadata.as_ref().unwrap().name(),
-        "web-7d9-abcde"
-    );
+    // The chosen option comes back without its pods: the cluster-autoscaler reads
+    // only the node group id, and echoed pods could exceed its 4 MiB receive limit.
+    assert!(resp.options[0].pod.is_empty());
+    assert!(resp.options[0].pod_bytes.is_empty());
 
     // A pod in field 4 with a request that is not a quantity: InvalidArgument.
     let mut bad = old_request(false, true);
@@ -437,13 +440,48 @@ async fn new_clients_send_bytes_in_fields_3_and_5_only() {
 }
 
 #[tokio::test]
+async fn decisions_are_counted_over_the_wire() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = expander::Metrics::new(&mut registry);
+    let server = start_with(Some(seed_plan()), metrics).await;
+    let mut client = ca134::expander_client::ExpanderClient::new(server.channel().await);
+    client.best_options(old_request(false, true)).await.unwrap();
+    let mut unknown = old_request(false, true);
+    unknown.options[0].node_group_id = Some("gpu-asg".into());
+    client.best_options(unknown).await.unwrap();
+    let mut bad = old_request(false, true);
+    bad.options[0].node_count = Some(-3);
+    client.best_options(bad).await.unwrap_err();
+    server.stop().await;
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for want in [
+        r#"prescale_expander_decisions_total{result="chose",reason="shortfall",pool="app"} 1"#,
+        r#"prescale_expander_decisions_total{result="abstained",reason="unknown_node_group",pool=""} 1"#,
+        r#"prescale_expander_decisions_total{result="error",reason="bad_node_count",pool=""} 1"#,
+        r#"prescale_expander_request_duration_seconds_count{result="chose"} 1"#,
+    ] {
+        assert!(text.contains(want), "missing {want}\n{text}");
+    }
+}
+
+/// What the cluster-autoscaler reads back from an option: its group and count.
+fn ids_and_counts(options: &[ca135::Option]) -> Vec<(String, i32)> {
+    options
+        .iter()
+        .map(|o| (o.node_group_id.clone(), o.node_count))
+        .collect()
+}
+
+#[tokio::test]
 async fn the_response_is_never_empty() {
-    // No plan at all: every option, untouched.
+    // No plan at all: every option (ids and counts; the pods are not sent back).
     let server = start(None).await;
     let mut client = ca135::expander_client::ExpanderClient::new(server.channel().await);
     let req = new_request();
     let resp = client.best_options(req.clone()).await.unwrap().into_inner();
-    assert_eq!(resp.options, req.options);
+    assert_eq!(ids_and_counts(&resp.options), ids_and_counts(&req.options));
     server.stop().await;
 
     // A plan, but a node group no pool claims: every option.
@@ -457,7 +495,7 @@ async fn the_response_is_never_empty() {
         pod_bytes: vec![],
     });
     let resp = client.best_options(req.clone()).await.unwrap().into_inner();
-    assert_eq!(resp.options, req.options);
+    assert_eq!(ids_and_counts(&resp.options), ids_and_counts(&req.options));
     // No options offered: nothing to return but nothing to cancel either.
     let resp = client
         .best_options(ca135::BestOptionsRequest::default())

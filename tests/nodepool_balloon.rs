@@ -89,3 +89,117 @@ fn a_seed_pool_plan_drives_the_balloon_hpa() {
         6
     );
 }
+
+/// `kubectl kustomize deploy/examples`, or `None` (with a message) without kubectl.
+fn render_examples() -> Option<Vec<serde_yaml::Value>> {
+    use serde::Deserialize;
+    let kubectl = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("kubectl"))
+            .find(|p| p.exists())
+    });
+    let Some(kubectl) = kubectl else {
+        println!("SKIPPED: kubectl not found; the balloon manifests were not rendered");
+        return None;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
+    let out = std::process::Command::new(kubectl)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    Some(
+        serde_yaml::Deserializer::from_str(&text)
+            .map(|d| serde_yaml::Value::deserialize(d).unwrap())
+            .filter(|v| !v.is_null())
+            .collect(),
+    )
+}
+
+fn text<'a>(v: &'a serde_yaml::Value, path: &[&str]) -> &'a str {
+    path.iter()
+        .try_fold(v, |v, k| v.get(*k))
+        .and_then(serde_yaml::Value::as_str)
+        .unwrap_or_else(|| panic!("{path:?} missing"))
+}
+
+#[test]
+fn the_rendered_balloon_hpas_read_the_served_counts_of_the_documented_pools() {
+    let Some(docs) = render_examples() else {
+        return;
+    };
+    let config = prescale::config::Config::from_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/prescale.yaml"),
+    )
+    .unwrap();
+    let kind = |k: &'static str| docs.iter().filter(move |d| text(d, &["kind"]) == k);
+    let mut pools_seen = Vec::new();
+    for hpa_doc in kind("HorizontalPodAutoscaler") {
+        let metric = &hpa_doc["spec"]["metrics"][0]["external"];
+        if metric["metric"]["name"].as_str() != Some("prescale_nodepool_balloons") {
+            continue;
+        }
+        let pool_name = text(metric, &["metric", "selector", "matchLabels", "nodepool"]);
+        let pool = config
+            .nodepools
+            .iter()
+            .find(|p| p.name == pool_name)
+            .unwrap_or_else(|| {
+                panic!("HPA for pool {pool_name}: no such pool in the example config")
+            });
+        // The HPA's target, as the HPA controller parses it.
+        let target = Quantity::parse(text(metric, &["target", "averageValue"]))
+            .unwrap()
+            .milli_ceil();
+        let target = u64::try_from(target).unwrap();
+        assert_eq!(
+            target,
+            pool.balloon_target.get(),
+            "pool {pool_name}: the HPA's averageValue differs from the served target"
+        );
+        // What prescale serves for each count, through the API's formatting, yields
+        // that count at this HPA.
+        let b = Balloon::try_new(pool.balloon_target.get()).unwrap();
+        let max = hpa_doc["spec"]["maxReplicas"].as_u64().unwrap();
+        for count in 0..=u32::try_from(max).unwrap() {
+            let served = format(b.served_value(count)).unwrap();
+            assert_eq!(
+                hpa(&served, target),
+                u64::from(count),
+                "{pool_name}: {served}"
+            );
+        }
+        // The Deployment it scales: on the pool's nodes, and one balloon fits one
+        // of them (else the cluster-autoscaler could never add a node for it).
+        let target_name = text(hpa_doc, &["spec", "scaleTargetRef", "name"]);
+        let dep = kind("Deployment")
+            .find(|d| text(d, &["metadata", "name"]) == target_name)
+            .unwrap();
+        let pod = &dep["spec"]["template"]["spec"];
+        for (k, v) in &pool.node_labels {
+            assert_eq!(
+                pod["nodeSelector"][k.as_str()].as_str(),
+                Some(v.as_str()),
+                "{target_name}: nodeSelector {k}"
+            );
+        }
+        let requests = &pod["containers"][0]["resources"]["requests"];
+        let cpu = prescale::quantity::parse_millicores(text(requests, &["cpu"])).unwrap();
+        let memory = prescale::quantity::parse_units(text(requests, &["memory"])).unwrap();
+        let spec = pool.spec(pool.allocatable.unwrap().resources());
+        let room = spec.room_per_node().unwrap();
+        assert!(
+            Resources::new(cpu, memory).fits_in(room),
+            "{target_name}: a balloon ({cpu}m, {memory}B) does not fit a {pool_name} node ({room})"
+        );
+        pools_seen.push(pool_name.to_string());
+    }
+    pools_seen.sort();
+    assert_eq!(pools_seen, ["application", "cache", "database"]);
+}

@@ -263,6 +263,37 @@ pub async fn get(
     }
 }
 
+/// Rejects namespaces and object names Kubernetes could not have (`..`, a NUL,
+/// a slash decoded from `%2F`): the kube-apiserver only sends real names, so
+/// anything else is a client crafting paths.
+fn check_names(path: &ValuePath) -> Result<(), Error> {
+    if let Some(ns) = &path.namespace {
+        if !crate::config::is_dns_label(ns) {
+            return Err(Error::BadRequest(format!(
+                "invalid namespace {ns:?}: must be a lowercase RFC 1123 label"
+            )));
+        }
+    }
+    if path.resource == "namespaces" && !crate::config::is_dns_label(&path.name) {
+        return Err(Error::BadRequest(format!(
+            "invalid namespace {:?}: must be a lowercase RFC 1123 label",
+            path.name
+        )));
+    }
+    if path.name != "*" && !is_dns_subdomain(&path.name) {
+        return Err(Error::BadRequest(format!(
+            "invalid object name {:?}: must be a lowercase RFC 1123 subdomain (or * for every pod)",
+            path.name
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `s` is a lowercase RFC 1123 subdomain (most Kubernetes object names).
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(crate::config::is_dns_label)
+}
+
 /// The selectors of one request.
 struct Selectors {
     /// The target's pod selector (`labelSelector`), for Pods metrics.
@@ -303,6 +334,7 @@ async fn answer(
         pods_text,
         metric: metric_selector,
     };
+    check_names(path)?;
     if !state.shared.is_ready() {
         return Err(Error::ServiceUnavailable(
             "no forecasts published yet: the first refresh is still running".into(),

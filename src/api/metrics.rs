@@ -4,6 +4,8 @@
 //! values (endpoint kinds, HTTP codes, the four statuses) — never a metric name,
 //! namespace or path.
 
+use std::sync::Arc;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -12,6 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::clock::Clock;
 use crate::snapshot::{Shared, Status};
 
 /// Why the metrics could not be rendered.
@@ -81,15 +84,23 @@ fn latency_histogram() -> Histogram {
     ])
 }
 
-/// Counts series per status in the current snapshot, on every scrape.
-#[derive(Debug)]
+/// Counts series per status in the current snapshot, on every scrape, as the API
+/// would answer them at that moment (an expired value counts as failed).
 struct SeriesByStatus {
     shared: Shared,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for SeriesByStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeriesByStatus").finish_non_exhaustive()
+    }
 }
 
 impl Collector for SeriesByStatus {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshot = self.shared.load();
+        let now_ms = self.clock.now_ms();
         let family = Family::<StatusLabels, Gauge>::default();
         for status in [Status::Warming, Status::Ok, Status::Stale, Status::Failed] {
             // Present even at zero, so alerts on `failed > 0` have a series to read.
@@ -100,7 +111,7 @@ impl Collector for SeriesByStatus {
         for series in snapshot.metrics.values().flat_map(|m| &m.series) {
             family
                 .get_or_create(&StatusLabels {
-                    status: status_label(series.status),
+                    status: status_label(series.status_at(now_ms)),
                 })
                 .inc();
         }
@@ -133,8 +144,9 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers the API metrics; series counts are read from `shared`.
-    pub fn new(shared: Shared) -> Self {
+    /// Registers the API metrics; series counts are read from `shared`, with
+    /// expiry checked on `clock`.
+    pub fn new(shared: Shared, clock: Arc<dyn Clock>) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
@@ -151,7 +163,7 @@ impl Metrics {
             "Time from request to response headers, by endpoint kind.",
             latency.clone(),
         );
-        sub.register_collector(Box::new(SeriesByStatus { shared }));
+        sub.register_collector(Box::new(SeriesByStatus { shared, clock }));
         Self {
             registry,
             requests,

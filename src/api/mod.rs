@@ -173,7 +173,7 @@ impl AppState {
         clock: Arc<dyn Clock>,
     ) -> Self {
         Self {
-            metrics: Arc::new(metrics::Metrics::new(shared.clone())),
+            metrics: Arc::new(metrics::Metrics::new(shared.clone(), Arc::clone(&clock))),
             shared,
             auth: Arc::new(auth::Auth::new(auth, Arc::clone(&clock))),
             registry,

@@ -74,6 +74,8 @@ struct SeriesDoc<'a> {
     window_seconds: u64,
     forecast_mean: &'a [f64],
     forecast_quantile: &'a [f64],
+    forecast_lower: &'a [f64],
+    forecast_upper: &'a [f64],
     served_value: f64,
     served_quantity: Option<String>,
 }
@@ -110,6 +112,8 @@ pub async fn signals(State(state): State<AppState>) -> Response {
                         window_seconds: s.window_s,
                         forecast_mean: &s.detail.forecast_mean,
                         forecast_quantile: &s.detail.forecast_quantile,
+                        forecast_lower: &s.detail.forecast_lower,
+                        forecast_upper: &s.detail.forecast_upper,
                         served_value: s.value,
                         served_quantity: quantity::format(s.value).ok(),
                     })

@@ -3,8 +3,11 @@
 //! The API asks a [`PodLookup`] (owned here, by its consumer): the Kubernetes
 //! API in the cluster (`kube::pods`, with a short cache), [`StaticPods`] in tests
 //! and local runs. A lookup returns only *current* pods: pods being deleted and
-//! pods that have finished (phase `Failed` or `Succeeded`) are left out, as the
-//! HPA leaves them out of its own count.
+//! pods that have finished (phase `Failed` or `Succeeded`) are left out. The HPA
+//! leaves deleted and failed pods out of its own count too; `Succeeded` does not
+//! happen to the pods of Deployments and StatefulSets (they always restart), so
+//! leaving it out costs nothing there and keeps finished Job pods from sharing a
+//! workload's total.
 
 use std::sync::Arc;
 

@@ -42,6 +42,8 @@ fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
             latest: Some(value * 0.9),
             forecast_mean: vec![1.0, 2.0],
             forecast_quantile: vec![1.5, 2.5],
+            forecast_lower: vec![0.5, 1.0],
+            forecast_upper: vec![1.5, 2.5],
             reason: (status == Status::Failed).then(|| "prometheus unreachable for 10m".into()),
         },
     }
@@ -462,6 +464,26 @@ async fn an_expired_value_is_503_even_if_the_snapshot_says_stale() {
 }
 
 #[tokio::test]
+async fn an_expired_value_counts_as_failed_in_the_self_metrics() {
+    let mut stale = series(&[("queue", "orders")], Status::Stale, 12.0);
+    stale.expires_ms = T0 + 1_000;
+    let entry = MetricEntry {
+        series: vec![stale],
+        ..MetricEntry::default()
+    };
+    for (now, stale_n, failed_n) in [(T0 + 1_000, 1, 0), (T0 + 1_001, 0, 1)] {
+        let a = send(plain_router(state_at(entry.clone(), now)), get("/metrics")).await;
+        let t = &a.text;
+        for want in [
+            format!("prescale_series{{status=\"stale\"}} {stale_n}"),
+            format!("prescale_series{{status=\"failed\"}} {failed_n}"),
+        ] {
+            assert!(t.contains(&want), "at {now}: missing {want}\n{t}");
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_failing_source_without_series_is_503_not_404() {
     let entry = MetricEntry {
         error: Some("connection refused".into()),
@@ -741,6 +763,8 @@ async fn debug_signals_explain_every_series() {
     assert!((s["latest"].as_f64().unwrap() - 0.765).abs() < 1e-9);
     assert_eq!(s["forecastMean"], json!([1.0, 2.0]));
     assert_eq!(s["forecastQuantile"], json!([1.5, 2.5]));
+    assert_eq!(s["forecastLower"], json!([0.5, 1.0]));
+    assert_eq!(s["forecastUpper"], json!([1.5, 2.5]));
     assert_eq!(s["servedValue"], 0.85);
     assert_eq!(s["servedQuantity"], "850m");
     assert_eq!(

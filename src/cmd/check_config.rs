@@ -55,5 +55,42 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             if s.reactive_floor { "on" } else { "off" }
         );
     }
+    for p in &config.nodepools {
+        let allocatable = p.allocatable.map_or_else(
+            || "read from its nodes".to_string(),
+            |a| a.resources().to_string(),
+        );
+        println!(
+            "  node pool {}: {}-{} nodes, allocatable {allocatable}, ready after {}",
+            p.name, p.min_nodes, p.max_nodes, p.provisioning_delay
+        );
+    }
+    for w in &config.workloads {
+        println!(
+            "  workload {} in pool {}: {} / {} per replica, {}-{} replicas, start-up {}",
+            w.name,
+            w.pool,
+            w.signal,
+            w.target_per_replica,
+            w.min_replicas,
+            w.max_replicas,
+            w.pod_startup
+        );
+    }
+    if let Some(e) = &config.expander {
+        println!("  gRPC expander on {}", e.address);
+    }
+    if config.capacity_buffers.enabled {
+        println!(
+            "  CapacityBuffers{} (lease {}/{})",
+            if config.capacity_buffers.dry_run {
+                " (dry run)"
+            } else {
+                ""
+            },
+            config.capacity_buffers.lease_namespace,
+            config.capacity_buffers.lease_name
+        );
+    }
     Ok(())
 }

@@ -21,6 +21,7 @@ use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfi
 use prescale::engine::{Engine, Metrics, SignalSettings};
 use prescale::kube::pods::KubePods;
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
+use prescale::snapshot::metrics::SeriesMetrics;
 use prescale::snapshot::Shared;
 use prescale::source::file::FileSource;
 use prescale::source::prometheus::PrometheusSource;
@@ -183,6 +184,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
     let shared = Shared::new();
+    let mut node_parts = super::nodepools::setup(config.as_ref()).await?;
+    SeriesMetrics::new(
+        shared.clone(),
+        Arc::clone(&clock),
+        server.metrics.series_limit,
+    )
+    .register(&mut registry);
+    // Registered now so that /metrics lists the expander's families from the start;
+    // the handle goes to the expander (`Expander::with_metrics`) where it is started.
+    let expander_metrics = prescale::expander::Metrics::new(&mut registry);
     let mut engine = Engine::new(
         settings,
         source,
@@ -190,6 +201,9 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         Arc::clone(&clock),
         metrics,
     );
+    if let Some(np) = node_parts.nodepools.take() {
+        engine = engine.with_nodepools(np);
+    }
     // Config reload on SIGHUP and file change; the bundled traces have no file.
     // The reloader ends with the runtime.
     #[cfg(unix)]
@@ -218,8 +232,33 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .context("cannot start the API")?
             .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await);
     let https = api.https_addr();
+    // After the API: the expander may serve the certificate the API generated.
+    let expander = node_parts
+        .expander(
+            &server,
+            Arc::clone(&clock),
+            expander_metrics,
+            stopped(stop_rx.clone()),
+        )
+        .await?;
+    // The CapacityBuffer writer stops at the shutdown signal and ends with the
+    // runtime.
+    if let Some(buffers) = node_parts.buffers(Arc::clone(&clock), stopped(stop_rx.clone())) {
+        tokio::spawn(buffers);
+    }
     let mut engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
     let mut api_task = tokio::spawn(api.run(stopped(stop_rx.clone())));
+    // Without an expander this task just waits for the shutdown.
+    let expander_rx = stop_rx.clone();
+    let mut expander_task = tokio::spawn(async move {
+        match expander {
+            Some(run) => run.await,
+            None => {
+                stopped(expander_rx).await;
+                Ok(())
+            }
+        }
+    });
     tracing::info!(signals = signals.len(), %https, "serving");
     if let Some(first) = signals.iter().find(|s| s.custom.is_none()) {
         let insecure = if server.tls.cert_file.is_none() {
@@ -233,28 +272,35 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    // Either half ending early (an error) stops the other: never serve without a
-    // live engine, nor refresh for nobody.
-    let (engine_result, api_result) = tokio::select! {
+    // Any part ending early (an error) stops the others: never serve without a
+    // live engine, nor refresh for nobody, nor choose node groups from a plan
+    // nobody updates.
+    let (engine_result, api_result, expander_result) = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!(grace = ?grace, "shutting down: no new connections, open ones get the grace");
             let _ = stop_tx.send(true);
             exit_after(grace);
-            (engine_task.await, api_task.await)
+            (engine_task.await, api_task.await, expander_task.await)
         }
         r = &mut engine_task => {
             tracing::error!("engine stopped; stopping the API");
             let _ = stop_tx.send(true);
-            (r, api_task.await)
+            (r, api_task.await, expander_task.await)
         }
         r = &mut api_task => {
             tracing::error!("API stopped; stopping the engine");
             let _ = stop_tx.send(true);
-            (engine_task.await, r)
+            (engine_task.await, r, expander_task.await)
+        }
+        r = &mut expander_task => {
+            tracing::error!("gRPC expander stopped; stopping the engine and the API");
+            let _ = stop_tx.send(true);
+            (engine_task.await, api_task.await, r)
         }
     };
     engine_result.context("engine task")?.context("engine")?;
     api_result.context("API task")?.context("API")?;
+    expander_result.context("expander task")??;
     Ok(())
 }
 
@@ -497,6 +543,10 @@ mod tests {
             },
             signals,
             server: Default::default(),
+            nodepools: Vec::new(),
+            workloads: Vec::new(),
+            capacity_buffers: Default::default(),
+            expander: None,
         };
         config.validate().unwrap();
         for s in &config.signals {

@@ -2,7 +2,8 @@
 //!
 //! A reload keeps what it can: a signal whose name and model settings are
 //! unchanged keeps its series, trackers and fitted models (only its serving
-//! settings — namespaces, `max_staleness` — are updated in place), a removed one
+//! settings — namespaces, `max_staleness`, the custom-metric mapping — are
+//! updated in place), a removed one
 //! is dropped with its self-metrics, a new or changed one starts from nothing
 //! and backfills its history window on the next step. The source can be replaced
 //! too (a new Prometheus URL or timeout).

@@ -103,8 +103,10 @@ impl PodLookup for KubePods {
             }
             let api: Api<KubePod> = Api::namespaced(self.client.clone(), namespace);
             // The kube-apiserver applies the selector: it understands the same
-            // syntax the HPA sent, and we validated it already.
-            let params = ListParams::default().labels(selector_text);
+            // syntax the HPA sent, and we validated it already. Any resource
+            // version: answered from the API server's watch cache, not etcd, as
+            // the HPA's own pod lister is.
+            let params = ListParams::default().labels(selector_text).match_any();
             let list = api.list(&params).await.map_err(|e| pods::Error::Api {
                 namespace: namespace.to_string(),
                 message: e.to_string(),
@@ -189,6 +191,7 @@ mod tests {
             async move {
                 assert!(uri.starts_with("/api/v1/namespaces/conexus/pods?"), "{uri}");
                 assert!(uri.contains("labelSelector=app%3Dweb"), "{uri}");
+                assert!(uri.contains("resourceVersion=0"), "{uri}");
                 let list = serde_json::json!({
                     "kind": "PodList",
                     "apiVersion": "v1",

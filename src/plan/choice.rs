@@ -52,12 +52,47 @@ pub enum Choice {
         indices: Vec<usize>,
         /// Why, for the `debug` field and the log.
         reason: String,
+        /// The pool of the preferred candidates (a configured pool's name).
+        pool: String,
+        /// That pool's forecast shortfall in nodes: 0 when no offered pool is short
+        /// and the choice fell to the least waste.
+        shortfall_nodes: u32,
     },
     /// Return every option unchanged.
     Abstain {
-        /// Why the plan cannot decide.
+        /// Which of the reasons to abstain, as a fixed set (for metrics).
+        kind: Abstention,
+        /// Why the plan cannot decide, in words.
         reason: String,
     },
+}
+
+/// Why [`choose`] abstained: a fixed set, so it can label a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Abstention {
+    /// The request offered no options.
+    NoOptions,
+    /// No node-pool plan has been computed yet.
+    NoPlan,
+    /// The plan is older than allowed.
+    StalePlan,
+    /// An option's node group belongs to no configured pool (or to several).
+    UnknownNodeGroup,
+    /// An option's pool lacks a forecast for some of its workloads.
+    IncompletePool,
+}
+
+impl Abstention {
+    /// A short snake_case name (a metric label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abstention::NoOptions => "no_options",
+            Abstention::NoPlan => "no_plan",
+            Abstention::StalePlan => "stale_plan",
+            Abstention::UnknownNodeGroup => "unknown_node_group",
+            Abstention::IncompletePool => "incomplete_pool",
+        }
+    }
 }
 
 /// How old a plan may be and still decide.
@@ -88,37 +123,46 @@ const WASTE_EPSILON: f64 = 1e-9;
 
 /// Chooses among `candidates` by the node-pool `plan`; see the module doc.
 pub fn choose(candidates: &[Candidate], plan: Option<&Plan>, freshness: Freshness) -> Choice {
-    let abstain = |reason: String| Choice::Abstain { reason };
+    let abstain = |kind: Abstention, reason: String| Choice::Abstain { kind, reason };
     if candidates.is_empty() {
-        return abstain("no options to choose from".into());
+        return abstain(Abstention::NoOptions, "no options to choose from".into());
     }
     let Some(plan) = plan else {
-        return abstain("no node-pool plan yet".into());
+        return abstain(Abstention::NoPlan, "no node-pool plan yet".into());
     };
     let age_ms = freshness.now_ms.saturating_sub(plan.computed_at_ms);
     if age_ms > freshness.max_age_ms {
-        return abstain(format!(
-            "the node-pool plan is {}s old (limit {}s)",
-            age_ms / 1000,
-            freshness.max_age_ms / 1000
-        ));
+        return abstain(
+            Abstention::StalePlan,
+            format!(
+                "the node-pool plan is {}s old (limit {}s)",
+                age_ms / 1000,
+                freshness.max_age_ms / 1000
+            ),
+        );
     }
 
     let mut scored = Vec::with_capacity(candidates.len());
     for c in candidates {
         let labels = c.template.as_ref().map(|t| &t.labels);
         let Some(pool) = plan.pool_for_node_group(&c.node_group_id, labels) else {
-            return abstain(format!(
-                "node group {:?} belongs to no configured pool (or to several by labels)",
-                c.node_group_id
-            ));
+            return abstain(
+                Abstention::UnknownNodeGroup,
+                format!(
+                    "node group {:?} belongs to no configured pool (or to several by labels)",
+                    c.node_group_id
+                ),
+            );
         };
         if !pool.is_complete() {
-            return abstain(format!(
-                "pool {} has no forecast for {}",
-                pool.spec.name,
-                pool.missing_forecasts.join(", ")
-            ));
+            return abstain(
+                Abstention::IncompletePool,
+                format!(
+                    "pool {} has no forecast for {}",
+                    pool.spec.name,
+                    pool.missing_forecasts.join(", ")
+                ),
+            );
         }
         scored.push((score(c, pool), pool));
     }
@@ -129,7 +173,7 @@ pub fn choose(candidates: &[Candidate], plan: Option<&Plan>, freshness: Freshnes
         .reduce(|a, b| if better(b, a) { b } else { a })
         .cloned();
     let Some(best) = best else {
-        return abstain("no options to choose from".into());
+        return abstain(Abstention::NoOptions, "no options to choose from".into());
     };
     let indices: Vec<usize> = scored
         .iter()
@@ -150,6 +194,8 @@ pub fn choose(candidates: &[Candidate], plan: Option<&Plan>, freshness: Freshnes
     Choice::Prefer {
         reason: explain(&best, pool, runner_up, candidates.len()),
         indices,
+        pool: best.pool.clone(),
+        shortfall_nodes: best.shortfall_nodes,
     }
 }
 
@@ -336,8 +382,14 @@ mod tests {
         let pods = [Resources::new(1000, GI)];
         let c = [cand("db-asg", 1, &pods), cand("app-asg", 1, &pods)];
         match choose(&c, Some(&plan), FRESH) {
-            Choice::Prefer { indices, reason } => {
+            Choice::Prefer {
+                indices,
+                reason,
+                pool,
+                shortfall_nodes,
+            } => {
                 assert_eq!(indices, vec![1]);
+                assert_eq!((pool.as_str(), shortfall_nodes), ("app", 3));
                 assert!(
                     reason.contains("pool app is short 3 node(s) at now+150s"),
                     "{reason}"
@@ -374,7 +426,9 @@ mod tests {
         assert!((scores[1] - 0.625).abs() < 1e-12, "{scores:?}");
         assert!((scores[2] - 0.25).abs() < 1e-12, "{scores:?}");
         match choose(&c, Some(&plan), FRESH) {
-            Choice::Prefer { indices, reason } => {
+            Choice::Prefer {
+                indices, reason, ..
+            } => {
                 assert_eq!(indices, vec![2]);
                 assert!(reason.contains("25.0% of cpu/memory idle"), "{reason}");
             }
@@ -387,7 +441,9 @@ mod tests {
         }
         // Identical options: all of them.
         match choose(&[c[2].clone(), c[2].clone()], Some(&plan), FRESH) {
-            Choice::Prefer { indices, reason } => {
+            Choice::Prefer {
+                indices, reason, ..
+            } => {
                 assert_eq!(indices, vec![0, 1]);
                 assert!(reason.contains("all 2 option(s) tie"), "{reason}");
             }
@@ -419,13 +475,28 @@ mod tests {
         let unknown = cand("mystery", 1, &pods);
 
         let reason = |c: Choice| match c {
-            Choice::Abstain { reason } => reason,
+            Choice::Abstain { reason, .. } => reason,
             other => panic!("expected abstention, got {other:?}"),
         };
-        assert!(
-            reason(choose(&[known.clone(), unknown], Some(&plan), FRESH))
-                .contains("\"mystery\" belongs to no configured pool")
+        let kind = |c: Choice| match c {
+            Choice::Abstain { kind, .. } => kind,
+            other => panic!("expected abstention, got {other:?}"),
+        };
+        assert!(reason(choose(
+            &[known.clone(), unknown.clone()],
+            Some(&plan),
+            FRESH
+        ))
+        .contains("\"mystery\" belongs to no configured pool"));
+        assert_eq!(
+            kind(choose(&[known.clone(), unknown], Some(&plan), FRESH)),
+            Abstention::UnknownNodeGroup
         );
+        assert_eq!(
+            kind(choose(std::slice::from_ref(&known), None, FRESH)),
+            Abstention::NoPlan
+        );
+        assert_eq!(kind(choose(&[], Some(&plan), FRESH)).as_str(), "no_options");
         assert_eq!(
             reason(choose(std::slice::from_ref(&known), None, FRESH)),
             "no node-pool plan yet"
@@ -441,13 +512,21 @@ mod tests {
         assert!(
             reason(choose(std::slice::from_ref(&known), Some(&plan), late)).contains("120s old")
         );
+        assert_eq!(
+            kind(choose(std::slice::from_ref(&known), Some(&plan), late)),
+            Abstention::StalePlan
+        );
 
         let pools = [pool("app", 8000, 32)];
         let w = [workload("web", "app", None, Resources::new(1000, GI))];
         let blind = make_plan(&pools, &w, &BTreeMap::new(), 0).unwrap();
         assert_eq!(
-            reason(choose(&[known], Some(&blind), FRESH)),
+            reason(choose(std::slice::from_ref(&known), Some(&blind), FRESH)),
             "pool app has no forecast for web"
+        );
+        assert_eq!(
+            kind(choose(&[known], Some(&blind), FRESH)),
+            Abstention::IncompletePool
         );
     }
 

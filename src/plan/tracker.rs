@@ -46,6 +46,11 @@ pub struct TrackerSettings {
     pub spread_refits: bool,
 }
 
+/// The forecast interval reported beside the served quantile: the 10% and 90%
+/// quantiles (a central 80% band). Fixed rather than mirrored around the served
+/// quantile, so that the band means the same for every signal on a dashboard.
+pub const INTERVAL: (f64, f64) = (0.1, 0.9);
+
 /// What a [`Tracker`] decided at one moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -55,7 +60,8 @@ pub struct Decision {
     pub warming: bool,
     /// Name of the fitted model, or `last-value` while warming.
     pub model: String,
-    /// The forecast over the lead time, when there is a model (on the fitted grid).
+    /// The forecast over the lead time, when there is a model (on the fitted grid):
+    /// the mean, the served quantile and the [`INTERVAL`] quantiles.
     pub forecast: Option<Forecast>,
     /// The latest observed value.
     pub latest: Option<f64>,
@@ -306,7 +312,8 @@ impl Tracker {
             lead_steps: lead_grid.div_ceil(k).max(1),
             ..self.settings.policy
         };
-        match model.predict(policy.lead_steps, &[policy.quantile]) {
+        let q = policy.quantile;
+        match model.predict(policy.lead_steps, &[INTERVAL.0, q, INTERVAL.1]) {
             Ok(fc) => Decision {
                 value: served_value(&fc, &policy, latest),
                 warming: false,
@@ -320,6 +327,31 @@ impl Tracker {
                 self.fit_error = Some(e.to_string());
                 self.warming(latest)
             }
+        }
+    }
+
+    /// The value to plan with `steps` steps ahead (node pools look further ahead
+    /// than the signal's lead time): the same rule as the served value — the largest
+    /// forecast of the served quantile over the next `steps`, floored by the latest
+    /// observation when the policy says so — from the current model, without
+    /// refitting. While there is no model: the latest observation.
+    pub fn value_ahead(&self, steps: usize) -> Option<f64> {
+        let latest = self.latest();
+        // In fitted points, counted as in `decide`.
+        let policy = ServePolicy {
+            lead_steps: (steps.max(1) + self.bucket.2)
+                .div_ceil(self.fit_steps())
+                .max(1),
+            ..self.settings.policy
+        };
+        match self
+            .model
+            .as_ref()
+            .map(|m| m.predict(policy.lead_steps, &[policy.quantile]))
+        {
+            Some(Ok(fc)) => served_value(&fc, &policy, latest),
+            // No model yet, or it cannot predict that far: what warming serves.
+            _ => latest,
         }
     }
 
@@ -386,6 +418,25 @@ mod tests {
     }
 
     #[test]
+    fn forecasts_the_interval_beside_the_served_quantile() {
+        let mut t = Tracker::new(settings());
+        // A noisy daily pattern, so the interval has some width.
+        let h: Vec<f64> = (0..24 * 10)
+            .map(|i| daily(i) + ((i * 7919) % 13) as f64 - 6.0)
+            .collect();
+        t.observe(&h);
+        let fc = t.decide(0).forecast.unwrap();
+        let lower = fc.quantile(INTERVAL.0).unwrap();
+        let served = fc.quantile(0.9).unwrap();
+        let upper = fc.quantile(INTERVAL.1).unwrap();
+        assert_eq!(lower.len(), 3);
+        for h in 0..3 {
+            assert!(lower[h] <= served[h] && served[h] <= upper[h] + 1e-9);
+            assert!(lower[h] < upper[h], "an empty band at step {h}");
+        }
+    }
+
+    #[test]
     fn refits_only_when_due() {
         let mut t = Tracker::new(settings());
         let h: Vec<f64> = (0..24 * 7).map(daily).collect();
@@ -396,6 +447,24 @@ mod tests {
         let next: Vec<f64> = (24 * 7 + 1..24 * 8 + 1).map(daily).collect();
         t.observe(&next);
         assert_eq!(t.decide(7).last_fit_ms, Some(7));
+    }
+
+    #[test]
+    fn value_ahead_is_the_served_rule_over_a_longer_horizon() {
+        let mut t = Tracker::new(settings());
+        assert_eq!(t.value_ahead(5), None);
+        t.observe(&[7.0]);
+        assert_eq!(t.value_ahead(5), Some(7.0), "no model: the latest value");
+        let h: Vec<f64> = (0..24 * 7).map(daily).collect();
+        t.observe(&h);
+        let d = t.decide(1);
+        // Over the lead time it is exactly the served value.
+        assert_eq!(t.value_ahead(3), d.value);
+        // Seasonal naive repeats yesterday: the peak of the next 8 hours.
+        let peak = (24 * 7..24 * 7 + 8).map(daily).fold(f64::MIN, f64::max);
+        let v = t.value_ahead(8).unwrap();
+        assert!(v >= peak - 1e-9, "{v} < {peak}");
+        assert!(v >= t.value_ahead(3).unwrap());
     }
 
     #[test]

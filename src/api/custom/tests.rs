@@ -38,8 +38,8 @@ fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
         status,
         value,
         timestamp_ms: T0,
-        expires_ms: i64::MAX,
         window_s: 60,
+        expires_ms: T0 + 300_000,
         detail: SeriesDetail {
             reason: (status == Status::Failed).then(|| "prometheus unreachable for 10m".into()),
             ..SeriesDetail::default()
@@ -135,6 +135,15 @@ fn snapshot() -> Snapshot {
                     Status::Warming,
                     0.2,
                 ),
+                SeriesEntry {
+                    // The engine last said `stale`, but the value outlived max_staleness.
+                    expires_ms: T0 - 1,
+                    ..series(
+                        &[("namespace", "conexus"), ("statefulset", "expired")],
+                        Status::Stale,
+                        0.3,
+                    )
+                },
             ],
         ),
     );
@@ -164,6 +173,16 @@ fn snapshot() -> Snapshot {
     );
     restricted.namespaces = Some(vec!["shop".into()]);
     metrics.insert("restricted".to_string(), restricted);
+    metrics.insert(
+        "down".to_string(),
+        MetricEntry {
+            error: Some("prometheus: connection refused".into()),
+            ..entry(
+                Some(mapping(MetricType::Object, &[("node", "", "node")])),
+                vec![],
+            )
+        },
+    );
     metrics.insert(
         "queue_depth".to_string(),
         entry(None, vec![series(&[("queue", "orders")], Status::Ok, 12.0)]),
@@ -407,6 +426,7 @@ async fn resource_lists_name_resource_slash_metric_in_both_versions() {
         assert_eq!(
             got,
             [
+                ("nodes/down".to_string(), false),
                 ("namespaces/namespace_requests".to_string(), false),
                 ("nodes/node_packets".to_string(), false),
                 ("pods/packets-per-second".to_string(), true),
@@ -643,6 +663,11 @@ async fn bad_selectors_are_400() {
         (format!("{v}/namespaces/conexus/pods/*/packets-per-second?labelSelector={}", enc("=x")), "invalid labelSelector"),
         (format!("{v}/namespaces/conexus/statefulsets.apps/conexus-qdrant/qdrant_search_latency?metricLabelSelector={}", enc("zone notin ()")), "invalid metricLabelSelector"),
         (format!("{v}/namespaces/conexus/statefulsets.apps/*/qdrant_search_latency"), "name the object"),
+        (format!("{v}/namespaces/Bad_NS/metrics/namespace_requests"), "invalid namespace"),
+        (format!("{v}/namespaces/Bad_NS/namespace_requests"), "invalid namespace"),
+        (format!("{v}/namespaces/a%2Fb/statefulsets.apps/x/qdrant_search_latency"), "invalid namespace"),
+        (format!("{v}/namespaces/conexus/statefulsets.apps/bad%2Fname/qdrant_search_latency"), "invalid object name"),
+        (format!("{v}/nodes/%2E%2E/node_packets"), "invalid object name"),
     ] {
         let msg = assert_status(&fetch(&url).await, 400, "BadRequest");
         assert!(msg.contains(needle), "{url}: {msg}");
@@ -680,6 +705,24 @@ async fn failed_series_missing_lookup_and_no_snapshot_are_503_and_allow_list_403
     )
     .await;
     assert_eq!(a.code, StatusCode::OK);
+    let msg = assert_status(
+        &fetch(&format!(
+            "{BASE}/v1beta1/namespaces/conexus/statefulsets.apps/expired/qdrant_search_latency"
+        ))
+        .await,
+        503,
+        "ServiceUnavailable",
+    );
+    assert!(msg.contains("older than the allowed staleness"), "{msg}");
+    let msg = assert_status(
+        &fetch(&format!("{BASE}/v1beta2/nodes/node-1/down")).await,
+        503,
+        "ServiceUnavailable",
+    );
+    assert!(
+        msg.contains("source failing") && msg.contains("connection refused"),
+        "{msg}"
+    );
     let cold = router(state_with(AuthMode::None, conexus_pods().shared(), false));
     let a = send(
         cold,

@@ -7,8 +7,9 @@
 //! rejected with its reason logged and counted, and the running config keeps
 //! serving. A valid one goes to the engine, which keeps the state of unchanged
 //! signals, drops removed ones and starts new ones ([`prescale::engine::reload`]).
-//! Server settings (addresses, TLS, auth, limits) are bound at start: a change to
-//! them is logged as needing a restart and otherwise ignored.
+//! Server settings (addresses, TLS, auth, limits) and the node-pool sections are
+//! bound at start: a change to them is logged as needing a restart and otherwise
+//! ignored.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -162,6 +163,19 @@ impl Reloader {
         if config.server != self.current.server {
             tracing::warn!(
                 "server settings (addresses, TLS, auth, limits, shutdown_grace) changed: they take effect on restart; the running ones are kept"
+            );
+        }
+        let nodepools = |c: &Config| {
+            (
+                c.nodepools.clone(),
+                c.workloads.clone(),
+                c.capacity_buffers.clone(),
+                c.expander.clone(),
+            )
+        };
+        if nodepools(&config) != nodepools(&self.current) {
+            tracing::warn!(
+                "node-pool settings (nodepools, workloads, capacity_buffers, expander) changed: they take effect on restart; the running ones are kept"
             );
         }
         Ok((config, Reload { signals, source }))
