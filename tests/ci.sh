@@ -12,8 +12,9 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
 fi
 
 # Layering: the pure core imports no async runtime, server, Kubernetes or Prometheus client.
+# Comment lines are skipped: docs may name the edge modules (`kube::pods`) that do the I/O.
 if grep -rnE '(^|[^a-z_])(tokio|kube|tonic|axum|hyper|hyper_util|prometheus_http_query|reqwest|k8s_openapi)::' \
-    src/forecast src/plan src/backtest src/custom.rs; then
+    src/forecast src/plan src/backtest src/custom.rs | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
     echo "error: src/forecast, src/plan, src/backtest and src/custom.rs must stay pure (see DESIGN.md)" >&2
     exit 1
 fi
