@@ -34,7 +34,7 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
         cargo install cargo-fuzz --locked
     fi
     for target in $(cargo fuzz list --fuzz-dir tests/fuzz); do
-        mkdir -p "tests/fuzz/corpus/$target"
+        mkdir -p "tests/fuzz/corpus/$target" "tests/fuzz/seeds/$target"
         cargo fuzz run "$target" --fuzz-dir tests/fuzz --sanitizer none \
             "tests/fuzz/corpus/$target" "tests/fuzz/seeds/$target" \
             -- -max_total_time="$FUZZ_SECONDS" -max_len=4096 -print_final_stats=1
