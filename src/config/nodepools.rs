@@ -17,33 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::{Duration, MetricName, SignalConfig};
 use crate::plan::nodepool::{PoolSpec, Resources};
 
-/// Cpu in millicores, written as a Kubernetes quantity (`"1500m"`, `"2"`, `0.5`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(into = "String")]
-pub struct Millicores(u64);
-
-impl Millicores {
-    /// Parses a cpu quantity.
-    ///
-    /// # Errors
-    /// Not a quantity, or negative.
-    pub fn try_new(text: &str) -> Result<Self, String> {
-        crate::quantity::parse_millicores(text)
-            .map(Self)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The amount in millicores.
-    pub const fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl From<Millicores> for String {
-    fn from(m: Millicores) -> String {
-        format!("{}m", m.0)
-    }
-}
+/// Cpu in millicores, written as a Kubernetes quantity (`"1500m"`, `"2"`, `0.5`):
+/// the same parse and form as any other milli-unit quantity.
+pub type Millicores = MilliUnits;
 
 /// Memory (or any whole count) in units, written as a Kubernetes quantity
 /// (`"14500Mi"`, `"2Gi"`, `1073741824`).
@@ -74,8 +50,9 @@ impl From<Units> for String {
     }
 }
 
-/// A quantity in milli-units with no resource meaning (the balloon HPA's target).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+/// A quantity in milli-units: cpu ([`Millicores`]) or one with no resource meaning
+/// (the balloon HPA's target).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(into = "String")]
 pub struct MilliUnits(u64);
 
@@ -133,7 +110,6 @@ macro_rules! quantity_deserialize {
         }
     };
 }
-quantity_deserialize!(Millicores);
 quantity_deserialize!(Units);
 quantity_deserialize!(MilliUnits);
 
