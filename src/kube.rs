@@ -299,6 +299,32 @@ impl auth::Authorizer for KubeAuthorizer {
     }
 }
 
+/// Test support: a client whose API server is `handle(method, uri, body)`, answering
+/// with a status and a JSON body, so the adapters are tested through `kube` itself.
+#[cfg(test)]
+pub(crate) fn fake_client(
+    handle: impl Fn(&str, &axum::http::Uri, &[u8]) -> (u16, serde_json::Value) + Send + Sync + 'static,
+) -> Client {
+    let handle = Arc::new(handle);
+    let service = tower::service_fn(move |req: axum::http::Request<::kube::client::Body>| {
+        let handle = Arc::clone(&handle);
+        async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body.collect_bytes().await.unwrap();
+            let (code, json) = handle(parts.method.as_str(), &parts.uri, &bytes);
+            let response = axum::http::Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(::kube::client::Body::from(
+                    serde_json::to_vec(&json).unwrap(),
+                ))
+                .unwrap();
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    Client::new(service, "default")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

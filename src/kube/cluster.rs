@@ -204,36 +204,25 @@ mod tests {
         use std::sync::{Arc, Mutex};
         let seen: Arc<Mutex<Vec<String>>> = Arc::default();
         let log = seen.clone();
-        let service = tower::service_fn(move |req: axum::http::Request<::kube::client::Body>| {
-            let log = log.clone();
-            async move {
-                let uri = req.uri().clone();
-                log.lock().unwrap().push(uri.to_string());
-                let body = if uri.path() == "/api/v1/nodes" {
-                    serde_json::json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {},
-                    "items": [
-                        {"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "7910m", "memory": "15Gi"}}},
-                        {"metadata": {"name": "n2"}, "status": {"allocatable": {"cpu": "8", "memory": "14Gi"}}},
-                    ]})
-                } else {
-                    serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {},
-                    "items": [
-                        {"metadata": {"name": "p1"}, "status": {"phase": "Running"}},
-                        {"metadata": {"name": "p2"}, "status": {"phase": "Succeeded"}},
-                        {"metadata": {"name": "p3"}, "status": {"phase": "Pending"}},
-                    ]})
-                };
-                let response = axum::http::Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(::kube::client::Body::from(
-                        serde_json::to_vec(&body).unwrap(),
-                    ))
-                    .unwrap();
-                Ok::<_, std::convert::Infallible>(response)
-            }
+        let client = crate::kube::fake_client(move |_, uri, _| {
+            log.lock().unwrap().push(uri.to_string());
+            let body = if uri.path() == "/api/v1/nodes" {
+                serde_json::json!({"kind": "NodeList", "apiVersion": "v1", "metadata": {},
+                "items": [
+                    {"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "7910m", "memory": "15Gi"}}},
+                    {"metadata": {"name": "n2"}, "status": {"allocatable": {"cpu": "8", "memory": "14Gi"}}},
+                ]})
+            } else {
+                serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {},
+                "items": [
+                    {"metadata": {"name": "p1"}, "status": {"phase": "Running"}},
+                    {"metadata": {"name": "p2"}, "status": {"phase": "Succeeded"}},
+                    {"metadata": {"name": "p3"}, "status": {"phase": "Pending"}},
+                ]})
+            };
+            (200, body)
         });
-        let cluster = KubeCluster::new(Client::new(service, "default"));
+        let cluster = KubeCluster::new(client);
         let pools = [
             pool(
                 &[("pool", "app")],

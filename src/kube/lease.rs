@@ -441,26 +441,9 @@ mod tests {
     }
 
     fn client(api: std::sync::Arc<std::sync::Mutex<FakeApi>>) -> Client {
-        let service = tower::service_fn(move |req: axum::http::Request<::kube::client::Body>| {
-            let api = api.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let bytes = body.collect_bytes().await.unwrap();
-                let (code, json) =
-                    api.lock()
-                        .unwrap()
-                        .handle(parts.method.as_str(), parts.uri.path(), &bytes);
-                let response = axum::http::Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(::kube::client::Body::from(
-                        serde_json::to_vec(&json).unwrap(),
-                    ))
-                    .unwrap();
-                Ok::<_, std::convert::Infallible>(response)
-            }
-        });
-        Client::new(service, "default")
+        crate::kube::fake_client(move |method, uri, body| {
+            api.lock().unwrap().handle(method, uri.path(), body)
+        })
     }
 
     #[tokio::test]

@@ -185,27 +185,24 @@ mod tests {
 
     /// A client whose API server answers every list with two pods and counts the calls.
     fn counting_client(calls: Arc<std::sync::atomic::AtomicUsize>) -> Client {
-        let service = tower::service_fn(move |req: axum::http::Request<::kube::client::Body>| {
+        crate::kube::fake_client(move |_, uri, _| {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let uri = req.uri().to_string();
-            async move {
-                assert!(uri.starts_with("/api/v1/namespaces/conexus/pods?"), "{uri}");
-                assert!(uri.contains("labelSelector=app%3Dweb"), "{uri}");
-                assert!(uri.contains("resourceVersion=0"), "{uri}");
-                let list = serde_json::json!({
-                    "kind": "PodList",
-                    "apiVersion": "v1",
-                    "metadata": {},
-                    "items": [
-                        {"metadata": {"name": "web-b"}, "status": {"phase": "Running"}},
-                        {"metadata": {"name": "web-a"}, "status": {"phase": "Pending"}},
-                        {"metadata": {"name": "web-c"}, "status": {"phase": "Succeeded"}},
-                    ],
-                });
-                Ok::<_, std::convert::Infallible>(axum::http::Response::new(list.to_string()))
-            }
-        });
-        Client::new(service, "default")
+            let uri = uri.to_string();
+            assert!(uri.starts_with("/api/v1/namespaces/conexus/pods?"), "{uri}");
+            assert!(uri.contains("labelSelector=app%3Dweb"), "{uri}");
+            assert!(uri.contains("resourceVersion=0"), "{uri}");
+            let list = serde_json::json!({
+                "kind": "PodList",
+                "apiVersion": "v1",
+                "metadata": {},
+                "items": [
+                    {"metadata": {"name": "web-b"}, "status": {"phase": "Running"}},
+                    {"metadata": {"name": "web-a"}, "status": {"phase": "Pending"}},
+                    {"metadata": {"name": "web-c"}, "status": {"phase": "Succeeded"}},
+                ],
+            });
+            (200, list)
+        })
     }
 
     #[tokio::test]
