@@ -190,6 +190,7 @@ fn run_one(n: usize) {
                 step_ms: STEP_MS,
                 policy: ServePolicy {
                     lead_steps: 3,
+                    lead_ms: 0,
                     quantile: 0.9,
                     reactive_floor: true,
                 },

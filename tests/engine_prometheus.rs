@@ -120,6 +120,7 @@ fn signal() -> SignalSettings {
             step_ms: STEP,
             policy: ServePolicy {
                 lead_steps: 3,
+                lead_ms: 0,
                 quantile: 0.9,
                 reactive_floor: true,
             },

@@ -79,6 +79,7 @@ fn tracker_settings() -> TrackerSettings {
         step_ms: STEP_MS,
         policy: ServePolicy {
             lead_steps: 5,
+            lead_ms: 0,
             quantile: 0.9,
             reactive_floor: true,
         },

@@ -22,6 +22,7 @@
 //! - Gaps the resampler left in the trace count for cost, not for shortfall.
 pub mod behavior;
 pub mod capacity;
+pub mod frontier;
 pub mod hpa;
 pub mod plot;
 pub mod report;
@@ -35,7 +36,8 @@ pub use capacity::{CapacitySpec, Cluster, NodePool};
 pub use hpa::{Hpa, HpaSpec};
 pub use report::{Aggregate, ForecastAccuracy, Measures};
 pub use sim::{
-    auto_target, backtest, simulate, AutoTarget, ForecastPlan, Run, Scenario, Strategy, TraceResult,
+    auto_target, backtest, backtest_with, simulate, simulate_with, AutoTarget, ForecastPlan, Run, Scenario,
+    Strategy, Tape, TraceResult,
 };
 
 /// Errors from setting up or running a backtest.

@@ -12,11 +12,19 @@ use super::sim::{Strategy, TraceResult};
 /// fell short of demand.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Measures {
-    /// Integral of (demand / target − ready replicas) where positive, in
-    /// replica-minutes.
+    /// Integral of (min(demand, maxReplicas) − ready replicas) where positive, in
+    /// replica-minutes; demand in replicas is value / capacity per replica.
     pub under_provisioned_replica_minutes: f64,
-    /// Time during which demand exceeded ready capacity, in minutes.
+    /// Time during which demand (up to maxReplicas) exceeded ready capacity, in minutes.
     pub under_provisioned_minutes: f64,
+    /// Integral of demand beyond maxReplicas, in replica-minutes: what no strategy
+    /// could serve, kept out of the shortfall.
+    pub beyond_max_replica_minutes: f64,
+    /// Time during which demand exceeded maxReplicas, in minutes.
+    pub beyond_max_minutes: f64,
+    /// Integral of demand over observed time, in replica-minutes (the scale that
+    /// shortfall is a share of).
+    pub demand_replica_minutes: f64,
     /// Integral of placed (starting or ready) pods, in replica-hours.
     pub replica_hours: f64,
     /// Integral of nodes (ready or being provisioned), in node-hours; 0 without a
@@ -33,6 +41,9 @@ impl Measures {
     pub fn add(&mut self, o: &Measures) {
         self.under_provisioned_replica_minutes += o.under_provisioned_replica_minutes;
         self.under_provisioned_minutes += o.under_provisioned_minutes;
+        self.beyond_max_replica_minutes += o.beyond_max_replica_minutes;
+        self.beyond_max_minutes += o.beyond_max_minutes;
+        self.demand_replica_minutes += o.demand_replica_minutes;
         self.replica_hours += o.replica_hours;
         self.node_hours += o.node_hours;
         self.scale_events += o.scale_events;
@@ -316,11 +327,11 @@ pub fn trace_table(r: &TraceResult, nodes: bool) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{} — {} points every {}, target {} per replica",
+        "{} — {} points every {}, capacity {} per replica",
         r.name,
         r.points,
         human_ms(r.step_ms),
-        fmt_num(r.target_per_replica)
+        fmt_num(r.capacity_per_replica)
     );
     if let Some(a) = r
         .run(Strategy::Predictive)
@@ -385,7 +396,7 @@ struct JsonTrace<'a> {
     name: &'a str,
     step_s: f64,
     points: usize,
-    target_per_replica: f64,
+    capacity_per_replica: f64,
     reactive: &'a Measures,
     predictive: &'a Measures,
     oracle: &'a Measures,
@@ -408,7 +419,7 @@ pub fn json(
                 name: &r.name,
                 step_s: r.step_ms as f64 / 1000.0,
                 points: r.points,
-                target_per_replica: r.target_per_replica,
+                capacity_per_replica: r.capacity_per_replica,
                 reactive: m(Strategy::Reactive),
                 predictive: m(Strategy::Predictive),
                 oracle: m(Strategy::Oracle),

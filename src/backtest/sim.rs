@@ -9,7 +9,7 @@
 //! is unknown.
 
 use crate::forecast::ModelSpec;
-use crate::plan::{ServePolicy, Tracker, TrackerSettings};
+use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
 use crate::series::Series;
 
 use super::behavior::Behavior;
@@ -27,7 +27,8 @@ pub enum Strategy {
     /// prescale's served value, computed step by step by [`Tracker`].
     Predictive,
     /// Perfect foresight: exactly the replicas the true peak demand over the coming
-    /// lead time needs, set at each sync without the HPA's tolerance band,
+    /// lead time needs (against capacity: no headroom), set at each sync without
+    /// the HPA's tolerance band,
     /// stabilization or rate limits (pod start-up and nodes still apply).
     Oracle,
 }
@@ -95,6 +96,7 @@ impl ForecastPlan {
             step_ms: step,
             policy: ServePolicy {
                 lead_steps,
+                lead_ms: lead_time_ms,
                 quantile: self.quantile,
                 reactive_floor: self.reactive_floor,
             },
@@ -110,8 +112,12 @@ impl ForecastPlan {
 /// Everything a replay is configured with, shared by all strategies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scenario {
-    /// What one replica handles, in the trace's unit; at least 0.001.
-    pub target_per_replica: f64,
+    /// What one replica can carry before it breaks its SLO, in the trace's unit; at
+    /// least 0.001. Shortfall is measured against it.
+    pub capacity_per_replica: f64,
+    /// The HPA's target is `capacity × (1 − headroom)`: the margin a team keeps below
+    /// capacity; in [-1, 1) (negative runs replicas above capacity on purpose).
+    pub headroom: f64,
     /// `minReplicas`, at least 1.
     pub min_replicas: u32,
     /// `maxReplicas`, at least `min_replicas`.
@@ -136,9 +142,10 @@ pub struct Scenario {
 impl Scenario {
     /// A scenario with Kubernetes defaults: 15 s sync, default behavior, 30 s pod
     /// start-up, no node pool, 1..=10000 replicas.
-    pub fn new(target_per_replica: f64, lead_time_ms: i64, forecast: ForecastPlan) -> Self {
+    pub fn new(capacity_per_replica: f64, lead_time_ms: i64, forecast: ForecastPlan) -> Self {
         Self {
-            target_per_replica,
+            capacity_per_replica,
+            headroom: 0.0,
             min_replicas: 1,
             max_replicas: 10_000,
             behavior: Behavior::default(),
@@ -154,9 +161,30 @@ impl Scenario {
         }
     }
 
+    /// The HPA's target: `capacity × (1 − headroom)`.
+    pub fn target_per_replica(&self) -> f64 {
+        self.capacity_per_replica * (1.0 - self.headroom)
+    }
+
     /// The target as the HPA reads it: rounded up to milli-units.
     pub fn effective_target(&self) -> f64 {
-        to_milli(self.target_per_replica) as f64 / 1000.0
+        to_milli(self.target_per_replica()) as f64 / 1000.0
+    }
+
+    /// The quantile served: the replayed tracker's, else the forecast plan's.
+    pub fn quantile(&self) -> f64 {
+        self.tracker
+            .as_ref()
+            .map_or(self.forecast.quantile, |t| t.policy.quantile)
+    }
+
+    /// The same scenario serving quantile `q` (of the replayed tracker too).
+    pub fn with_quantile(mut self, q: f64) -> Self {
+        self.forecast.quantile = q;
+        if let Some(t) = self.tracker.as_mut() {
+            t.policy.quantile = q;
+        }
+        self
     }
 
     /// Checks the settings.
@@ -164,8 +192,19 @@ impl Scenario {
     /// # Errors
     /// [`Error::BadTarget`] or [`Error::Setting`] naming the bad setting.
     pub fn validate(&self) -> Result<()> {
-        let t = self.target_per_replica;
-        if !(t.is_finite() && t >= 0.001 - 1e-12) {
+        let c = self.capacity_per_replica;
+        if !(c.is_finite() && c >= 0.001 - 1e-12) {
+            return Err(Error::BadTarget(c));
+        }
+        let h = self.headroom;
+        if !(h.is_finite() && (-1.0..1.0).contains(&h)) {
+            return Err(Error::Setting {
+                field: "headroom",
+                reason: format!("must be in [-1, 1), got {h}"),
+            });
+        }
+        let t = self.target_per_replica();
+        if t < 0.001 - 1e-12 {
             return Err(Error::BadTarget(t));
         }
         let setting = |field, reason: &str| Error::Setting {
@@ -241,9 +280,9 @@ pub struct TraceResult {
     pub step_ms: i64,
     /// Grid points replayed.
     pub points: usize,
-    /// The target per replica used.
-    pub target_per_replica: f64,
-    /// Demand in replicas per grid step (for plots).
+    /// The capacity per replica that demand is measured against.
+    pub capacity_per_replica: f64,
+    /// Demand in replicas (value / capacity) per grid step (for plots).
     pub demand: Vec<f32>,
     /// One run per strategy, in [`Strategy::ALL`] order.
     pub runs: Vec<Run>,
@@ -259,8 +298,8 @@ impl TraceResult {
 /// A target picked from the data, and the unit it is expressed in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AutoTarget {
-    /// What one replica handles, in the scaled unit: a whole number of at least 100.
-    pub target_per_replica: f64,
+    /// What one replica carries, in the scaled unit: a whole number of at least 100.
+    pub capacity_per_replica: f64,
     /// The power of ten the trace's values are multiplied by before the replay, so
     /// that the HPA's milli-unit reading does not distort small values (the same as
     /// serving, say, millicores instead of cores).
@@ -290,7 +329,7 @@ pub fn auto_target(values: &[f64]) -> Result<AutoTarget> {
         unit_scale *= 10.0;
     }
     Ok(AutoTarget {
-        target_per_replica: (target * unit_scale).round(),
+        capacity_per_replica: (target * unit_scale).round(),
         unit_scale,
     })
 }
@@ -301,21 +340,35 @@ pub fn auto_target(values: &[f64]) -> Result<AutoTarget> {
 /// When the trace is empty, has fewer than two observed points or is shorter than
 /// the lead time, or when the scenario is invalid.
 pub fn backtest(name: &str, series: &Series, scenario: &Scenario) -> Result<TraceResult> {
+    let tape = Tape::record(series, scenario, &[])?;
+    backtest_with(name, series, scenario, &tape)
+}
+
+/// As [`backtest`], the predictive strategy served from a recorded `tape`.
+///
+/// # Errors
+/// As [`simulate_with`].
+pub fn backtest_with(
+    name: &str,
+    series: &Series,
+    scenario: &Scenario,
+    tape: &Tape,
+) -> Result<TraceResult> {
     check_trace(series, scenario)?;
     let filled = crate::series::forward_fill(&series.values);
     let demand = filled
         .iter()
-        .map(|v| (v.max(0.0) / scenario.effective_target()) as f32)
+        .map(|v| (v.max(0.0) / scenario.capacity_per_replica) as f32)
         .collect();
     let runs = Strategy::ALL
         .into_iter()
-        .map(|s| simulate(series, scenario, s))
+        .map(|s| simulate_with(series, scenario, s, Some(tape)))
         .collect::<Result<Vec<_>>>()?;
     Ok(TraceResult {
         name: name.to_string(),
         step_ms: series.step_ms,
         points: series.len(),
-        target_per_replica: scenario.effective_target(),
+        capacity_per_replica: scenario.capacity_per_replica,
         demand,
         runs,
     })
@@ -349,16 +402,70 @@ fn check_trace(series: &Series, scenario: &Scenario) -> Result<()> {
     Ok(())
 }
 
+/// The predictive strategy's decisions at every grid point, made once by the
+/// serving code's [`Tracker`] and replayed by every variant that differs only in
+/// the quantile served or in the HPA's settings (the frontier sweeps both without
+/// refitting a model per variant).
+#[derive(Debug, Clone)]
+pub struct Tape {
+    /// The decision made when grid point `i` arrived, for every `i`.
+    pub decisions: Vec<Decision>,
+}
+
+impl Tape {
+    /// Runs the tracker over `series` as serve would, with forecasts that carry the
+    /// scenario's quantile and every level in `quantiles`.
+    ///
+    /// # Errors
+    /// As [`backtest`].
+    pub fn record(series: &Series, scenario: &Scenario, quantiles: &[f64]) -> Result<Self> {
+        check_trace(series, scenario)?;
+        let settings = tracker_settings(series, scenario)?;
+        let mut tracker = Tracker::new(settings);
+        let step = series.step_ms;
+        let decisions = series
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                tracker.observe(std::slice::from_ref(v));
+                tracker.decide_with(series.start_ms + step * i as i64, quantiles)
+            })
+            .collect();
+        Ok(Self { decisions })
+    }
+}
+
+fn tracker_settings(series: &Series, scenario: &Scenario) -> Result<TrackerSettings> {
+    let step = series.step_ms;
+    match &scenario.tracker {
+        Some(t) if t.step_ms != step => Err(Error::Setting {
+            field: "step",
+            reason: format!(
+                "the trace's step is {step} ms but the tracker runs on {} ms",
+                t.step_ms
+            ),
+        }),
+        Some(t) => Ok(t.clone()),
+        None => Ok(scenario
+            .forecast
+            .tracker_settings(step, scenario.lead_time_ms)),
+    }
+}
+
 /// What the HPA reads under each strategy.
-enum Source {
+enum Source<'a> {
     Reactive,
-    Predictive(Box<Predictor>),
+    Predictive(Box<Predictor<'a>>),
     Oracle,
 }
 
-struct Predictor {
-    tracker: Tracker,
-    served: Option<f64>,
+struct Predictor<'a> {
+    tape: &'a Tape,
+    /// The serving rule, with the variant's quantile.
+    policy: ServePolicy,
+    /// The newest grid point.
+    idx: usize,
     accuracy: AccuracyAcc,
 }
 
@@ -367,6 +474,25 @@ struct Predictor {
 /// # Errors
 /// As [`backtest`].
 pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Result<Run> {
+    let tape = match strategy {
+        Strategy::Predictive => Some(Tape::record(series, scenario, &[])?),
+        _ => None,
+    };
+    simulate_with(series, scenario, strategy, tape.as_ref())
+}
+
+/// Replays `series` with one strategy; the predictive strategy serves the
+/// scenario's quantile from `tape` (recorded with that quantile among its levels).
+///
+/// # Errors
+/// As [`backtest`], and [`Error::Setting`] when the predictive strategy has no tape
+/// or a tape of another trace.
+pub fn simulate_with(
+    series: &Series,
+    scenario: &Scenario,
+    strategy: Strategy,
+    tape: Option<&Tape>,
+) -> Result<Run> {
     check_trace(series, scenario)?;
     let raw = &series.values;
     let filled = crate::series::forward_fill(raw);
@@ -374,33 +500,30 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
     let step = series.step_ms;
     let t0 = series.start_ms;
     let t_end = t0 + step * n as i64;
-    // Demand is measured against the target as the HPA reads it (milli-units).
-    let target = scenario.effective_target();
-    let demand_at = |i: usize| filled[i].max(0.0) / target;
+    // Demand is measured against what a replica can carry, not against the HPA's
+    // target: the target's headroom is a cost the strategy pays, not demand.
+    let capacity = scenario.capacity_per_replica;
+    let demand_at = |i: usize| filled[i].max(0.0) / capacity;
+    let max_replicas = f64::from(scenario.max_replicas);
 
-    let settings = match &scenario.tracker {
-        Some(t) if t.step_ms != step => {
+    let settings = tracker_settings(series, scenario)?;
+    let mut source = match (strategy, tape) {
+        (Strategy::Reactive, _) => Source::Reactive,
+        (Strategy::Oracle, _) => Source::Oracle,
+        (Strategy::Predictive, Some(tape)) if tape.decisions.len() == n => {
+            Source::Predictive(Box::new(Predictor {
+                accuracy: AccuracyAcc::new(raw, settings.policy.quantile),
+                tape,
+                policy: settings.policy,
+                idx: 0,
+            }))
+        }
+        (Strategy::Predictive, _) => {
             return Err(Error::Setting {
-                field: "step",
-                reason: format!(
-                    "the trace's step is {step} ms but the tracker runs on {} ms",
-                    t.step_ms
-                ),
+                field: "tape",
+                reason: format!("the predictive run needs a tape of the trace's {n} points"),
             })
         }
-        Some(t) => t.clone(),
-        None => scenario
-            .forecast
-            .tracker_settings(step, scenario.lead_time_ms),
-    };
-    let mut source = match strategy {
-        Strategy::Reactive => Source::Reactive,
-        Strategy::Oracle => Source::Oracle,
-        Strategy::Predictive => Source::Predictive(Box::new(Predictor {
-            accuracy: AccuracyAcc::new(raw, settings.policy.quantile),
-            tracker: Tracker::new(settings.clone()),
-            served: None,
-        })),
     };
 
     let first = (demand_at(0).ceil().min(f64::from(u32::MAX)) as u32)
@@ -409,7 +532,7 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
     let mut hpa = Hpa::new(HpaSpec {
         min_replicas: scenario.min_replicas,
         max_replicas: scenario.max_replicas,
-        target_milli: to_milli(scenario.target_per_replica),
+        target_milli: to_milli(scenario.target_per_replica()),
         behavior: scenario.behavior.clone(),
     });
 
@@ -419,7 +542,7 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
     let mut ticks = Vec::new();
 
     let mut idx = 0usize;
-    arrive(&mut source, raw, 0, t0);
+    arrive(&mut source, 0);
     let mut next_grid = t0 + step;
     let mut next_tick = t0;
     let mut t = t0;
@@ -433,13 +556,23 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
         if dt > 0.0 {
             let d = demand_at(idx);
             let ready = f64::from(cluster.ready());
-            let short = (d - ready).max(0.0);
+            // Demand beyond maxReplicas is no strategy's shortfall: no HPA may
+            // serve it. It is counted apart.
+            let short = (d.min(max_replicas) - ready).max(0.0);
+            let beyond = (d - max_replicas).max(0.0);
             // In a gap the demand is unknown (the trace holds its last value for
             // the HPA's sake): it costs capacity but is not scored as a shortfall.
-            if short > 1e-9 && raw[idx].is_finite() {
-                m.under_provisioned_replica_minutes += short * dt / 60_000.0;
-                m.under_provisioned_minutes += dt / 60_000.0;
-                m.peak_shortfall_replicas = m.peak_shortfall_replicas.max(short);
+            if raw[idx].is_finite() {
+                if short > 1e-9 {
+                    m.under_provisioned_replica_minutes += short * dt / 60_000.0;
+                    m.under_provisioned_minutes += dt / 60_000.0;
+                    m.peak_shortfall_replicas = m.peak_shortfall_replicas.max(short);
+                }
+                if beyond > 1e-9 {
+                    m.beyond_max_replica_minutes += beyond * dt / 60_000.0;
+                    m.beyond_max_minutes += dt / 60_000.0;
+                }
+                m.demand_replica_minutes += d * dt / 60_000.0;
             }
             m.replica_hours += f64::from(cluster.placed()) * dt / 3_600_000.0;
             m.node_hours += f64::from(cluster.nodes()) * dt / 3_600_000.0;
@@ -456,12 +589,12 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
             ready_acc = 0.0;
             idx += 1;
             next_grid += step;
-            arrive(&mut source, raw, idx, t);
+            arrive(&mut source, idx);
         }
         if t == next_tick {
             let metric = match &source {
                 Source::Reactive => Some(filled[idx]),
-                Source::Predictive(p) => p.served,
+                Source::Predictive(p) => p.served_at(t),
                 Source::Oracle => {
                     // The true peak over [now, now + lead]: capacity asked for now is
                     // ready within the lead time, so this is the best any forecast can do.
@@ -478,7 +611,7 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
                 // no tolerance band, stabilization or rate limits; pods and nodes
                 // still take their time.
                 (Source::Oracle, Some(peak)) => {
-                    ((peak.max(0.0) / target).ceil().min(f64::from(u32::MAX)) as u32)
+                    ((peak.max(0.0) / capacity).ceil().min(f64::from(u32::MAX)) as u32)
                         .clamp(scenario.min_replicas, scenario.max_replicas)
                 }
                 _ => hpa.reconcile(t, current, metric),
@@ -510,16 +643,27 @@ pub fn simulate(series: &Series, scenario: &Scenario, strategy: Strategy) -> Res
     })
 }
 
-/// Grid point `idx` becomes available at `t_ms`: the predictive strategy observes
-/// it and decides what to serve until the next one.
-fn arrive(source: &mut Source, raw: &[f64], idx: usize, t_ms: i64) {
+/// Grid point `idx` becomes available: the predictive strategy takes the decision
+/// recorded for it, which it serves until the next one.
+fn arrive(source: &mut Source<'_>, idx: usize) {
     let Source::Predictive(p) = source else {
         return;
     };
-    p.tracker.observe(&raw[idx..=idx]);
-    let decision = p.tracker.decide(t_ms);
-    p.served = decision.value;
-    // Scoring only: the forecast made at `idx` is compared with what followed it
-    // after the fact; nothing here feeds back into the decision.
-    p.accuracy.record(idx, &decision);
+    p.idx = idx;
+    if let Some(decision) = p.tape.decisions.get(idx) {
+        // Scoring only: the forecast made at `idx` is compared with what followed
+        // it after the fact; nothing here feeds back into the decision.
+        p.accuracy.record(idx, decision);
+    }
+}
+
+impl Predictor<'_> {
+    /// What the HPA reads at `t_ms`: the current decision served at that moment
+    /// (a lead time shorter than the step brings the next step in late).
+    fn served_at(&self, t_ms: i64) -> Option<f64> {
+        self.tape
+            .decisions
+            .get(self.idx)
+            .and_then(|d| d.served_at(&self.policy, t_ms))
+    }
 }

@@ -347,19 +347,19 @@ fn bad_traces_and_targets_are_clear_errors() {
     ));
     for t in [0.0, -1.0, f64::NAN, 0.0001] {
         let mut sc = scenario(180);
-        sc.target_per_replica = t;
+        sc.capacity_per_replica = t;
         let e = backtest("t", &series(60, vec![1.0; 10]), &sc).unwrap_err();
         assert!(matches!(e, Error::BadTarget(_)), "{e}");
     }
     assert!(matches!(auto_target(&[0.0, 0.0]), Err(Error::NoAutoTarget)));
     let a = auto_target(&[1.0, 50.0, 100.0]).unwrap();
-    assert_eq!((a.target_per_replica, a.unit_scale), (500.0, 100.0));
+    assert_eq!((a.capacity_per_replica, a.unit_scale), (500.0, 100.0));
     let a = auto_target(&[0.0, 0.0, 0.0, 0.4416, 0.52]).unwrap();
     assert_eq!(
         a.unit_scale, 1e4,
         "median 0, mean 0.19232 / 10 -> 0.019232, scaled to 192.32"
     );
-    assert_eq!(a.target_per_replica, 192.0);
+    assert_eq!(a.capacity_per_replica, 192.0);
 }
 
 #[test]
@@ -421,4 +421,106 @@ fn the_aggregate_sums_traces_and_averages_their_changes() {
     let expected = (change(&a) + change(&b)) / 2.0;
     let got = agg.mean_trace_replica_hours_change_pct.unwrap();
     assert!((got - expected).abs() < 1e-9, "{got} vs {expected}");
+}
+
+// ---- capacity, headroom and what lies beyond maxReplicas ----
+
+#[test]
+fn shortfall_is_against_capacity_and_headroom_costs_replicas() {
+    // Capacity 100 per replica; demand 1000 for 30 min then 1500 for 30 min.
+    let mut v = vec![1000.0; 30];
+    v.extend(vec![1500.0; 30]);
+    let s = series(60, v);
+    let mut sc = scenario(180);
+    sc.capacity_per_replica = 100.0;
+    // Without headroom: 10 replicas, then 15 ready 30 s after the jump is read.
+    let r = simulate(&s, &sc, Strategy::Reactive).unwrap().measures;
+    assert!((r.under_provisioned_replica_minutes - 5.0 * 0.5).abs() < 1e-9, "{r:?}");
+    assert!((r.replica_hours - (10.0 * 0.5 + 15.0 * 0.5)).abs() < 1e-9, "{r:?}");
+    assert!((r.demand_replica_minutes - (10.0 * 30.0 + 15.0 * 30.0)).abs() < 1e-9);
+    // Headroom 20 %: target 80, so ceil(1000/80) = 13 replicas, then ceil(1500/80) = 19.
+    // The 13 ready replicas carry 1300 < 1500: 2 replicas short for the 30 s start-up.
+    sc.headroom = 0.2;
+    let h = simulate(&s, &sc, Strategy::Reactive).unwrap().measures;
+    assert!((h.under_provisioned_replica_minutes - 2.0 * 0.5).abs() < 1e-9, "{h:?}");
+    assert!((h.under_provisioned_minutes - 0.5).abs() < 1e-9, "{h:?}");
+    assert!((h.replica_hours - (13.0 * 0.5 + 19.0 * 0.5)).abs() < 1e-9, "{h:?}");
+    // Headroom 40 %: target 60 -> 17 replicas carry 1700: never short.
+    sc.headroom = 0.4;
+    let h = simulate(&s, &sc, Strategy::Reactive).unwrap().measures;
+    assert_eq!(h.under_provisioned_replica_minutes, 0.0, "{h:?}");
+    // The oracle plans on capacity, not on the target: headroom costs it nothing.
+    let o = simulate(&s, &sc, Strategy::Oracle).unwrap().measures;
+    assert_eq!(o.under_provisioned_replica_minutes, 0.0);
+    assert!((o.replica_hours - (10.0 * 27.0 + 15.0 * 33.0) / 60.0).abs() < 1e-9, "{o:?}");
+}
+
+#[test]
+fn demand_beyond_max_replicas_is_counted_apart() {
+    // Capacity 1 per replica, maxReplicas 12; demand 10, then 20 for 30 min.
+    let mut v = vec![10.0; 30];
+    v.extend(vec![20.0; 30]);
+    let mut sc = scenario(180);
+    sc.max_replicas = 12;
+    let r = simulate(&series(60, v), &sc, Strategy::Reactive).unwrap().measures;
+    // 8 replicas of demand above the maximum for 30 min; the shortfall is only the
+    // 2 replicas up to 12 during the 30 s start-up.
+    assert!((r.beyond_max_replica_minutes - 8.0 * 30.0).abs() < 1e-9, "{r:?}");
+    assert!((r.beyond_max_minutes - 30.0).abs() < 1e-9, "{r:?}");
+    assert!((r.under_provisioned_replica_minutes - 2.0 * 0.5).abs() < 1e-9, "{r:?}");
+    let o = simulate(&series(60, vec![10.0; 10]), &sc, Strategy::Oracle).unwrap().measures;
+    assert_eq!(o.beyond_max_replica_minutes, 0.0);
+}
+
+#[test]
+fn headroom_out_of_range_is_a_clear_error() {
+    for h in [1.0, 1.5, -1.5, f64::NAN] {
+        let mut sc = scenario(180);
+        sc.headroom = h;
+        let e = simulate(&series(60, vec![1.0; 10]), &sc, Strategy::Reactive).unwrap_err();
+        assert!(e.to_string().contains("headroom"), "{e}");
+    }
+}
+
+// ---- the serving rule on the simulated clock ----
+
+#[test]
+fn a_lead_time_shorter_than_the_step_brings_the_next_step_in_late() {
+    // A 5-minute grid, lead time 2 min, a daily-periodic step pattern the
+    // seasonal naive model knows: the predictive run must scale for each coming
+    // rise only in the last 2 minutes before it, not for the whole step.
+    let day = 288;
+    let v: Vec<f64> = (0..day * 9)
+        .map(|i| if (i / 6) % 2 == 0 { 10.0 } else { 20.0 })
+        .collect();
+    let mut sc = scenario(120);
+    sc.forecast.spec = ModelSpec::by_name("seasonal-naive").unwrap();
+    sc.keep_ticks = true;
+    let s = series(300, v);
+    let r = simulate(&s, &sc, Strategy::Predictive).unwrap();
+    // Look at the last day: each rise happens at a grid point i with i/6 odd.
+    let t0 = s.start_ms;
+    let mut checked = 0;
+    for i in (day * 8..day * 9 - 1).filter(|i| i % 6 == 0 && (i / 6) % 2 == 1) {
+        let rise = t0 + i as i64 * 300 * S;
+        let metric_at = |t: i64| {
+            r.ticks
+                .iter()
+                .rev()
+                .find(|k| k.t_ms <= t)
+                .and_then(|k| k.metric)
+                .unwrap()
+        };
+        // Three minutes before the rise the 10 still holds; from two minutes
+        // before it the forecast of the rise is served.
+        assert!(metric_at(rise - 180 * S) < 15.0, "at {i}");
+        assert!(metric_at(rise - 105 * S) >= 19.9, "at {i}");
+        checked += 1;
+    }
+    assert!(checked > 10);
+    // Whole-step planning serves each rise for the 5 minutes before it: dearer.
+    let mut whole = sc.clone();
+    whole.lead_time_ms = 300 * S;
+    let w = simulate(&s, &whole, Strategy::Predictive).unwrap().measures;
+    assert!(r.measures.replica_hours < w.replica_hours - 1.0, "{:?} vs {w:?}", r.measures);
 }

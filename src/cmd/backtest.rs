@@ -11,10 +11,13 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rayon::prelude::*;
 
+use prescale::backtest::frontier::{self, Sweep, TraceFrontier};
 use prescale::backtest::{
     self, plot, report, Aggregate, Behavior, CapacitySpec, ForecastPlan, NodePool, Scenario,
-    TraceResult,
+    Tape, TraceResult,
 };
+
+use super::frontier_report;
 use prescale::config::Config;
 use prescale::engine::SignalSettings;
 use prescale::forecast::ModelSpec;
@@ -34,13 +37,25 @@ pub struct Args {
     /// OpenMetrics text) or a directory of them; the bundled traces when omitted.
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// What one replica handles, in the trace's unit (the HPA's AverageValue target).
-    #[arg(long, conflicts_with = "target_auto")]
-    pub target_per_replica: Option<f64>,
-    /// Pick a target per trace so that its median needs about 10 replicas (the
-    /// default when no target is given).
+    /// What one replica can carry before it breaks its SLO, in the trace's unit:
+    /// shortfall is measured against it (`--target-per-replica` is its old name).
+    #[arg(long, alias = "target-per-replica", conflicts_with = "target_auto")]
+    pub capacity_per_replica: Option<f64>,
+    /// Pick a capacity per trace so that its median needs about 10 replicas (the
+    /// default when no capacity is given).
     #[arg(long)]
     pub target_auto: bool,
+    /// Headroom of the HPAs below capacity: their target is capacity × (1 − headroom).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub headroom: f64,
+    /// Print the whole cost-vs-shortfall frontier (reactive over headroom and
+    /// tolerance, predictive over quantile and headroom, oracle); its matched-cost
+    /// summary is printed without it too.
+    #[arg(long)]
+    pub frontier: bool,
+    /// Draw the frontier over all traces (.svg, or .png with labels from a system font).
+    #[arg(long)]
+    pub frontier_plot: Option<PathBuf>,
     /// How far ahead capacity is planned (e.g. 30s, 3m, 1h).
     #[arg(long, default_value = "3m", value_parser = parse_duration_ms)]
     pub lead_time: i64,
@@ -112,8 +127,27 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     prescale::config::parse_duration_ms(text).map(|ms| i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
-/// A replayed trace and the unit scale its values were multiplied by.
-type Outcome = Result<(TraceResult, f64), backtest::Error>;
+/// A replayed trace, its frontier and the unit scale its values were multiplied by.
+type Outcome = Result<(TraceResult, TraceFrontier, f64), backtest::Error>;
+
+/// Replays one trace: the forecasts once, then every strategy and variant.
+fn replay_trace(p: &Prepared, sweep: &Sweep) -> Outcome {
+    let tape = Tape::record(&p.series, &p.scenario, &sweep.levels(&p.scenario))?;
+    let result = backtest::backtest_with(&p.name, &p.series, &p.scenario, &tape)?;
+    let front = frontier::trace(&p.name, &p.series, &p.scenario, sweep, &tape)?;
+    Ok((result, front, p.unit_scale))
+}
+
+fn sweep_json(s: &Sweep) -> serde_json::Value {
+    serde_json::json!({
+        "reactive_headrooms": s.reactive_headrooms,
+        "reactive_tolerances": s.reactive_tolerances,
+        "quantiles": s.quantiles,
+        "predictive_headrooms": s.predictive_headrooms,
+        "predictive_tolerances": s.predictive_tolerances,
+        "shortfall_floor_share_of_demand": frontier::SHORTFALL_FLOOR,
+    })
+}
 
 /// A serve configuration's signal, as the engine would run it.
 struct Replay {
@@ -153,10 +187,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => Some(replay_settings(path, args.signal.as_deref())?),
         None => None,
     };
-    if let Some(t) = args.target_per_replica {
+    if let Some(t) = args.capacity_per_replica {
         if !(t.is_finite() && t >= 0.001) {
-            bail!("--target-per-replica must be a number of at least 0.001, got {t}");
+            bail!("--capacity-per-replica must be a number of at least 0.001, got {t}");
         }
+    }
+    if !(args.headroom.is_finite() && (-1.0..1.0).contains(&args.headroom)) {
+        bail!("--headroom must be in [-1, 1), got {}", args.headroom);
     }
     if args.pods_per_node == Some(0) {
         bail!("--pods-per-node must be at least 1");
@@ -172,13 +209,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    prescale::plan::peak::set_enabled(std::env::var("PRESCALE_EXP_PEAK").map_or(true, |v| v != "0"));
+    let sweep = Sweep::default();
     let bar = progress_bar(prepared.len() as u64, files.len() > 1);
     let outcomes: Vec<(String, Outcome)> = prepared
         .par_iter()
         .map(|p| {
             bar.set_message(p.name.clone());
-            let out =
-                backtest::backtest(&p.name, &p.series, &p.scenario).map(|r| (r, p.unit_scale));
+            let out = replay_trace(p, &sweep);
             bar.inc(1);
             (p.name.clone(), out)
         })
@@ -186,23 +224,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     bar.finish_and_clear();
 
     let mut results = Vec::new();
+    let mut frontiers = Vec::new();
     for (name, out) in outcomes {
         match out {
-            Ok(r) => results.push(r),
+            Ok((r, f, unit)) => {
+                results.push((r, unit));
+                frontiers.push(f);
+            }
             Err(e) if files.len() > 1 => failures.push(format!("{name}: {e}")),
             Err(e) => return Err(e).with_context(|| format!("replaying {}", input.display())),
         }
     }
+    let summary = frontier::summarize(&frontiers);
     let traces: Vec<TraceResult> = results.iter().map(|(r, _)| r.clone()).collect();
     let aggregate = Aggregate::new(&traces);
     let nodes = args.pods_per_node.is_some();
 
     if args.json {
-        let doc = report::json(
+        let mut doc = report::json(
             &traces,
             &aggregate,
             settings_json(&args, replay.as_ref(), &results),
         );
+        if let Some(obj) = doc.as_object_mut() {
+            obj.insert("matched_cost".into(), serde_json::to_value(&summary.matched_cost)?);
+            obj.insert(
+                "frontier".into(),
+                serde_json::json!({
+                    "sweep": sweep_json(&sweep),
+                    "overall": summary.overall,
+                    "traces": frontiers,
+                }),
+            );
+        }
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         if let Some(r) = &replay {
@@ -226,6 +280,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!();
         }
         print!("{}", report::aggregate_table(&aggregate, nodes));
+        println!();
+        if args.frontier {
+            print!("{}", frontier_report::table(&summary));
+            println!();
+        }
+        print!("{}", frontier_report::matched(&summary, &frontiers));
+    }
+    if let Some(out) = &args.frontier_plot {
+        frontier_report::write_plot(out, &summary)?;
     }
     if let Some(out) = &args.plot {
         write_plots(out, &traces)?;
@@ -325,11 +388,11 @@ fn prepare_series(
     spec: &ModelSpec,
     replay: Option<&Replay>,
 ) -> anyhow::Result<Prepared> {
-    let (target, unit_scale) = match args.target_per_replica {
+    let (capacity, unit_scale) = match args.capacity_per_replica {
         Some(t) => (t, 1.0),
         None => {
             let auto = backtest::auto_target(&series.values)?;
-            (auto.target_per_replica, auto.unit_scale)
+            (auto.capacity_per_replica, auto.unit_scale)
         }
     };
     if unit_scale != 1.0 {
@@ -342,7 +405,8 @@ fn prepare_series(
     plan.refit_every_ms = args.refit_every;
     plan.history_ms = args.history;
     let lead_time_ms = replay.map_or(args.lead_time, |r| r.lead_time_ms);
-    let mut scenario = Scenario::new(target, lead_time_ms, plan);
+    let mut scenario = Scenario::new(capacity, lead_time_ms, plan);
+    scenario.headroom = args.headroom;
     scenario.tracker = replay.map(|r| r.tracker.clone());
     scenario.min_replicas = args.min_replicas;
     scenario.max_replicas = args.max_replicas;
@@ -449,7 +513,8 @@ fn settings_json(
         });
     }
     serde_json::json!({
-        "target": match args.target_per_replica {
+        "headroom": args.headroom,
+        "capacity_per_replica": match args.capacity_per_replica {
             Some(t) => serde_json::json!(t),
             None => serde_json::json!("auto"),
         },

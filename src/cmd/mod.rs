@@ -4,6 +4,7 @@ pub mod backtest;
 pub mod check_config;
 pub mod eval;
 pub mod forecast;
+mod frontier_report;
 pub mod nodepools;
 pub mod record;
 pub mod serve;

@@ -134,6 +134,7 @@ mod tests {
                 step_ms: STEP,
                 policy: ServePolicy {
                     lead_steps: 3,
+                    lead_ms: 0,
                     quantile: 0.9,
                     reactive_floor: true,
                 },

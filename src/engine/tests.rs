@@ -18,6 +18,7 @@ fn settings(name: &str) -> SignalSettings {
             step_ms: STEP,
             policy: ServePolicy {
                 lead_steps: 3,
+                lead_ms: 0,
                 quantile: 0.9,
                 reactive_floor: true,
             },

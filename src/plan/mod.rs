@@ -4,6 +4,7 @@
 
 pub mod choice;
 pub mod nodepool;
+pub mod peak;
 pub mod tracker;
 
 pub use tracker::{Decision, Tracker, TrackerSettings};
@@ -13,13 +14,33 @@ use crate::forecast::Forecast;
 /// How a signal's forecast becomes the value served to an HPA.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ServePolicy {
-    /// How many steps ahead new capacity must be planned for (lead time / step), at least 1.
+    /// How many steps ahead new capacity must be planned for (lead time / step,
+    /// rounded up), at least 1: the horizon forecast.
     pub lead_steps: usize,
+    /// The lead time in milliseconds; 0 means exactly `lead_steps` steps. A step of
+    /// the forecast is served once it starts within the lead time from now, so a
+    /// lead time shorter than the step brings the next step forward only in the
+    /// last `lead_ms` before it (see [`steps_due`]).
+    pub lead_ms: i64,
     /// Which forecast quantile to serve, in (0, 1).
     pub quantile: f64,
     /// Never serve less than the latest observation (predictive scaling only brings
     /// capacity forward; it never scales below what a reactive HPA would do).
     pub reactive_floor: bool,
+}
+
+/// How many forecast steps are due at `elapsed_ms` after the forecast's origin
+/// (the end of its last observed step) on a grid of `step_ms`: step `h` (1-based)
+/// starts at `h × step`, and it is due once that is within the lead time, i.e.
+/// `h × step ≤ elapsed + lead`. Never more than `lead_steps`; 0 when the lead time
+/// ends before the next step starts (a lead time shorter than the step).
+pub fn steps_due(policy: &ServePolicy, step_ms: i64, elapsed_ms: i64) -> usize {
+    let lead_steps = policy.lead_steps.max(1);
+    if policy.lead_ms <= 0 || step_ms <= 0 {
+        return lead_steps;
+    }
+    let due = (elapsed_ms.max(0).saturating_add(policy.lead_ms)) / step_ms;
+    usize::try_from(due).unwrap_or(0).min(lead_steps)
 }
 
 /// The value an HPA should see: the largest `quantile` forecast over the next
@@ -29,10 +50,25 @@ pub struct ServePolicy {
 /// when the forecast is empty. Non-finite forecast values are ignored. Returns
 /// `None` only when there is neither a usable forecast nor a latest observation.
 pub fn served_value(forecast: &Forecast, policy: &ServePolicy, latest: Option<f64>) -> Option<f64> {
+    served_value_due(forecast, policy, latest, policy.lead_steps)
+}
+
+/// [`served_value`] over the first `due` steps only (see [`steps_due`]); with none
+/// due, the latest observation.
+pub fn served_value_due(
+    forecast: &Forecast,
+    policy: &ServePolicy,
+    latest: Option<f64>,
+    due: usize,
+) -> Option<f64> {
+    let latest = latest.filter(|v| v.is_finite());
+    if due == 0 && latest.is_some() {
+        return latest;
+    }
     let path = forecast
         .quantile(policy.quantile)
         .unwrap_or(forecast.mean.as_slice());
-    let lead = policy.lead_steps.max(1).min(path.len());
+    let lead = due.max(1).min(path.len());
     let peak = path[..lead]
         .iter()
         .copied()
@@ -40,7 +76,6 @@ pub fn served_value(forecast: &Forecast, policy: &ServePolicy, latest: Option<f6
         .fold(None, |acc: Option<f64>, v| {
             Some(acc.map_or(v, |a| a.max(v)))
         });
-    let latest = latest.filter(|v| v.is_finite());
     match (peak, latest) {
         (Some(p), Some(l)) if policy.reactive_floor => Some(p.max(l)),
         (Some(p), _) => Some(p),
@@ -66,6 +101,7 @@ mod tests {
     fn policy(lead_steps: usize, reactive_floor: bool) -> ServePolicy {
         ServePolicy {
             lead_steps,
+            lead_ms: 0,
             quantile: 0.9,
             reactive_floor,
         }

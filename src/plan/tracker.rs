@@ -17,6 +17,7 @@ use std::collections::VecDeque;
 
 use crate::forecast::{self, Forecast, ModelSpec, Predict};
 
+use super::peak::PeakCalibration;
 use super::{served_value, ServePolicy};
 
 /// How a [`Tracker`] fits, refits and serves.
@@ -69,6 +70,26 @@ pub struct Decision {
     pub last_fit_ms: Option<i64>,
     /// Why the last fit failed, if it did.
     pub fit_error: Option<String>,
+    /// Where the forecast's steps start: step `h` (1-based) of the forecast starts
+    /// at `origin_ms + h × step_ms` ([`super::steps_due`] counts what is due when).
+    pub origin_ms: i64,
+    /// The forecast grid's step (the fitted grid's), in milliseconds.
+    pub step_ms: i64,
+}
+
+impl Decision {
+    /// What to serve at `now_ms` from this decision with `policy` (another
+    /// quantile than the decision's own, say): the forecast steps that are due by
+    /// then ([`super::steps_due`]), and the latest value while there is no forecast.
+    pub fn served_at(&self, policy: &ServePolicy, now_ms: i64) -> Option<f64> {
+        match &self.forecast {
+            Some(fc) => {
+                let due = super::steps_due(policy, self.step_ms, now_ms - self.origin_ms);
+                super::served_value_due(fc, policy, self.latest, due)
+            }
+            None => self.value,
+        }
+    }
 }
 
 /// The fitted history: exact on the grid, or compact means of several grid points.
@@ -137,6 +158,11 @@ pub struct Tracker {
     last_fit_ms: Option<i64>,
     fit_error: Option<String>,
     grid: Option<Grid>,
+    /// The served value's calibration on this series' own outcomes.
+    peaks: PeakCalibration,
+    /// Grid points observed in all; and how many there were at the last forecast
+    /// registered with `peaks` (one per new grid point, however often it decides).
+    points: (u64, u64),
 }
 
 impl std::fmt::Debug for Tracker {
@@ -160,6 +186,8 @@ impl Tracker {
         };
         Self {
             history,
+            peaks: PeakCalibration::new(settings.policy.lead_steps),
+            points: (0, 0),
             settings,
             finite: 0,
             bucket: (0.0, 0, 0),
@@ -215,6 +243,8 @@ impl Tracker {
         let k = self.fit_steps();
         let mut fitted = Vec::new();
         for &v in values {
+            self.peaks.observe(v);
+            self.points.0 += 1;
             self.latest = if v.is_finite() {
                 Some((v, 0))
             } else {
@@ -282,6 +312,12 @@ impl Tracker {
 
     /// Refits when due and returns what to serve at `now_ms`.
     pub fn decide(&mut self, now_ms: i64) -> Decision {
+        self.decide_with(now_ms, &[])
+    }
+
+    /// As [`Tracker::decide`], with the forecast also carrying the quantiles in
+    /// `extra` (the backtest's frontier serves several quantiles from one forecast).
+    pub fn decide_with(&mut self, now_ms: i64, extra: &[f64]) -> Decision {
         let latest = self.latest();
         let k = self.fit_steps();
         let observed = self.finite.saturating_mul(k);
@@ -289,7 +325,12 @@ impl Tracker {
             return self.warming(latest);
         }
         if self.model.is_none() || self.refit_due() {
-            let history = self.history.to_vec();
+            let mut history = self.history.to_vec();
+            // A young series (or one that started inside the window) has a leading
+            // gap: filling it with the first value would fit a flat stretch that
+            // never happened and put backtest origins inside it.
+            let first = history.iter().position(|v| v.is_finite()).unwrap_or(0);
+            history.drain(..first);
             let fit_step_ms = self.settings.step_ms.saturating_mul(k as i64);
             match forecast::fit(&self.settings.spec, &history, fit_step_ms) {
                 Ok(model) => {
@@ -313,21 +354,81 @@ impl Tracker {
             ..self.settings.policy
         };
         let q = policy.quantile;
-        match model.predict(policy.lead_steps, &[INTERVAL.0, q, INTERVAL.1]) {
-            Ok(fc) => Decision {
-                value: served_value(&fc, &policy, latest),
-                warming: false,
-                model: model.name(),
-                forecast: Some(fc),
-                latest,
-                last_fit_ms: self.last_fit_ms,
-                fit_error: self.fit_error.clone(),
-            },
+        let mut levels = vec![INTERVAL.0, q, INTERVAL.1];
+        levels.extend(extra.iter().copied().filter(|v| *v > 0.0 && *v < 1.0));
+        levels.sort_by(f64::total_cmp);
+        levels.dedup();
+        let (predicted, name) = (model.predict(policy.lead_steps, &levels), model.name());
+        match predicted {
+            Ok(fc) => {
+                let fc = self.calibrate(fc, policy.lead_steps);
+                let (origin_ms, step_ms) = self.origin(now_ms);
+                let mut d = Decision {
+                    value: None,
+                    warming: false,
+                    model: name,
+                    forecast: Some(fc),
+                    latest,
+                    last_fit_ms: self.last_fit_ms,
+                    fit_error: self.fit_error.clone(),
+                    origin_ms,
+                    step_ms,
+                };
+                d.value = d.served_at(&policy, now_ms);
+                d
+            }
             Err(e) => {
                 self.fit_error = Some(e.to_string());
                 self.warming(latest)
             }
         }
+    }
+
+    /// Replaces the quantile paths by the mean plus offsets calibrated on this
+    /// series' recent peak errors ([`super::peak`]), and registers the forecast so
+    /// that its own error is recorded once the lead time has passed.
+    fn calibrate(&mut self, mut fc: Forecast, lead: usize) -> Forecast {
+        let lead = lead.max(1).min(fc.mean.len());
+        let peak = |v: &[f64]| {
+            v[..lead]
+                .iter()
+                .copied()
+                .filter(|x| x.is_finite())
+                .fold(f64::NAN, f64::max)
+        };
+        let peak_mean = peak(&fc.mean);
+        if !peak_mean.is_finite() {
+            return fc;
+        }
+        if self.points.0 > self.points.1 {
+            self.points.1 = self.points.0;
+            self.peaks.forecast(peak_mean);
+        }
+        if !super::peak::enabled() {
+            return fc;
+        }
+        let levels: Vec<f64> = fc.quantiles.iter().map(|p| p.q).collect();
+        let prior: Vec<f64> = fc
+            .quantiles
+            .iter()
+            .map(|p| {
+                let v = peak(&p.values) - peak_mean;
+                if v.is_finite() {
+                    v
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let offsets = self.peaks.offsets(&levels, peak_mean, &prior);
+        for (path, off) in fc.quantiles.iter_mut().zip(offsets) {
+            for (v, m) in path.values.iter_mut().zip(&fc.mean) {
+                // Non-negative series stay non-negative (the model floors them).
+                let floor = if *v >= 0.0 { 0.0 } else { f64::NEG_INFINITY };
+                *v = (m + off).max(floor);
+            }
+        }
+        fc
     }
 
     /// The value to plan with `steps` steps ahead (node pools look further ahead
@@ -364,7 +465,24 @@ impl Tracker {
             latest,
             last_fit_ms: self.last_fit_ms,
             fit_error: self.fit_error.clone(),
+            origin_ms: 0,
+            step_ms: self.settings.step_ms,
         }
+    }
+
+    /// The forecast's origin and step at `now_ms`: the newest grid point's time
+    /// (from the absolute grid when placed on one, else `now_ms`, the backtest's
+    /// moment of arrival), moved back to the last whole fitted point.
+    fn origin(&self, now_ms: i64) -> (i64, i64) {
+        let step = self.settings.step_ms.max(1);
+        let newest = self
+            .grid
+            .map_or(now_ms, |g| g.last_index.saturating_mul(step));
+        let k = self.fit_steps() as i64;
+        let partial = i64::try_from(self.bucket.2).unwrap_or(0);
+        // Fitted step h covers grid points from (newest − partial) + 1 + (h − 1) k.
+        let origin = newest - partial * step + step - k * step;
+        (origin, k * step)
     }
 }
 
@@ -378,6 +496,7 @@ mod tests {
             step_ms: 3_600_000,
             policy: ServePolicy {
                 lead_steps: 3,
+                lead_ms: 0,
                 quantile: 0.9,
                 reactive_floor: true,
             },
