@@ -1,8 +1,10 @@
 //! Seasonal periods: proposed by the step (a day, a week), confirmed on the data.
 //!
-//! A period is kept when the series holds at least two full seasons of it and the
-//! autocorrelation of the first differences at that lag is clearly positive
-//! (differencing first keeps a trend from passing for a season). A multiple of a
+//! A period is kept when the series holds at least two full seasons of it and it
+//! repeats at that lag: the autocorrelation of the first differences (a trend
+//! cannot pass for a season) or of the levels less their moving average over the
+//! period, clipped at their 2nd and 98th percentiles (bursts cannot hide a smooth
+//! daily cycle, whose differences they drown), is clearly positive. A multiple of a
 //! kept period (a week over a day) must also beat the lag one shorter season
 //! before it (six days), since a daily pattern alone repeats at a week too.
 
@@ -44,6 +46,43 @@ pub fn acf(y: &[f64], lag: usize) -> f64 {
     cov / var
 }
 
+/// The series minus its centred moving average over `p` points (which takes out
+/// a trend and keeps a season of period `p`), clipped to its 2nd..98th
+/// percentiles so that a few bursts cannot decide the autocorrelation.
+fn detrended(y: &[f64], p: usize) -> Vec<f64> {
+    let n = y.len();
+    if n < p || p < 2 {
+        return Vec::new();
+    }
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(0.0);
+    for v in y {
+        prefix.push(prefix.last().copied().unwrap_or(0.0) + v);
+    }
+    let half = p / 2;
+    let mut d: Vec<f64> = (0..n)
+        .map(|t| {
+            // The window of p points centred on t, moved inside the series at its ends.
+            let lo = t.saturating_sub(half).min(n - p);
+            let ma = (prefix[lo + p] - prefix[lo]) / p as f64;
+            y[t] - ma
+        })
+        .collect();
+    let mut sorted = d.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (lo, hi) = (sorted[n * 2 / 100], sorted[(n * 98 / 100).min(n - 1)]);
+    d.iter_mut().for_each(|v| *v = v.clamp(lo, hi));
+    d
+}
+
+/// How strongly `y` repeats at lag `p`: the larger of the autocorrelation of the
+/// first differences (a trend cannot pass for a season) and that of the
+/// detrended, clipped levels (a burst cannot hide one: a burst makes a large
+/// difference twice, up and down, and drowns a smooth daily cycle's differences).
+fn strength(y: &[f64], diff: &[f64], p: usize) -> f64 {
+    acf(diff, p).max(acf(&detrended(y, p), p))
+}
+
 /// Keeps those of `candidates` that the gap-free series `y` supports.
 pub fn confirm(y: &[f64], candidates: &[usize]) -> Seasons {
     let mut out = Seasons::default();
@@ -66,7 +105,7 @@ pub fn confirm(y: &[f64], candidates: &[usize]) -> Seasons {
             ));
             continue;
         }
-        let r = acf(&diff, p);
+        let r = strength(y, &diff, p);
         if r < MIN_ACF {
             out.notes.push(format!(
                 "period {p}: autocorrelation {r:.2} below {MIN_ACF}"
@@ -77,7 +116,7 @@ pub fn confirm(y: &[f64], candidates: &[usize]) -> Seasons {
             // A shorter season repeats at its multiples too: the longer one is real
             // only if lag p beats the neighbouring multiple p - q (a week must beat
             // six days, or it is just the day seen seven times).
-            let near = acf(&diff, p - q);
+            let near = strength(y, &diff, p - q);
             if r < near + MULTIPLE_GAIN {
                 out.notes.push(format!(
                     "period {p}: autocorrelation {r:.2} no higher than at lag {} ({near:.2}), only period {q} repeats",
@@ -117,6 +156,37 @@ mod tests {
             })
             .collect();
         assert!(confirm(&noise, &[24]).periods.is_empty());
+    }
+
+    #[test]
+    fn a_daily_cycle_survives_bursts() {
+        // Per-minute traffic: a daily cycle between 20 and 100, noise, and 40
+        // bursts of 30 to 300 times the median lasting a few minutes.
+        let day = 1440;
+        let mut x = 7u64;
+        let mut rand = move || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let mut y: Vec<f64> = (0..day * 7)
+            .map(|t| {
+                let phase = (t % day) as f64 / day as f64 * std::f64::consts::TAU;
+                60.0 - 40.0 * phase.cos() + 25.0 * (rand() - 0.5)
+            })
+            .collect();
+        for b in 0..40 {
+            let at = (b * 251 + 97) % (y.len() - 5);
+            let height = 60.0 * (30.0 + 270.0 * rand());
+            for v in &mut y[at..at + 4] {
+                *v += height;
+            }
+        }
+        let diff: Vec<f64> = y.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(acf(&diff, day) < MIN_ACF, "the differences alone miss it");
+        let s = confirm(&y, &[day, day * 7]);
+        assert_eq!(s.periods, vec![day], "{:?}", s.notes);
     }
 
     #[test]
