@@ -4,9 +4,12 @@
 //!
 //! Handlers only read the current [`Shared`] snapshot: a request never waits on
 //! Prometheus or a model. Errors become Kubernetes `Status` objects in one place
-//! ([`status`]). Authentication and authorization are in [`auth`], TLS in [`tls`],
-//! and the connection loop (hyper over tokio-rustls, so that each request carries
-//! the verified client certificate of its connection) in [`server`].
+//! ([`status`]); `Accept` negotiation and JSON answers are in [`media`].
+//! Besides the values, the server answers what the kube-aggregator asks every
+//! APIService backend: discovery, aggregated too ([`discovery`]).
+//! Authentication and authorization are in [`auth`], TLS in [`tls`], and the
+//! connection loop (hyper over tokio-rustls, so that each request carries the
+//! verified client certificate of its connection) in [`server`].
 //!
 //! Entry points: [`run`] (or [`Server::bind`] then [`Server::run`] to learn the
 //! bound addresses first), and [`router`] / [`plain_router`] for in-memory tests.
@@ -15,6 +18,7 @@ pub mod auth;
 pub mod custom;
 pub mod discovery;
 pub mod external;
+pub mod media;
 pub mod metrics;
 pub mod plain;
 pub mod pods;
@@ -242,7 +246,9 @@ fn endpoint(path: &str) -> Endpoint {
 }
 
 /// Which endpoint a path is, and what authorization has to ask about it
-/// (`None`: always allowed).
+/// (`None`: always allowed). Discovery paths are non-resource paths, asked about
+/// as k8s.io/apiserver asks (path and verb `get`); RBAC's `system:discovery`
+/// role grants them to every authenticated user.
 fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
     match path {
         "/healthz" | "/livez" | "/readyz" => (Endpoint::Health, None),
@@ -399,8 +405,8 @@ async fn method_not_allowed(method: Method) -> Response {
     .into_response()
 }
 
-/// The HTTPS API: discovery, external metric values and health, behind
-/// authentication and authorization.
+/// The HTTPS API: discovery, external and custom metric values and health,
+/// behind authentication and authorization.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(plain::healthz))

@@ -10,7 +10,10 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::auth::{AuthMode, FrontProxy, PeerCert, Rule, StaticAuthorizer, StaticTokens, UserInfo};
+use super::auth::{
+    Attributes, AuthMode, Authorizer, BoxFuture, Decision, FrontProxy, PeerCert,
+    Result as AuthResult, Rule, StaticAuthorizer, StaticTokens, Target, UserInfo,
+};
 use super::{plain_router, router, AppState};
 use crate::clock::SimClock;
 use crate::series::Labels;
@@ -116,6 +119,7 @@ fn state() -> AppState {
 struct Answer {
     code: StatusCode,
     content_type: String,
+    etag: Option<String>,
     body: Value,
     text: String,
 }
@@ -128,6 +132,10 @@ async fn send(app: axum::Router, request: Request<Body>) -> Answer {
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_string());
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .unwrap();
@@ -136,6 +144,7 @@ async fn send(app: axum::Router, request: Request<Body>) -> Answer {
     Answer {
         code,
         content_type,
+        etag,
         body,
         text,
     }
@@ -263,34 +272,48 @@ async fn resource_list_answers_2xx_before_the_first_snapshot() {
 }
 
 #[tokio::test]
-async fn aggregated_discovery_only_gets_406_and_mixed_accept_falls_back() {
-    for path in [
-        "/apis",
-        "/apis/external.metrics.k8s.io",
-        "/apis/external.metrics.k8s.io/v1beta1",
-    ] {
-        for v in ["v2", "v2beta1"] {
-            let request = Request::get(path)
-                .header(
-                    header::ACCEPT,
-                    format!(
-                        "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
-                    ),
-                )
-                .body(Body::empty())
-                .unwrap();
-            let a = send(router(state()), request).await;
-            assert_status(&a, 406, "NotAcceptable");
-        }
-        let request = Request::get(path)
-            .header(
-                header::ACCEPT,
-                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
-            )
+async fn discovery_is_aggregated_only_at_apis_and_plain_or_406_elsewhere() {
+    let with_accept = |path: &str, accept: &str| {
+        Request::get(path)
+            .header(header::ACCEPT, accept)
             .body(Body::empty())
-            .unwrap();
-        assert_eq!(send(router(state()), request).await.code, StatusCode::OK);
+            .unwrap()
+    };
+    for v in ["v2", "v2beta1"] {
+        let only = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+        let a = send(router(state()), with_accept("/apis", &only)).await;
+        assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+        assert_eq!(a.content_type, only);
+        assert_eq!(a.body["apiVersion"], format!("apidiscovery.k8s.io/{v}"));
+        for path in [
+            "/apis/external.metrics.k8s.io",
+            "/apis/external.metrics.k8s.io/v1beta1",
+            "/apis/custom.metrics.k8s.io",
+            "/apis/custom.metrics.k8s.io/v1beta2",
+            "/apis/custom.metrics.k8s.io/v1beta1",
+        ] {
+            let a = send(router(state()), with_accept(path, &only)).await;
+            let msg = assert_status(&a, 406, "NotAcceptable");
+            assert!(msg.contains("application/json"), "{msg}");
+            // What client-go sends: aggregated first, plain JSON as the fallback.
+            let a = send(
+                router(state()),
+                with_accept(path, &format!("{only},application/json")),
+            )
+            .await;
+            assert_eq!(a.code, StatusCode::OK, "{path}: {}", a.text);
+            assert_eq!(a.content_type, "application/json");
+            assert!(a.body["kind"] == "APIGroup" || a.body["kind"] == "APIResourceList");
+        }
     }
+    let a = send(router(state()), with_accept("/apis", "application/yaml")).await;
+    assert_status(&a, 406, "NotAcceptable");
+    let a = send(
+        router(state()),
+        with_accept("/apis", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;q=0.5, application/json"),
+    )
+    .await;
+    assert_eq!(a.body["kind"], "APIGroupList", "quality decides");
 }
 
 // ---- values ----
@@ -705,6 +728,258 @@ async fn health_needs_no_identity() {
         );
     }
     assert_status(&send(app, get("/apis")).await, 401, "Unauthorized");
+}
+
+// ---- what the kube-aggregator asks ----
+//
+// Its requests replayed as prescale receives them: over the front-proxy
+// certificate, with X-Remote-User / X-Remote-Group, and the Accept headers it
+// sends (kube-aggregator's discovery manager and OpenAPI downloaders).
+
+/// `/apis` of an APIService's backend, Kubernetes 1.30 and later.
+const AGGREGATOR_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+/// `/apis` of an APIService's backend, older Kubernetes (aggregated discovery
+/// in beta).
+const AGGREGATOR_ACCEPT_V2BETA1: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+/// The user of the aggregator's discovery requests.
+const KUBE_AGGREGATOR: &str = "system:kube-aggregator";
+/// The user of its OpenAPI downloads (and, in some versions, of the plain
+/// discovery fallback).
+const AGGREGATOR: &str = "system:aggregator";
+
+/// A SubjectAccessReview stand-in with RBAC's default `system:discovery`
+/// binding: the discovery and OpenAPI paths to group `system:authenticated`,
+/// and nothing else. Remembers every question.
+#[derive(Default)]
+struct Rbac(std::sync::Mutex<Vec<Attributes>>);
+
+impl Rbac {
+    fn asked(&self) -> Vec<Attributes> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Authorizer for Rbac {
+    fn authorize<'a>(&'a self, attributes: &'a Attributes) -> BoxFuture<'a, AuthResult<Decision>> {
+        self.0.lock().unwrap().push(attributes.clone());
+        let discovery = |path: &str| {
+            ["/api", "/apis", "/openapi", "/version"]
+                .iter()
+                .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        };
+        let authenticated = attributes
+            .user
+            .groups
+            .iter()
+            .any(|g| g == "system:authenticated");
+        let decision = match &attributes.target {
+            Target::NonResource { path } if authenticated && discovery(path) => Decision::Allow,
+            _ => Decision::Deny("no RBAC rule".into()),
+        };
+        Box::pin(async move { Ok(decision) })
+    }
+}
+
+fn with_rbac(rbac: Arc<Rbac>) -> AppState {
+    let shared = Shared::new();
+    shared.publish(snapshot());
+    let auth = AuthMode::Delegated {
+        front_proxy: Some(
+            FrontProxy::new("unused in memory")
+                .with_allowed_names(vec!["front-proxy-client".into()]),
+        ),
+        tokens: Some(Arc::new(StaticTokens::new().with_token(
+            "sa-token",
+            UserInfo {
+                username: "system:serviceaccount:ops:dashboard".into(),
+                groups: vec!["system:serviceaccounts".into()],
+                ..UserInfo::default()
+            },
+        ))),
+        authorizer: rbac,
+    };
+    AppState::new(shared, auth, engine_registry(), Arc::new(SimClock::new(T0)))
+}
+
+/// A request from the aggregator through the front proxy.
+fn from_aggregator(uri: &str, user: &str, groups: &[&str], accept: Option<&str>) -> Request<Body> {
+    let mut request = from_front_proxy(uri, "front-proxy-client", user, groups);
+    if let Some(accept) = accept {
+        request
+            .headers_mut()
+            .insert(header::ACCEPT, accept.parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn aggregator_gets_aggregated_discovery_at_apis() {
+    let rbac = Arc::new(Rbac::default());
+    let app = router(with_rbac(rbac.clone()));
+    let a = send(
+        app.clone(),
+        from_aggregator(
+            "/apis",
+            KUBE_AGGREGATOR,
+            &["system:masters"],
+            Some(AGGREGATOR_ACCEPT),
+        ),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    // The aggregator decodes only when the content type names the conversion.
+    assert_eq!(
+        a.content_type,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    let b = &a.body;
+    assert_eq!(b["kind"], "APIGroupDiscoveryList");
+    assert_eq!(b["apiVersion"], "apidiscovery.k8s.io/v2");
+    assert_eq!(b["metadata"], json!({}));
+    let items = b["items"].as_array().unwrap();
+    let names: Vec<&str> = items
+        .iter()
+        .map(|g| g["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["external.metrics.k8s.io", "custom.metrics.k8s.io"]);
+    let external = items[0]["versions"].as_array().unwrap();
+    assert_eq!(external.len(), 1);
+    assert_eq!(external[0]["version"], "v1beta1");
+    assert_eq!(external[0]["freshness"], "Current");
+    let resources = external[0]["resources"].as_array().unwrap();
+    let metrics: Vec<&str> = resources
+        .iter()
+        .map(|r| r["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(metrics, ["cpu", "nothing", "queue_depth"]);
+    for r in resources {
+        assert_eq!(r.as_object().unwrap().len(), 5, "{r}");
+        assert_eq!(
+            r["responseKind"],
+            json!({"group": "external.metrics.k8s.io", "version": "v1beta1", "kind": "ExternalMetricValueList"})
+        );
+        assert_eq!(r["scope"], "Namespaced");
+        assert_eq!(r["singularResource"], "");
+        assert_eq!(r["verbs"], json!(["get"]));
+    }
+    let custom: Vec<(&str, &str)> = items[1]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap(),
+                v["freshness"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(custom, [("v1beta2", "Current"), ("v1beta1", "Current")]);
+    assert!(rbac.asked().is_empty(), "system:masters is not reviewed");
+
+    // It sends the ETag back; an unchanged document is a 304.
+    let etag = a.etag.clone().expect("an ETag");
+    let mut again = from_aggregator(
+        "/apis",
+        KUBE_AGGREGATOR,
+        &["system:masters"],
+        Some(AGGREGATOR_ACCEPT),
+    );
+    again
+        .headers_mut()
+        .insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+    let a = send(app.clone(), again).await;
+    assert_eq!(a.code, StatusCode::NOT_MODIFIED);
+    assert!(a.text.is_empty());
+
+    // Older aggregators ask for v2beta1 only.
+    let a = send(
+        app,
+        from_aggregator(
+            "/apis",
+            KUBE_AGGREGATOR,
+            &["system:masters"],
+            Some(AGGREGATOR_ACCEPT_V2BETA1),
+        ),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.content_type, AGGREGATOR_ACCEPT_V2BETA1);
+    assert_eq!(a.body["apiVersion"], "apidiscovery.k8s.io/v2beta1");
+    assert_eq!(
+        a.body["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// The aggregator's fallback to plain discovery comes without groups; the
+/// default RBAC allows it only as `system:authenticated`, which every
+/// authenticated user carries into the SubjectAccessReview.
+#[tokio::test]
+async fn plain_discovery_fallback_is_reviewed_as_system_authenticated() {
+    let rbac = Arc::new(Rbac::default());
+    let app = router(with_rbac(rbac.clone()));
+    let paths = [
+        "/apis/external.metrics.k8s.io/v1beta1",
+        "/apis/custom.metrics.k8s.io/v1beta2",
+        "/apis/custom.metrics.k8s.io/v1beta1",
+        "/apis",
+        "/apis/external.metrics.k8s.io",
+    ];
+    for user in [KUBE_AGGREGATOR, AGGREGATOR] {
+        for path in paths {
+            let a = send(
+                app.clone(),
+                from_aggregator(path, user, &[], Some("application/json")),
+            )
+            .await;
+            assert_eq!(a.code, StatusCode::OK, "{user} {path}: {}", a.text);
+            assert_eq!(a.content_type, "application/json");
+        }
+    }
+    let asked = rbac.asked();
+    assert_eq!(asked.len(), 2 * paths.len());
+    for (i, attributes) in asked.iter().enumerate() {
+        assert_eq!(
+            attributes.user.groups,
+            vec!["system:authenticated"],
+            "once, not duplicated"
+        );
+        assert_eq!(attributes.verb, "get");
+        assert_eq!(
+            attributes.target,
+            Target::NonResource {
+                path: paths[i % paths.len()].to_string()
+            }
+        );
+    }
+
+    // A front-proxy group list that already has it keeps it once.
+    let a = send(
+        app.clone(),
+        from_aggregator("/apis", "someone", &["system:authenticated", "ops"], None),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        rbac.asked().last().unwrap().user.groups,
+        vec!["system:authenticated", "ops"]
+    );
+
+    // A token whose review answered without it gets it too.
+    let request = Request::get("/apis")
+        .header(header::AUTHORIZATION, "Bearer sa-token")
+        .body(Body::empty())
+        .unwrap();
+    let a = send(app, request).await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        rbac.asked().last().unwrap().user.groups,
+        vec!["system:serviceaccounts", "system:authenticated"]
+    );
 }
 
 // ---- plain port ----
