@@ -982,6 +982,247 @@ async fn plain_discovery_fallback_is_reviewed_as_system_authenticated() {
     );
 }
 
+#[tokio::test]
+async fn aggregator_downloads_both_openapi_documents() {
+    let rbac = Arc::new(Rbac::default());
+    let app = router(with_rbac(rbac.clone()));
+
+    // v2: one download with `Accept: application/json`, then with the ETag.
+    let a = send(
+        app.clone(),
+        from_aggregator("/openapi/v2", AGGREGATOR, &[], Some("application/json")),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.content_type, "application/json");
+    assert_eq!(a.body["swagger"], "2.0");
+    let paths: Vec<&String> = a.body["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), 7, "{paths:?}");
+    assert!(
+        paths.contains(
+            &&"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}".to_string()
+        ),
+        "{paths:?}"
+    );
+    let external = &a.body["paths"]
+        ["/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"]["get"];
+    assert_eq!(
+        external["x-kubernetes-group-version-kind"],
+        json!({"group": "external.metrics.k8s.io", "kind": "ExternalMetricValueList", "version": "v1beta1"})
+    );
+    assert!(external["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "labelSelector" && p["in"] == "query"));
+    for name in [
+        "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList",
+        "io.k8s.metrics.pkg.apis.custom_metrics.v1beta2.MetricValueList",
+        "io.k8s.metrics.pkg.apis.custom_metrics.v1beta1.MetricValueList",
+    ] {
+        assert!(a.body["definitions"].get(name).is_some(), "{name}");
+    }
+    let mut again = from_aggregator("/openapi/v2", AGGREGATOR, &[], Some("application/json"));
+    again
+        .headers_mut()
+        .insert(header::IF_NONE_MATCH, a.etag.unwrap().parse().unwrap());
+    assert_eq!(
+        send(app.clone(), again).await.code,
+        StatusCode::NOT_MODIFIED
+    );
+
+    // v3: the root (no Accept), then each document it lists, by its URL.
+    let root = send(
+        app.clone(),
+        from_aggregator("/openapi/v3", AGGREGATOR, &[], None),
+    )
+    .await;
+    assert_eq!(root.code, StatusCode::OK, "{}", root.text);
+    assert_eq!(root.content_type, "application/json");
+    let listed = root.body["paths"].as_object().unwrap();
+    let mut keys: Vec<&str> = listed.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "apis/custom.metrics.k8s.io/v1beta1",
+            "apis/custom.metrics.k8s.io/v1beta2",
+            "apis/external.metrics.k8s.io/v1beta1",
+        ]
+    );
+    // Decisions are cached: the second v2 download is not reviewed again.
+    let mut reviewed = vec!["/openapi/v2".to_string(), "/openapi/v3".into()];
+    for (key, item) in listed {
+        let url = item["serverRelativeURL"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("/openapi/v3/{key}?hash=")),
+            "{url}"
+        );
+        let a = send(
+            app.clone(),
+            from_aggregator(url, AGGREGATOR, &[], Some("application/json")),
+        )
+        .await;
+        assert_eq!(a.code, StatusCode::OK, "{url}: {}", a.text);
+        assert_eq!(a.content_type, "application/json");
+        assert!(
+            a.body["openapi"].as_str().unwrap().starts_with("3.0."),
+            "{}",
+            a.body["openapi"]
+        );
+        let group_version = key.strip_prefix("apis/").unwrap();
+        for (path, item) in a.body["paths"].as_object().unwrap() {
+            assert!(
+                path.starts_with(&format!("/apis/{group_version}/")),
+                "{path}"
+            );
+            let gvk = &item["get"]["x-kubernetes-group-version-kind"];
+            assert_eq!(
+                format!(
+                    "{}/{}",
+                    gvk["group"].as_str().unwrap(),
+                    gvk["version"].as_str().unwrap()
+                ),
+                group_version
+            );
+        }
+        reviewed.push(format!("/openapi/v3/{key}"));
+    }
+
+    // Every download was reviewed as a non-resource path, as system:authenticated.
+    let asked = rbac.asked();
+    let asked_paths: Vec<String> = asked
+        .iter()
+        .map(|a| match &a.target {
+            Target::NonResource { path } => path.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(asked_paths, reviewed);
+    for a in &asked {
+        assert_eq!(a.user.username, AGGREGATOR);
+        assert_eq!(a.user.groups, vec!["system:authenticated"]);
+        assert_eq!(a.verb, "get");
+    }
+}
+
+#[tokio::test]
+async fn openapi_answers_json_when_acceptable_and_406_for_protobuf_only() {
+    let v2_pb = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+    let v3_pb = "application/com.github.proto-openapi.spec.v3.v1.0+protobuf";
+    let v3_doc = "/openapi/v3/apis/custom.metrics.k8s.io/v1beta2";
+    for (path, protobuf) in [
+        ("/openapi/v2", v2_pb),
+        ("/openapi/v3", v3_pb),
+        (v3_doc, v3_pb),
+        (
+            v3_doc,
+            "application/com.github.proto-openapi.spec.v3@v1.0+protobuf",
+        ),
+    ] {
+        let only = Request::get(path)
+            .header(header::ACCEPT, protobuf)
+            .body(Body::empty())
+            .unwrap();
+        let msg = assert_status(&send(router(state()), only).await, 406, "NotAcceptable");
+        assert!(msg.contains("application/json"), "{msg}");
+        for accept in [
+            format!("{protobuf}, application/json"),
+            format!("{protobuf};q=1, */*;q=0.1"),
+        ] {
+            let request = Request::get(path)
+                .header(header::ACCEPT, &accept)
+                .body(Body::empty())
+                .unwrap();
+            let a = send(router(state()), request).await;
+            assert_eq!(a.code, StatusCode::OK, "{path} {accept}: {}", a.text);
+            assert_eq!(a.content_type, "application/json");
+        }
+    }
+    for missing in [
+        "/openapi/v3/apis/metrics.k8s.io/v1beta1",
+        "/openapi/v3/apis",
+        "/openapi/v3/",
+        "/openapi/v1",
+    ] {
+        assert_status(&send(router(state()), get(missing)).await, 404, "NotFound");
+    }
+}
+
+/// Sample values for a path template's parameters.
+fn instantiate(template: &str) -> String {
+    template
+        .replace("{namespace}", "shop")
+        .replace("{metric}", "queue_depth")
+        .replace("{resource}", "statefulsets.apps")
+        .replace("{name}", "db-0")
+}
+
+/// Whether `template` (`{param}` segments match any one segment) matches `path`.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
+}
+
+/// Both ways: every value path the router serves is in the documents of its
+/// group-version, and every path the documents describe is a value path.
+#[test]
+fn openapi_documents_describe_every_served_value_path() {
+    let served = [
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue_depth",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/conexus/pods/*/packets-per-second",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/conexus/statefulsets.apps/db-0/latency",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/conexus/metrics/requests",
+        "/apis/custom.metrics.k8s.io/v1beta2/nodes/node-1/node_packets",
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/conexus/pods/*/packets-per-second",
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/conexus/metrics/requests",
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/x/statefulsets.apps/db-0/latency",
+        "/apis/custom.metrics.k8s.io/v1beta1/nodes/node-1/node_packets",
+    ];
+    let v2 = super::openapi::v2();
+    let v2_paths: Vec<&String> = v2["paths"].as_object().unwrap().keys().collect();
+    for path in served {
+        assert!(
+            matches!(
+                super::endpoint(path),
+                super::Endpoint::External | super::Endpoint::Custom
+            ),
+            "{path}"
+        );
+        assert!(
+            v2_paths.iter().any(|t| matches_template(t, path)),
+            "v2 lacks {path}"
+        );
+        let gv = super::openapi::GroupVersion::ALL
+            .into_iter()
+            .find(|gv| path.starts_with(&format!("/{}/", gv.key())))
+            .unwrap();
+        let v3 = super::openapi::v3(gv);
+        assert!(
+            v3["paths"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|t| matches_template(t, path)),
+            "v3 {} lacks {path}",
+            gv.key()
+        );
+    }
+    for template in v2_paths {
+        let path = instantiate(template);
+        assert!(
+            matches!(
+                super::endpoint(&path),
+                super::Endpoint::External | super::Endpoint::Custom
+            ),
+            "{template} is not a value path"
+        );
+    }
+}
+
 // ---- plain port ----
 
 #[tokio::test]
@@ -1083,6 +1324,10 @@ fn endpoint_and_classify_agree() {
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b",
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
         "/apis/external.metrics.k8s.io/v1beta1/namespaces//b",
+        "/openapi/v2",
+        "/openapi/v3",
+        "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+        "/openapi/v1",
         "/nope",
     ] {
         assert_eq!(super::endpoint(path), super::classify(path).0, "{path}");
