@@ -494,4 +494,52 @@ mod tests {
         assert!(ra.get("namespace").is_none(), "cluster-scoped: {ra}");
         assert_eq!(ra["version"], "v1beta1");
     }
+
+    /// The aggregator's OpenAPI download (`system:aggregator`, no groups) as the
+    /// kube-apiserver receives it: a non-resource SubjectAccessReview for the
+    /// path, from an authenticated user, which RBAC's `system:discovery` allows.
+    #[tokio::test]
+    async fn front_proxy_users_are_reviewed_as_authenticated() {
+        let posted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&posted);
+        let client = fake_client(move |method, uri, body| {
+            assert_eq!(method, "POST");
+            assert_eq!(
+                uri.path(),
+                "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+            );
+            let review: serde_json::Value = serde_json::from_slice(body).unwrap();
+            seen.lock().unwrap().push(review.clone());
+            let mut answer = review;
+            answer["status"] = serde_json::json!({ "allowed": true });
+            (201, answer)
+        });
+        let auth = auth::Auth::new(
+            AuthMode::Delegated {
+                front_proxy: Some(FrontProxy::new("")),
+                tokens: None,
+                authorizer: Arc::new(KubeAuthorizer::new(client)),
+            },
+            Arc::new(crate::clock::SimClock::new(0)),
+        );
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert("X-Remote-User", "system:aggregator".parse().unwrap());
+        let peer = auth::PeerCert {
+            common_name: Some("front-proxy-client".into()),
+        };
+        let target = Target::NonResource {
+            path: "/openapi/v2".into(),
+        };
+        assert_eq!(auth.check(&headers, Some(&peer), target).await, Ok(()));
+        let posted = posted.lock().unwrap();
+        assert_eq!(posted.len(), 1);
+        let spec = &posted[0]["spec"];
+        assert_eq!(spec["user"], "system:aggregator");
+        assert_eq!(spec["groups"], serde_json::json!(["system:authenticated"]));
+        assert_eq!(
+            spec["nonResourceAttributes"],
+            serde_json::json!({ "path": "/openapi/v2", "verb": "get" })
+        );
+        assert!(spec.get("resourceAttributes").is_none(), "{spec}");
+    }
 }

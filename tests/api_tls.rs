@@ -11,7 +11,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prescale::api::auth::{AuthMode, FrontProxy, Rule, StaticAuthorizer, StaticTokens, UserInfo};
+use prescale::api::auth::{
+    Attributes, AuthMode, Authorizer, BoxFuture, Decision, FrontProxy, Rule, StaticAuthorizer,
+    StaticTokens, Target, UserInfo,
+};
 use prescale::api::{Limits, Server, Settings, TlsSource};
 use prescale::clock::SimClock;
 use prescale::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Shared, Snapshot, Status};
@@ -80,6 +83,15 @@ fn snapshot(value: f64) -> Snapshot {
 }
 
 async fn start(limits: Limits) -> Running {
+    let authorizer = StaticAuthorizer::new().with_rule(Rule {
+        user: Some(HPA.into()),
+        resource: Some("queue_depth".into()),
+        namespace: Some("shop".into()),
+    });
+    start_with(limits, Arc::new(authorizer)).await
+}
+
+async fn start_with(limits: Limits, authorizer: Arc<dyn Authorizer>) -> Running {
     let server_pair = pki::server_pair();
     let front_proxy_ca = pki::Ca::new("front-proxy-ca");
     let tokens = StaticTokens::new().with_token(
@@ -89,18 +101,13 @@ async fn start(limits: Limits) -> Running {
             ..UserInfo::default()
         },
     );
-    let authorizer = StaticAuthorizer::new().with_rule(Rule {
-        user: Some(HPA.into()),
-        resource: Some("queue_depth".into()),
-        namespace: Some("shop".into()),
-    });
     let auth = AuthMode::Delegated {
         front_proxy: Some(
             FrontProxy::new(front_proxy_ca.cert_pem.clone())
                 .with_allowed_names(vec![FRONT_PROXY_CN.into()]),
         ),
         tokens: Some(Arc::new(tokens)),
-        authorizer: Arc::new(authorizer),
+        authorizer,
     };
     let mut settings = Settings::new(
         "127.0.0.1:0".parse().unwrap(),
@@ -190,6 +197,125 @@ async fn front_proxy_certificate_gets_the_published_value() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    server.stop().await;
+}
+
+/// RBAC's default `system:discovery` binding: discovery and OpenAPI paths to
+/// `system:authenticated`, nothing else.
+struct DiscoveryRbac;
+
+impl Authorizer for DiscoveryRbac {
+    fn authorize<'a>(
+        &'a self,
+        attributes: &'a Attributes,
+    ) -> BoxFuture<'a, prescale::api::auth::Result<Decision>> {
+        let authenticated = attributes
+            .user
+            .groups
+            .iter()
+            .any(|g| g == "system:authenticated");
+        let discovery = matches!(&attributes.target, Target::NonResource { path }
+            if ["/apis", "/openapi"].iter().any(|p| path == p || path.starts_with(&format!("{p}/"))));
+        let decision = if authenticated && discovery {
+            Decision::Allow
+        } else {
+            Decision::Deny("no RBAC rule".into())
+        };
+        Box::pin(async move { Ok(decision) })
+    }
+}
+
+/// What the kube-aggregator asks every APIService backend, over real TLS with
+/// its front-proxy certificate: aggregated discovery as system:kube-aggregator
+/// (system:masters), plain discovery without groups, OpenAPI as
+/// system:aggregator without groups.
+#[tokio::test]
+async fn the_aggregators_own_requests_are_answered() {
+    let server = start_with(Limits::default(), Arc::new(DiscoveryRbac)).await;
+    server.shared.publish(snapshot(1.0));
+    let identity = server.front_proxy_ca.client(FRONT_PROXY_CN);
+    let client = server.client(Some(&identity));
+    let ask = |path: &str, user: &str, groups: &[&str], accept: Option<&str>| {
+        let mut request = client.get(server.url(path)).header("X-Remote-User", user);
+        for g in groups {
+            request = request.header("X-Remote-Group", *g);
+        }
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        request.send()
+    };
+
+    let v2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+    let accept =
+        format!("{v2},application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList");
+    let response = ask(
+        "/apis",
+        "system:kube-aggregator",
+        &["system:masters"],
+        Some(&accept),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], v2);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["kind"], "APIGroupDiscoveryList");
+    assert_eq!(
+        body["items"][0]["versions"][0]["resources"][0]["resource"],
+        "queue_depth"
+    );
+
+    for path in [
+        "/apis/external.metrics.k8s.io/v1beta1",
+        "/apis/custom.metrics.k8s.io/v1beta2",
+        "/apis/custom.metrics.k8s.io/v1beta1",
+    ] {
+        for user in ["system:kube-aggregator", "system:aggregator"] {
+            let response = ask(path, user, &[], Some("application/json"))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{user} {path}");
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["kind"], "APIResourceList");
+        }
+    }
+
+    let response = ask(
+        "/openapi/v2",
+        "system:aggregator",
+        &[],
+        Some("application/json"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("etag"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["swagger"], "2.0");
+    let root: Value = ask("/openapi/v3", "system:aggregator", &[], None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = root["paths"].as_object().unwrap();
+    assert_eq!(listed.len(), 3);
+    for item in listed.values() {
+        let url = item["serverRelativeURL"].as_str().unwrap();
+        let response = ask(url, "system:aggregator", &[], Some("application/json"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["openapi"], "3.0.0", "{url}");
+    }
+
+    // Anything else is still denied.
+    let response = ask(VALUE_PATH, "system:aggregator", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
     server.stop().await;
 }
 

@@ -49,6 +49,16 @@ const CACHE_MAX_ENTRIES: usize = 4096;
 /// The group that is always allowed, as in Kubernetes.
 pub const SYSTEM_MASTERS: &str = "system:masters";
 
+/// The group of every authenticated user: RBAC's default bindings (the
+/// `system:discovery` role: `/apis`, `/openapi`, ...) are granted to it.
+pub const SYSTEM_AUTHENTICATED: &str = "system:authenticated";
+
+/// The group of requests nobody authenticated.
+pub const SYSTEM_UNAUTHENTICATED: &str = "system:unauthenticated";
+
+/// The user name of anonymous requests.
+pub const SYSTEM_ANONYMOUS: &str = "system:anonymous";
+
 /// An authenticated identity.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct UserInfo {
@@ -58,6 +68,25 @@ pub struct UserInfo {
     pub groups: Vec<String>,
     /// Extra attributes (`X-Remote-Extra-<key>` or from TokenReview).
     pub extra: BTreeMap<String, Vec<String>>,
+}
+
+impl UserInfo {
+    /// The identity as authorization sees it: with [`SYSTEM_AUTHENTICATED`]
+    /// added, as every k8s.io/apiserver-based server adds it to whoever its
+    /// authenticators identified (front proxy and tokens alike) — except
+    /// `system:anonymous` and users already in it or in `system:unauthenticated`.
+    /// Without it, RBAC's default discovery grants do not apply: the
+    /// aggregator's own discovery requests carry no groups.
+    pub fn authenticated(mut self) -> Self {
+        let marked = self
+            .groups
+            .iter()
+            .any(|g| g == SYSTEM_AUTHENTICATED || g == SYSTEM_UNAUTHENTICATED);
+        if self.username != SYSTEM_ANONYMOUS && !marked {
+            self.groups.push(SYSTEM_AUTHENTICATED.to_string());
+        }
+        self
+    }
 }
 
 /// The verified TLS client certificate of the connection a request came on.
@@ -461,7 +490,8 @@ impl Auth {
         self.authorizer.is_none()
     }
 
-    /// Establishes who sent a request.
+    /// Establishes who sent a request, with the groups every authenticated
+    /// user has ([`UserInfo::authenticated`]).
     ///
     /// # Errors
     /// [`Denial::Unauthenticated`] with the reason when nobody can be identified.
@@ -472,7 +502,7 @@ impl Auth {
     ) -> std::result::Result<UserInfo, Denial> {
         if let (Some(front_proxy), Some(cert)) = (&self.front_proxy, peer) {
             match front_proxy.identity(cert, headers) {
-                Ok(Some(user)) => return Ok(user),
+                Ok(Some(user)) => return Ok(user.authenticated()),
                 Ok(None) => {}
                 Err(reason) => return Err(Denial::Unauthenticated(reason)),
             }
@@ -485,7 +515,7 @@ impl Auth {
             .filter(|t| !t.is_empty());
         match (bearer, &self.tokens) {
             (Some(token), Some(tokens)) => match tokens.review(token).await {
-                Ok(Some(user)) => Ok(user),
+                Ok(Some(user)) => Ok(user.authenticated()),
                 Ok(None) => Err(Denial::Unauthenticated(
                     "the bearer token was rejected".into(),
                 )),
@@ -773,6 +803,84 @@ mod tests {
         assert_eq!(authz.calls(), 2, "same resource, other group: asked again");
         assert_eq!(auth.check(&h, Some(&peer), custom).await, Ok(()));
         assert_eq!(authz.calls(), 2);
+    }
+
+    #[test]
+    fn authenticated_users_get_system_authenticated_once() {
+        let added = user("system:kube-aggregator", &[]).authenticated();
+        assert_eq!(added.groups, vec![SYSTEM_AUTHENTICATED]);
+        let kept = user("bob", &["ops", SYSTEM_AUTHENTICATED]).authenticated();
+        assert_eq!(kept.groups, vec!["ops", SYSTEM_AUTHENTICATED]);
+        let twice = user("bob", &["ops"]).authenticated().authenticated();
+        assert_eq!(twice.groups, vec!["ops", SYSTEM_AUTHENTICATED]);
+        let masters = user("admin", &[SYSTEM_MASTERS]).authenticated();
+        assert_eq!(masters.groups, vec![SYSTEM_MASTERS, SYSTEM_AUTHENTICATED]);
+        // As k8s.io/apiserver: never for anonymous, nor beside unauthenticated.
+        let anonymous = user(SYSTEM_ANONYMOUS, &[SYSTEM_UNAUTHENTICATED]).authenticated();
+        assert_eq!(anonymous.groups, vec![SYSTEM_UNAUTHENTICATED]);
+        assert_eq!(
+            user(SYSTEM_ANONYMOUS, &[]).authenticated().groups,
+            Vec::<String>::new()
+        );
+    }
+
+    /// Remembers the identity of every question and allows them all.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<UserInfo>>);
+
+    impl Authorizer for Seen {
+        fn authorize<'a>(&'a self, attributes: &'a Attributes) -> BoxFuture<'a, Result<Decision>> {
+            if let Ok(mut seen) = self.0.lock() {
+                seen.push(attributes.user.clone());
+            }
+            Box::pin(async { Ok(Decision::Allow) })
+        }
+    }
+
+    #[tokio::test]
+    async fn front_proxy_and_token_users_reach_authorization_as_authenticated() {
+        let seen = Arc::new(Seen::default());
+        let tokens = Arc::new(
+            StaticTokens::new()
+                .with_token("plain", user("bob", &["ops"]))
+                .with_token("reviewed", user("carol", &[SYSTEM_AUTHENTICATED, "ops"])),
+        );
+        let auth = Auth::new(
+            AuthMode::Delegated {
+                front_proxy: Some(FrontProxy::new("")),
+                tokens: Some(tokens),
+                authorizer: seen.clone(),
+            },
+            Arc::new(SimClock::new(0)),
+        );
+        let peer = cert("front-proxy-client");
+        let nobody = headers(&[("X-Remote-User", "system:kube-aggregator")]);
+        assert_eq!(auth.check(&nobody, Some(&peer), metric("a")).await, Ok(()));
+        let listed = headers(&[
+            ("X-Remote-User", "hpa"),
+            ("X-Remote-Group", SYSTEM_AUTHENTICATED),
+        ]);
+        assert_eq!(auth.check(&listed, Some(&peer), metric("a")).await, Ok(()));
+        for token in ["plain", "reviewed"] {
+            let h = headers(&[("Authorization", &format!("Bearer {token}"))]);
+            assert_eq!(auth.check(&h, None, metric("a")).await, Ok(()));
+        }
+        let groups: Vec<Vec<String>> = seen
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|u| u.groups.clone())
+            .collect();
+        assert_eq!(
+            groups,
+            vec![
+                vec![SYSTEM_AUTHENTICATED.to_string()],
+                vec![SYSTEM_AUTHENTICATED.to_string()],
+                vec!["ops".to_string(), SYSTEM_AUTHENTICATED.to_string()],
+                vec![SYSTEM_AUTHENTICATED.to_string(), "ops".to_string()],
+            ]
+        );
     }
 
     #[tokio::test]

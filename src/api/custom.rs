@@ -39,14 +39,16 @@ use super::external::{describe, rfc3339};
 use super::pods::Pod;
 use super::selector::{self, Op, Selector};
 use super::status::Error;
-use super::{discovery, percent_decode, quantity, AppState};
+use super::{media, percent_decode, quantity, AppState};
 use crate::custom::{Mapping, MetricType, Resource};
-use crate::snapshot::{MetricEntry, SeriesEntry, Status};
+use crate::snapshot::{MetricEntry, SeriesEntry, Snapshot, Status};
 
 /// The API group served.
 pub const GROUP: &str = "custom.metrics.k8s.io";
 /// Path prefix of the group.
 pub const PREFIX: &str = "/apis/custom.metrics.k8s.io";
+/// The kind every value request answers with.
+pub const LIST_KIND: &str = "MetricValueList";
 
 /// A version of the group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,15 +163,15 @@ pub struct Params {
 
 /// `GET /apis/custom.metrics.k8s.io`: the `APIGroup`, v1beta2 preferred.
 pub async fn group(headers: HeaderMap) -> Response {
-    if discovery::wants_only_aggregated(&headers) {
-        return discovery::not_acceptable().into_response();
+    if let Err(e) = media::require_plain(&headers) {
+        return e.into_response();
     }
     let mut body = api_group();
     if let Some(map) = body.as_object_mut() {
         map.insert("kind".into(), json!("APIGroup"));
         map.insert("apiVersion".into(), json!("v1"));
     }
-    discovery::json_response(&body)
+    media::json(&body, media::JSON)
 }
 
 /// The group as `/apis` lists it.
@@ -193,8 +195,8 @@ pub async fn resource_list(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    if discovery::wants_only_aggregated(&headers) {
-        return discovery::not_acceptable().into_response();
+    if let Err(e) = media::require_plain(&headers) {
+        return e.into_response();
     }
     let version = uri
         .path()
@@ -208,38 +210,72 @@ pub async fn resource_list(
         ))
         .into_response();
     };
-    let snapshot = state.shared.load();
-    let mut resources = Vec::new();
-    for (metric, entry) in &snapshot.metrics {
-        let Some(mapping) = &entry.custom else {
-            continue;
-        };
-        for (name, namespaced) in discovery_names(mapping, metric) {
-            resources.push(json!({
-                "name": name,
+    let resources: Vec<Value> = listed(&state.shared.load())
+        .into_iter()
+        .map(|l| {
+            json!({
+                "name": l.name(),
                 "singularName": "",
-                "namespaced": namespaced,
-                "kind": "MetricValueList",
+                "namespaced": l.namespaced,
+                "kind": LIST_KIND,
                 "verbs": ["get"],
-            }));
-        }
-    }
-    discovery::json_response(&json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": version.group_version(),
-        "resources": resources,
-    }))
+            })
+        })
+        .collect();
+    media::json(
+        &json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": version.group_version(),
+            "resources": resources,
+        }),
+        media::JSON,
+    )
 }
 
-/// Discovery names of a custom metric, with whether they are namespaced.
-fn discovery_names(mapping: &Mapping, metric: &str) -> Vec<(String, bool)> {
+/// A custom metric as discovery lists it: `<resource>/<metric>`, for the
+/// objects of `resource` it describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The described objects' resource, group-qualified plural (`pods`,
+    /// `statefulsets.apps`).
+    pub resource: String,
+    /// The metric.
+    pub metric: String,
+    /// Whether those objects live in a namespace.
+    pub namespaced: bool,
+}
+
+impl Listed {
+    /// `<resource>/<metric>`, the plain discovery name RBAC reads too.
+    pub fn name(&self) -> String {
+        format!("{}/{}", self.resource, self.metric)
+    }
+}
+
+/// Every custom metric of `snapshot` as discovery lists it, in metric order.
+pub fn listed(snapshot: &Snapshot) -> Vec<Listed> {
+    snapshot
+        .metrics
+        .iter()
+        .filter_map(|(metric, entry)| entry.custom.as_deref().map(|m| (metric, m)))
+        .flat_map(|(metric, mapping)| discovery_names(mapping, metric))
+        .collect()
+}
+
+/// The discovery entries of one custom metric.
+fn discovery_names(mapping: &Mapping, metric: &str) -> Vec<Listed> {
+    let listed = |resource: String, namespaced: bool| Listed {
+        resource,
+        metric: metric.to_string(),
+        namespaced,
+    };
     match mapping.metric_type() {
-        MetricType::Pods => vec![(format!("pods/{metric}"), true)],
+        MetricType::Pods => vec![listed("pods".to_string(), true)],
         MetricType::Object => mapping
             .described()
             .into_iter()
-            .map(|(_, r)| (format!("{}/{metric}", r.qualified()), r.namespaced))
+            .map(|(_, r)| listed(r.qualified(), r.namespaced))
             .collect(),
     }
 }
@@ -394,7 +430,7 @@ async fn answer(
         .map(|item| write_item(path.version, metric, selector_json.as_ref(), item))
         .collect();
     let list = json!({
-        "kind": "MetricValueList",
+        "kind": LIST_KIND,
         "apiVersion": path.version.group_version(),
         "metadata": {},
         "items": items,
@@ -531,8 +567,8 @@ fn object_item(
     let metric = &path.metric;
     let Some((label, resource)) = mapping.describing(&path.resource) else {
         let served: Vec<String> = discovery_names(mapping, metric)
-            .into_iter()
-            .map(|(n, _)| n)
+            .iter()
+            .map(Listed::name)
             .collect();
         return Err(Error::NotFound(format!(
             "custom metric {metric:?} does not describe {}: it is served as {}",

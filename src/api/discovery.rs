@@ -1,17 +1,23 @@
 //! Discovery: the documents the aggregation layer and clients read to learn
 //! what this server serves (the custom group's own are in `custom`).
 //!
-//! Only the legacy (per-group) discovery is served. A kube-apiserver that asks
-//! for the aggregated format (`apidiscovery.k8s.io`) and nothing else gets 406,
-//! which makes it fall back to these documents.
+//! `/apis` answers in two forms, chosen by `Accept` ([`media::discovery`]):
+//! the aggregated `APIGroupDiscoveryList` (`apidiscovery.k8s.io` v2, or v2beta1
+//! for older apiservers), which is what the kube-aggregator asks every
+//! APIService's backend for first, with every group-version and its resources;
+//! or the plain `APIGroupList`. `/apis/<group>` and `/apis/<group>/<version>`
+//! have only the plain form: an `Accept` that asks for nothing else is a 406.
+
+use std::collections::BTreeMap;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use super::status::Error;
-use super::AppState;
+use super::media::{self, AggregatedVersion, Discovery};
+use super::{custom, AppState};
+use crate::snapshot::Snapshot;
 
 /// The API group served.
 pub const GROUP: &str = "external.metrics.k8s.io";
@@ -19,12 +25,14 @@ pub const GROUP: &str = "external.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 /// `group/version`.
 pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+/// The kind an external metric answers with.
+pub const LIST_KIND: &str = "ExternalMetricValueList";
 
-fn group_version() -> serde_json::Value {
+fn group_version() -> Value {
     json!({ "groupVersion": GROUP_VERSION, "version": VERSION })
 }
 
-fn api_group() -> serde_json::Value {
+fn api_group() -> Value {
     json!({
         "name": GROUP,
         "versions": [group_version()],
@@ -32,68 +40,140 @@ fn api_group() -> serde_json::Value {
     })
 }
 
-/// Whether the Accept header asks only for aggregated discovery, i.e. offers no
-/// media range that plain JSON satisfies.
-pub(crate) fn wants_only_aggregated(headers: &HeaderMap) -> bool {
-    let mut any = false;
-    for value in headers.get_all(header::ACCEPT) {
-        let Ok(text) = value.to_str() else {
-            continue;
-        };
-        for range in text.split(',') {
-            let range = range.trim();
-            if range.is_empty() {
-                continue;
-            }
-            any = true;
-            let is_aggregated = range
-                .split(';')
-                .skip(1)
-                .any(|p| p.trim().eq_ignore_ascii_case("g=apidiscovery.k8s.io"));
-            if !is_aggregated {
-                return false;
-            }
-        }
-    }
-    any
+/// The external metrics of `snapshot`, by name (custom metrics are listed by
+/// custom.metrics.k8s.io, not here).
+fn external_metrics(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
+    snapshot
+        .metrics
+        .iter()
+        .filter(|(_, entry)| entry.custom.is_none())
+        .map(|(name, _)| name.as_str())
 }
 
-pub(crate) fn json_response(body: &serde_json::Value) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e) => Error::Internal(format!("encoding discovery: {e}")).into_response(),
+/// A `metav1.GroupVersionKind`.
+fn gvk(group: &str, version: &str, kind: &str) -> Value {
+    json!({ "group": group, "version": version, "kind": kind })
+}
+
+fn scope(namespaced: bool) -> &'static str {
+    if namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
     }
 }
 
-pub(crate) fn not_acceptable() -> Error {
-    Error::NotAcceptable(
-        "only the legacy discovery format (application/json) is served; aggregated discovery (apidiscovery.k8s.io) is not".into(),
-    )
+/// The resources of one custom metrics version in aggregated form: each
+/// described resource once, its metrics as subresources (the plain form's
+/// `<resource>/<metric>`, which is how clients read them back). The parent
+/// itself has no operations, so no verbs and an empty kind, as the aggregator
+/// writes it when it converts the plain form.
+fn custom_resources(listed: &[custom::Listed], version: custom::Version) -> Vec<Value> {
+    let mut by_resource: BTreeMap<&str, (bool, Vec<Value>)> = BTreeMap::new();
+    for l in listed {
+        let entry = by_resource
+            .entry(l.resource.as_str())
+            .or_insert_with(|| (l.namespaced, Vec::new()));
+        entry.1.push(json!({
+            "subresource": l.metric,
+            "responseKind": gvk(custom::GROUP, version.as_str(), custom::LIST_KIND),
+            "verbs": ["get"],
+        }));
+    }
+    by_resource
+        .into_iter()
+        .map(|(resource, (namespaced, subresources))| {
+            json!({
+                "resource": resource,
+                "responseKind": gvk("", "", ""),
+                "scope": scope(namespaced),
+                "singularResource": "",
+                "verbs": [],
+                "subresources": subresources,
+            })
+        })
+        .collect()
 }
 
-/// `GET /apis`: an `APIGroupList` with our two groups (external and custom metrics).
-pub async fn group_list(headers: HeaderMap) -> Response {
-    if wants_only_aggregated(&headers) {
-        return not_acceptable().into_response();
+/// `/apis` in aggregated form: both groups, every version (preferred first)
+/// with its resources: one namespaced resource per external metric, and the
+/// custom metrics under the resources they describe.
+pub fn aggregated(snapshot: &Snapshot, version: AggregatedVersion) -> Value {
+    let external: Vec<Value> = external_metrics(snapshot)
+        .map(|name| {
+            json!({
+                "resource": name,
+                "responseKind": gvk(GROUP, VERSION, LIST_KIND),
+                "scope": scope(true),
+                "singularResource": "",
+                "verbs": ["get"],
+            })
+        })
+        .collect();
+    let listed = custom::listed(snapshot);
+    let custom_versions: Vec<Value> = custom::Version::ALL
+        .iter()
+        .map(|v| {
+            json!({
+                "version": v.as_str(),
+                "resources": custom_resources(&listed, *v),
+                "freshness": "Current",
+            })
+        })
+        .collect();
+    json!({
+        "kind": media::AGGREGATED_KIND,
+        "apiVersion": version.api_version(),
+        "metadata": {},
+        "items": [
+            {
+                "metadata": { "name": GROUP },
+                "versions": [{ "version": VERSION, "resources": external, "freshness": "Current" }],
+            },
+            {
+                "metadata": { "name": custom::GROUP },
+                "versions": custom_versions,
+            },
+        ],
+    })
+}
+
+/// `GET /apis`: the aggregated `APIGroupDiscoveryList` when asked for it, else
+/// an `APIGroupList` with our two groups (external and custom metrics).
+pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match media::discovery(&headers, true) {
+        Some(Discovery::Aggregated(version)) => media::cached_json(
+            &headers,
+            &aggregated(&state.shared.load(), version),
+            version.content_type(),
+        ),
+        Some(Discovery::Plain) => media::json(
+            &json!({
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [api_group(), custom::api_group()],
+            }),
+            media::JSON,
+        ),
+        None => media::not_acceptable(
+            &headers,
+            "/apis is served as application/json, plain or as apidiscovery.k8s.io v2 or v2beta1 APIGroupDiscoveryList",
+        )
+        .into_response(),
     }
-    json_response(&json!({
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [api_group(), super::custom::api_group()],
-    }))
 }
 
 /// `GET /apis/external.metrics.k8s.io`: the `APIGroup`.
 pub async fn group(headers: HeaderMap) -> Response {
-    if wants_only_aggregated(&headers) {
-        return not_acceptable().into_response();
+    if let Err(e) = media::require_plain(&headers) {
+        return e.into_response();
     }
     let mut body = api_group();
     if let Some(map) = body.as_object_mut() {
         map.insert("kind".into(), json!("APIGroup"));
         map.insert("apiVersion".into(), json!("v1"));
     }
-    json_response(&body)
+    media::json(&body, media::JSON)
 }
 
 /// `GET /apis/external.metrics.k8s.io/v1beta1`: an `APIResourceList` with one
@@ -101,57 +181,70 @@ pub async fn group(headers: HeaderMap) -> Response {
 /// availability check, so it answers 2xx even before the first snapshot (with
 /// no resources).
 pub async fn resource_list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if wants_only_aggregated(&headers) {
-        return not_acceptable().into_response();
+    if let Err(e) = media::require_plain(&headers) {
+        return e.into_response();
     }
     let snapshot = state.shared.load();
-    // Custom metrics are listed by custom.metrics.k8s.io, not here.
-    let resources: Vec<_> = snapshot
-        .metrics
-        .iter()
-        .filter(|(_, entry)| entry.custom.is_none())
-        .map(|(name, _)| {
+    let resources: Vec<_> = external_metrics(&snapshot)
+        .map(|name| {
             json!({
                 "name": name,
                 "singularName": "",
                 "namespaced": true,
-                "kind": "ExternalMetricValueList",
+                "kind": LIST_KIND,
                 "verbs": ["get"],
             })
         })
         .collect();
-    json_response(&json!({
-        "kind": "APIResourceList",
-        "apiVersion": "v1",
-        "groupVersion": GROUP_VERSION,
-        "resources": resources,
-    }))
+    media::json(
+        &json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": GROUP_VERSION,
+            "resources": resources,
+        }),
+        media::JSON,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn accept(v: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT, v.parse().unwrap());
-        h
-    }
+    use crate::snapshot::MetricEntry;
 
     #[test]
-    fn only_pure_aggregated_accept_is_refused() {
-        assert!(wants_only_aggregated(&accept(
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
-        )));
-        assert!(wants_only_aggregated(&accept(
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
-        )));
-        assert!(!wants_only_aggregated(&accept(
-            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
-        )));
-        assert!(!wants_only_aggregated(&accept(
-            "application/vnd.kubernetes.protobuf, */*"
-        )));
-        assert!(!wants_only_aggregated(&HeaderMap::new()));
+    fn aggregated_lists_every_group_version_with_its_resources() {
+        let mut metrics = BTreeMap::new();
+        metrics.insert("queue_depth".to_string(), MetricEntry::default());
+        let snapshot = Snapshot {
+            published_ms: 0,
+            metrics,
+        };
+        let doc = aggregated(&snapshot, AggregatedVersion::V2beta1);
+        assert_eq!(doc["kind"], "APIGroupDiscoveryList");
+        assert_eq!(doc["apiVersion"], "apidiscovery.k8s.io/v2beta1");
+        assert_eq!(doc["items"][0]["metadata"]["name"], GROUP);
+        let external = &doc["items"][0]["versions"][0];
+        assert_eq!(external["version"], "v1beta1");
+        assert_eq!(external["freshness"], "Current");
+        assert_eq!(
+            external["resources"],
+            json!([{
+                "resource": "queue_depth",
+                "responseKind": {"group": GROUP, "version": "v1beta1", "kind": "ExternalMetricValueList"},
+                "scope": "Namespaced",
+                "singularResource": "",
+                "verbs": ["get"],
+            }])
+        );
+        let custom = &doc["items"][1];
+        assert_eq!(custom["metadata"]["name"], "custom.metrics.k8s.io");
+        let versions: Vec<&str> = custom["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, vec!["v1beta2", "v1beta1"], "preferred first");
     }
 }

@@ -22,7 +22,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::discovery::GROUP_VERSION;
+use super::discovery::{GROUP_VERSION, LIST_KIND};
 use super::selector;
 use super::status::Error;
 use super::{quantity, AppState};
@@ -184,7 +184,7 @@ fn answer(
         });
     }
     let list = ValueList {
-        kind: "ExternalMetricValueList",
+        kind: LIST_KIND,
         api_version: GROUP_VERSION,
         metadata: serde_json::Map::new(),
         items,

@@ -30,6 +30,8 @@ pub enum Error {
 pub enum Endpoint {
     /// `/apis`, the group and the version.
     Discovery,
+    /// `/openapi/v2`, `/openapi/v3` and the documents below it.
+    OpenApi,
     /// An external metric value.
     External,
     /// A custom metric value (Pods or Object).
@@ -49,6 +51,7 @@ impl Endpoint {
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Discovery => "discovery",
+            Endpoint::OpenApi => "openapi",
             Endpoint::External => "external",
             Endpoint::Custom => "custom",
             Endpoint::Health => "health",

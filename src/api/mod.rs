@@ -4,9 +4,13 @@
 //!
 //! Handlers only read the current [`Shared`] snapshot: a request never waits on
 //! Prometheus or a model. Errors become Kubernetes `Status` objects in one place
-//! ([`status`]). Authentication and authorization are in [`auth`], TLS in [`tls`],
-//! and the connection loop (hyper over tokio-rustls, so that each request carries
-//! the verified client certificate of its connection) in [`server`].
+//! ([`status`]); `Accept` negotiation and JSON answers are in [`media`].
+//! Besides the values, the server answers what the kube-aggregator asks every
+//! APIService backend: discovery, aggregated too ([`discovery`]), and the
+//! OpenAPI documents ([`openapi`]). Authentication and authorization are in
+//! [`auth`], TLS in [`tls`], and the connection loop (hyper over tokio-rustls, so
+//! that each request carries the verified client certificate of its connection)
+//! in [`server`].
 //!
 //! Entry points: [`run`] (or [`Server::bind`] then [`Server::run`] to learn the
 //! bound addresses first), and [`router`] / [`plain_router`] for in-memory tests.
@@ -15,7 +19,9 @@ pub mod auth;
 pub mod custom;
 pub mod discovery;
 pub mod external;
+pub mod media;
 pub mod metrics;
+pub mod openapi;
 pub mod plain;
 pub mod pods;
 pub mod quantity;
@@ -213,11 +219,18 @@ fn is_custom_discovery(path: &str) -> bool {
     }
 }
 
+/// Whether `path` is one of the OpenAPI documents (`/openapi/v2`, `/openapi/v3`
+/// and below it).
+fn is_openapi(path: &str) -> bool {
+    path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/")
+}
+
 /// Which endpoint a path is, without allocating for the common ones (for metrics).
 fn endpoint(path: &str) -> Endpoint {
     match path {
         "/healthz" | "/livez" | "/readyz" => Endpoint::Health,
         "/metrics" => Endpoint::Metrics,
+        p if is_openapi(p) => Endpoint::OpenApi,
         "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
             Endpoint::Discovery
         }
@@ -242,11 +255,14 @@ fn endpoint(path: &str) -> Endpoint {
 }
 
 /// Which endpoint a path is, and what authorization has to ask about it
-/// (`None`: always allowed).
+/// (`None`: always allowed). Discovery and OpenAPI are non-resource paths, asked
+/// about as k8s.io/apiserver asks (path and verb `get`); RBAC's
+/// `system:discovery` role grants them to every authenticated user.
 fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
     match path {
         "/healthz" | "/livez" | "/readyz" => (Endpoint::Health, None),
         "/metrics" => (Endpoint::Metrics, Some(non_resource(path))),
+        p if is_openapi(p) => (Endpoint::OpenApi, Some(non_resource(path))),
         "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
             (Endpoint::Discovery, Some(non_resource(path)))
         }
@@ -399,13 +415,16 @@ async fn method_not_allowed(method: Method) -> Response {
     .into_response()
 }
 
-/// The HTTPS API: discovery, external metric values and health, behind
-/// authentication and authorization.
+/// The HTTPS API: discovery, OpenAPI, external and custom metric values and
+/// health, behind authentication and authorization.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(plain::healthz))
         .route("/livez", get(plain::healthz))
         .route("/readyz", get(plain::readyz))
+        .route("/openapi/v2", get(openapi::get_v2))
+        .route("/openapi/v3", get(openapi::get_v3_root))
+        .route("/openapi/v3/{*rest}", get(openapi::get_v3))
         .route("/apis", get(discovery::group_list))
         .route("/apis/external.metrics.k8s.io", get(discovery::group))
         .route(

@@ -10,7 +10,10 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use super::auth::{AuthMode, FrontProxy, PeerCert, Rule, StaticAuthorizer, StaticTokens, UserInfo};
+use super::auth::{
+    Attributes, AuthMode, Authorizer, BoxFuture, Decision, FrontProxy, PeerCert,
+    Result as AuthResult, Rule, StaticAuthorizer, StaticTokens, Target, UserInfo,
+};
 use super::{plain_router, router, AppState};
 use crate::clock::SimClock;
 use crate::series::Labels;
@@ -116,6 +119,7 @@ fn state() -> AppState {
 struct Answer {
     code: StatusCode,
     content_type: String,
+    etag: Option<String>,
     body: Value,
     text: String,
 }
@@ -128,6 +132,10 @@ async fn send(app: axum::Router, request: Request<Body>) -> Answer {
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
+    let etag = response
+        .headers()
+        .get(header::ETAG)
+        .map(|v| v.to_str().unwrap().to_string());
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .unwrap();
@@ -136,6 +144,7 @@ async fn send(app: axum::Router, request: Request<Body>) -> Answer {
     Answer {
         code,
         content_type,
+        etag,
         body,
         text,
     }
@@ -263,34 +272,48 @@ async fn resource_list_answers_2xx_before_the_first_snapshot() {
 }
 
 #[tokio::test]
-async fn aggregated_discovery_only_gets_406_and_mixed_accept_falls_back() {
-    for path in [
-        "/apis",
-        "/apis/external.metrics.k8s.io",
-        "/apis/external.metrics.k8s.io/v1beta1",
-    ] {
-        for v in ["v2", "v2beta1"] {
-            let request = Request::get(path)
-                .header(
-                    header::ACCEPT,
-                    format!(
-                        "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
-                    ),
-                )
-                .body(Body::empty())
-                .unwrap();
-            let a = send(router(state()), request).await;
-            assert_status(&a, 406, "NotAcceptable");
-        }
-        let request = Request::get(path)
-            .header(
-                header::ACCEPT,
-                "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json",
-            )
+async fn discovery_is_aggregated_only_at_apis_and_plain_or_406_elsewhere() {
+    let with_accept = |path: &str, accept: &str| {
+        Request::get(path)
+            .header(header::ACCEPT, accept)
             .body(Body::empty())
-            .unwrap();
-        assert_eq!(send(router(state()), request).await.code, StatusCode::OK);
+            .unwrap()
+    };
+    for v in ["v2", "v2beta1"] {
+        let only = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+        let a = send(router(state()), with_accept("/apis", &only)).await;
+        assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+        assert_eq!(a.content_type, only);
+        assert_eq!(a.body["apiVersion"], format!("apidiscovery.k8s.io/{v}"));
+        for path in [
+            "/apis/external.metrics.k8s.io",
+            "/apis/external.metrics.k8s.io/v1beta1",
+            "/apis/custom.metrics.k8s.io",
+            "/apis/custom.metrics.k8s.io/v1beta2",
+            "/apis/custom.metrics.k8s.io/v1beta1",
+        ] {
+            let a = send(router(state()), with_accept(path, &only)).await;
+            let msg = assert_status(&a, 406, "NotAcceptable");
+            assert!(msg.contains("application/json"), "{msg}");
+            // What client-go sends: aggregated first, plain JSON as the fallback.
+            let a = send(
+                router(state()),
+                with_accept(path, &format!("{only},application/json")),
+            )
+            .await;
+            assert_eq!(a.code, StatusCode::OK, "{path}: {}", a.text);
+            assert_eq!(a.content_type, "application/json");
+            assert!(a.body["kind"] == "APIGroup" || a.body["kind"] == "APIResourceList");
+        }
     }
+    let a = send(router(state()), with_accept("/apis", "application/yaml")).await;
+    assert_status(&a, 406, "NotAcceptable");
+    let a = send(
+        router(state()),
+        with_accept("/apis", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList;q=0.5, application/json"),
+    )
+    .await;
+    assert_eq!(a.body["kind"], "APIGroupList", "quality decides");
 }
 
 // ---- values ----
@@ -707,6 +730,499 @@ async fn health_needs_no_identity() {
     assert_status(&send(app, get("/apis")).await, 401, "Unauthorized");
 }
 
+// ---- what the kube-aggregator asks ----
+//
+// Its requests replayed as prescale receives them: over the front-proxy
+// certificate, with X-Remote-User / X-Remote-Group, and the Accept headers it
+// sends (kube-aggregator's discovery manager and OpenAPI downloaders).
+
+/// `/apis` of an APIService's backend, Kubernetes 1.30 and later.
+const AGGREGATOR_ACCEPT: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+/// `/apis` of an APIService's backend, older Kubernetes (aggregated discovery
+/// in beta).
+const AGGREGATOR_ACCEPT_V2BETA1: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
+/// The user of the aggregator's discovery requests.
+const KUBE_AGGREGATOR: &str = "system:kube-aggregator";
+/// The user of its OpenAPI downloads (and, in some versions, of the plain
+/// discovery fallback).
+const AGGREGATOR: &str = "system:aggregator";
+
+/// A SubjectAccessReview stand-in with RBAC's default `system:discovery`
+/// binding: the discovery and OpenAPI paths to group `system:authenticated`,
+/// and nothing else. Remembers every question.
+#[derive(Default)]
+struct Rbac(std::sync::Mutex<Vec<Attributes>>);
+
+impl Rbac {
+    fn asked(&self) -> Vec<Attributes> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Authorizer for Rbac {
+    fn authorize<'a>(&'a self, attributes: &'a Attributes) -> BoxFuture<'a, AuthResult<Decision>> {
+        self.0.lock().unwrap().push(attributes.clone());
+        let discovery = |path: &str| {
+            ["/api", "/apis", "/openapi", "/version"]
+                .iter()
+                .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+        };
+        let authenticated = attributes
+            .user
+            .groups
+            .iter()
+            .any(|g| g == "system:authenticated");
+        let decision = match &attributes.target {
+            Target::NonResource { path } if authenticated && discovery(path) => Decision::Allow,
+            _ => Decision::Deny("no RBAC rule".into()),
+        };
+        Box::pin(async move { Ok(decision) })
+    }
+}
+
+fn with_rbac(rbac: Arc<Rbac>) -> AppState {
+    let shared = Shared::new();
+    shared.publish(snapshot());
+    let auth = AuthMode::Delegated {
+        front_proxy: Some(
+            FrontProxy::new("unused in memory")
+                .with_allowed_names(vec!["front-proxy-client".into()]),
+        ),
+        tokens: Some(Arc::new(StaticTokens::new().with_token(
+            "sa-token",
+            UserInfo {
+                username: "system:serviceaccount:ops:dashboard".into(),
+                groups: vec!["system:serviceaccounts".into()],
+                ..UserInfo::default()
+            },
+        ))),
+        authorizer: rbac,
+    };
+    AppState::new(shared, auth, engine_registry(), Arc::new(SimClock::new(T0)))
+}
+
+/// A request from the aggregator through the front proxy.
+fn from_aggregator(uri: &str, user: &str, groups: &[&str], accept: Option<&str>) -> Request<Body> {
+    let mut request = from_front_proxy(uri, "front-proxy-client", user, groups);
+    if let Some(accept) = accept {
+        request
+            .headers_mut()
+            .insert(header::ACCEPT, accept.parse().unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn aggregator_gets_aggregated_discovery_at_apis() {
+    let rbac = Arc::new(Rbac::default());
+    let app = router(with_rbac(rbac.clone()));
+    let a = send(
+        app.clone(),
+        from_aggregator(
+            "/apis",
+            KUBE_AGGREGATOR,
+            &["system:masters"],
+            Some(AGGREGATOR_ACCEPT),
+        ),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    // The aggregator decodes only when the content type names the conversion.
+    assert_eq!(
+        a.content_type,
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+    );
+    let b = &a.body;
+    assert_eq!(b["kind"], "APIGroupDiscoveryList");
+    assert_eq!(b["apiVersion"], "apidiscovery.k8s.io/v2");
+    assert_eq!(b["metadata"], json!({}));
+    let items = b["items"].as_array().unwrap();
+    let names: Vec<&str> = items
+        .iter()
+        .map(|g| g["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["external.metrics.k8s.io", "custom.metrics.k8s.io"]);
+    let external = items[0]["versions"].as_array().unwrap();
+    assert_eq!(external.len(), 1);
+    assert_eq!(external[0]["version"], "v1beta1");
+    assert_eq!(external[0]["freshness"], "Current");
+    let resources = external[0]["resources"].as_array().unwrap();
+    let metrics: Vec<&str> = resources
+        .iter()
+        .map(|r| r["resource"].as_str().unwrap())
+        .collect();
+    assert_eq!(metrics, ["cpu", "nothing", "queue_depth"]);
+    for r in resources {
+        assert_eq!(r.as_object().unwrap().len(), 5, "{r}");
+        assert_eq!(
+            r["responseKind"],
+            json!({"group": "external.metrics.k8s.io", "version": "v1beta1", "kind": "ExternalMetricValueList"})
+        );
+        assert_eq!(r["scope"], "Namespaced");
+        assert_eq!(r["singularResource"], "");
+        assert_eq!(r["verbs"], json!(["get"]));
+    }
+    let custom: Vec<(&str, &str)> = items[1]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_str().unwrap(),
+                v["freshness"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(custom, [("v1beta2", "Current"), ("v1beta1", "Current")]);
+    assert!(rbac.asked().is_empty(), "system:masters is not reviewed");
+
+    // It sends the ETag back; an unchanged document is a 304.
+    let etag = a.etag.clone().expect("an ETag");
+    let mut again = from_aggregator(
+        "/apis",
+        KUBE_AGGREGATOR,
+        &["system:masters"],
+        Some(AGGREGATOR_ACCEPT),
+    );
+    again
+        .headers_mut()
+        .insert(header::IF_NONE_MATCH, etag.parse().unwrap());
+    let a = send(app.clone(), again).await;
+    assert_eq!(a.code, StatusCode::NOT_MODIFIED);
+    assert!(a.text.is_empty());
+
+    // Older aggregators ask for v2beta1 only.
+    let a = send(
+        app,
+        from_aggregator(
+            "/apis",
+            KUBE_AGGREGATOR,
+            &["system:masters"],
+            Some(AGGREGATOR_ACCEPT_V2BETA1),
+        ),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.content_type, AGGREGATOR_ACCEPT_V2BETA1);
+    assert_eq!(a.body["apiVersion"], "apidiscovery.k8s.io/v2beta1");
+    assert_eq!(
+        a.body["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
+
+/// The aggregator's fallback to plain discovery comes without groups; the
+/// default RBAC allows it only as `system:authenticated`, which every
+/// authenticated user carries into the SubjectAccessReview.
+#[tokio::test]
+async fn plain_discovery_fallback_is_reviewed_as_system_authenticated() {
+    let rbac = Arc::new(Rbac::default());
+    let app = router(with_rbac(rbac.clone()));
+    let paths = [
+        "/apis/external.metrics.k8s.io/v1beta1",
+        "/apis/custom.metrics.k8s.io/v1beta2",
+        "/apis/custom.metrics.k8s.io/v1beta1",
+        "/apis",
+        "/apis/external.metrics.k8s.io",
+    ];
+    for user in [KUBE_AGGREGATOR, AGGREGATOR] {
+        for path in paths {
+            let a = send(
+                app.clone(),
+                from_aggregator(path, user, &[], Some("application/json")),
+            )
+            .await;
+            assert_eq!(a.code, StatusCode::OK, "{user} {path}: {}", a.text);
+            assert_eq!(a.content_type, "application/json");
+        }
+    }
+    let asked = rbac.asked();
+    assert_eq!(asked.len(), 2 * paths.len());
+    for (i, attributes) in asked.iter().enumerate() {
+        assert_eq!(
+            attributes.user.groups,
+            vec!["system:authenticated"],
+            "once, not duplicated"
+        );
+        assert_eq!(attributes.verb, "get");
+        assert_eq!(
+            attributes.target,
+            Target::NonResource {
+                path: paths[i % paths.len()].to_string()
+            }
+        );
+    }
+
+    // A front-proxy group list that already has it keeps it once.
+    let a = send(
+        app.clone(),
+        from_aggregator("/apis", "someone", &["system:authenticated", "ops"], None),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        rbac.asked().last().unwrap().user.groups,
+        vec!["system:authenticated", "ops"]
+    );
+
+    // A token whose review answered without it gets it too.
+    let request = Request::get("/apis")
+        .header(header::AUTHORIZATION, "Bearer sa-token")
+        .body(Body::empty())
+        .unwrap();
+    let a = send(app, request).await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        rbac.asked().last().unwrap().user.groups,
+        vec!["system:serviceaccounts", "system:authenticated"]
+    );
+}
+
+#[tokio::test]
+async fn aggregator_downloads_both_openapi_documents() {
+    let rbac = Arc::new(Rbac::default());
+    let app = router(with_rbac(rbac.clone()));
+
+    // v2: one download with `Accept: application/json`, then with the ETag.
+    let a = send(
+        app.clone(),
+        from_aggregator("/openapi/v2", AGGREGATOR, &[], Some("application/json")),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.content_type, "application/json");
+    assert_eq!(a.body["swagger"], "2.0");
+    let paths: Vec<&String> = a.body["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths.len(), 7, "{paths:?}");
+    assert!(
+        paths.contains(
+            &&"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}".to_string()
+        ),
+        "{paths:?}"
+    );
+    let external = &a.body["paths"]
+        ["/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"]["get"];
+    assert_eq!(
+        external["x-kubernetes-group-version-kind"],
+        json!({"group": "external.metrics.k8s.io", "kind": "ExternalMetricValueList", "version": "v1beta1"})
+    );
+    assert!(external["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["name"] == "labelSelector" && p["in"] == "query"));
+    for name in [
+        "io.k8s.metrics.pkg.apis.external_metrics.v1beta1.ExternalMetricValueList",
+        "io.k8s.metrics.pkg.apis.custom_metrics.v1beta2.MetricValueList",
+        "io.k8s.metrics.pkg.apis.custom_metrics.v1beta1.MetricValueList",
+    ] {
+        assert!(a.body["definitions"].get(name).is_some(), "{name}");
+    }
+    let mut again = from_aggregator("/openapi/v2", AGGREGATOR, &[], Some("application/json"));
+    again
+        .headers_mut()
+        .insert(header::IF_NONE_MATCH, a.etag.unwrap().parse().unwrap());
+    assert_eq!(
+        send(app.clone(), again).await.code,
+        StatusCode::NOT_MODIFIED
+    );
+
+    // v3: the root (no Accept), then each document it lists, by its URL.
+    let root = send(
+        app.clone(),
+        from_aggregator("/openapi/v3", AGGREGATOR, &[], None),
+    )
+    .await;
+    assert_eq!(root.code, StatusCode::OK, "{}", root.text);
+    assert_eq!(root.content_type, "application/json");
+    let listed = root.body["paths"].as_object().unwrap();
+    let mut keys: Vec<&str> = listed.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "apis/custom.metrics.k8s.io/v1beta1",
+            "apis/custom.metrics.k8s.io/v1beta2",
+            "apis/external.metrics.k8s.io/v1beta1",
+        ]
+    );
+    // Decisions are cached: the second v2 download is not reviewed again.
+    let mut reviewed = vec!["/openapi/v2".to_string(), "/openapi/v3".into()];
+    for (key, item) in listed {
+        let url = item["serverRelativeURL"].as_str().unwrap();
+        assert!(
+            url.starts_with(&format!("/openapi/v3/{key}?hash=")),
+            "{url}"
+        );
+        let a = send(
+            app.clone(),
+            from_aggregator(url, AGGREGATOR, &[], Some("application/json")),
+        )
+        .await;
+        assert_eq!(a.code, StatusCode::OK, "{url}: {}", a.text);
+        assert_eq!(a.content_type, "application/json");
+        assert!(
+            a.body["openapi"].as_str().unwrap().starts_with("3.0."),
+            "{}",
+            a.body["openapi"]
+        );
+        let group_version = key.strip_prefix("apis/").unwrap();
+        for (path, item) in a.body["paths"].as_object().unwrap() {
+            assert!(
+                path.starts_with(&format!("/apis/{group_version}/")),
+                "{path}"
+            );
+            let gvk = &item["get"]["x-kubernetes-group-version-kind"];
+            assert_eq!(
+                format!(
+                    "{}/{}",
+                    gvk["group"].as_str().unwrap(),
+                    gvk["version"].as_str().unwrap()
+                ),
+                group_version
+            );
+        }
+        reviewed.push(format!("/openapi/v3/{key}"));
+    }
+
+    // Every download was reviewed as a non-resource path, as system:authenticated.
+    let asked = rbac.asked();
+    let asked_paths: Vec<String> = asked
+        .iter()
+        .map(|a| match &a.target {
+            Target::NonResource { path } => path.clone(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(asked_paths, reviewed);
+    for a in &asked {
+        assert_eq!(a.user.username, AGGREGATOR);
+        assert_eq!(a.user.groups, vec!["system:authenticated"]);
+        assert_eq!(a.verb, "get");
+    }
+}
+
+#[tokio::test]
+async fn openapi_answers_json_when_acceptable_and_406_for_protobuf_only() {
+    let v2_pb = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+    let v3_pb = "application/com.github.proto-openapi.spec.v3.v1.0+protobuf";
+    let v3_doc = "/openapi/v3/apis/custom.metrics.k8s.io/v1beta2";
+    for (path, protobuf) in [
+        ("/openapi/v2", v2_pb),
+        ("/openapi/v3", v3_pb),
+        (v3_doc, v3_pb),
+        (
+            v3_doc,
+            "application/com.github.proto-openapi.spec.v3@v1.0+protobuf",
+        ),
+    ] {
+        let only = Request::get(path)
+            .header(header::ACCEPT, protobuf)
+            .body(Body::empty())
+            .unwrap();
+        let msg = assert_status(&send(router(state()), only).await, 406, "NotAcceptable");
+        assert!(msg.contains("application/json"), "{msg}");
+        for accept in [
+            format!("{protobuf}, application/json"),
+            format!("{protobuf};q=1, */*;q=0.1"),
+        ] {
+            let request = Request::get(path)
+                .header(header::ACCEPT, &accept)
+                .body(Body::empty())
+                .unwrap();
+            let a = send(router(state()), request).await;
+            assert_eq!(a.code, StatusCode::OK, "{path} {accept}: {}", a.text);
+            assert_eq!(a.content_type, "application/json");
+        }
+    }
+    for missing in [
+        "/openapi/v3/apis/metrics.k8s.io/v1beta1",
+        "/openapi/v3/apis",
+        "/openapi/v3/",
+        "/openapi/v1",
+    ] {
+        assert_status(&send(router(state()), get(missing)).await, 404, "NotFound");
+    }
+}
+
+/// Sample values for a path template's parameters.
+fn instantiate(template: &str) -> String {
+    template
+        .replace("{namespace}", "shop")
+        .replace("{metric}", "queue_depth")
+        .replace("{resource}", "statefulsets.apps")
+        .replace("{name}", "db-0")
+}
+
+/// Whether `template` (`{param}` segments match any one segment) matches `path`.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    t.len() == p.len()
+        && t.iter()
+            .zip(&p)
+            .all(|(t, p)| (t.starts_with('{') && t.ends_with('}') && !p.is_empty()) || t == p)
+}
+
+/// Both ways: every value path the router serves is in the documents of its
+/// group-version, and every path the documents describe is a value path.
+#[test]
+fn openapi_documents_describe_every_served_value_path() {
+    let served = [
+        "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/queue_depth",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/conexus/pods/*/packets-per-second",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/conexus/statefulsets.apps/db-0/latency",
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/conexus/metrics/requests",
+        "/apis/custom.metrics.k8s.io/v1beta2/nodes/node-1/node_packets",
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/conexus/pods/*/packets-per-second",
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/conexus/metrics/requests",
+        "/apis/custom.metrics.k8s.io/v1beta1/namespaces/x/statefulsets.apps/db-0/latency",
+        "/apis/custom.metrics.k8s.io/v1beta1/nodes/node-1/node_packets",
+    ];
+    let v2 = super::openapi::v2();
+    let v2_paths: Vec<&String> = v2["paths"].as_object().unwrap().keys().collect();
+    for path in served {
+        assert!(
+            matches!(
+                super::endpoint(path),
+                super::Endpoint::External | super::Endpoint::Custom
+            ),
+            "{path}"
+        );
+        assert!(
+            v2_paths.iter().any(|t| matches_template(t, path)),
+            "v2 lacks {path}"
+        );
+        let gv = super::openapi::GroupVersion::ALL
+            .into_iter()
+            .find(|gv| path.starts_with(&format!("/{}/", gv.key())))
+            .unwrap();
+        let v3 = super::openapi::v3(gv);
+        assert!(
+            v3["paths"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|t| matches_template(t, path)),
+            "v3 {} lacks {path}",
+            gv.key()
+        );
+    }
+    for template in v2_paths {
+        let path = instantiate(template);
+        assert!(
+            matches!(
+                super::endpoint(&path),
+                super::Endpoint::External | super::Endpoint::Custom
+            ),
+            "{template} is not a value path"
+        );
+    }
+}
+
 // ---- plain port ----
 
 #[tokio::test]
@@ -808,6 +1324,10 @@ fn endpoint_and_classify_agree() {
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b",
         "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
         "/apis/external.metrics.k8s.io/v1beta1/namespaces//b",
+        "/openapi/v2",
+        "/openapi/v3",
+        "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+        "/openapi/v1",
         "/nope",
     ] {
         assert_eq!(super::endpoint(path), super::classify(path).0, "{path}");

@@ -260,16 +260,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         }
     });
     tracing::info!(signals = signals.len(), %https, "serving");
-    if let Some(first) = signals.iter().find(|s| s.custom.is_none()) {
-        let insecure = if server.tls.cert_file.is_none() {
-            "k"
-        } else {
-            ""
-        };
-        println!(
-            "curl -s{insecure} https://{https}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{}",
-            first.name
-        );
+    if let Some(hint) = curl_hint(&server, https, &signals) {
+        println!("{hint}");
     }
 
     // Any part ending early (an error) stops the others: never serve without a
@@ -305,6 +297,25 @@ async fn serve(args: Args) -> anyhow::Result<()> {
 }
 
 /// Without a configuration: loopback only, generated certificate, no authentication.
+/// A `curl` line that fetches the first external metric as an HPA would; only
+/// with authentication off, since it sends no credentials (with auth on it would
+/// only ever get a 401).
+fn curl_hint(server: &ServerConfig, https: SocketAddr, signals: &[SignalConfig]) -> Option<String> {
+    if server.auth.mode != config::AuthMode::None {
+        return None;
+    }
+    let first = signals.iter().find(|s| s.custom.is_none())?;
+    let insecure = if server.tls.cert_file.is_none() {
+        "k"
+    } else {
+        ""
+    };
+    Some(format!(
+        "curl -s{insecure} https://{https}/apis/external.metrics.k8s.io/v1beta1/namespaces/default/{}",
+        first.name
+    ))
+}
+
 fn local_server() -> ServerConfig {
     let mut server = ServerConfig {
         https_address: SocketAddr::from(([127, 0, 0, 1], 6443)),
@@ -551,6 +562,24 @@ mod tests {
         config.validate().unwrap();
         for s in &config.signals {
             SignalSettings::from_config(s).unwrap();
+        }
+    }
+    #[test]
+    fn curl_hint_only_when_it_works_without_credentials() {
+        let (signals, _) = bundled(1_700_000_000_000).unwrap();
+        let https: SocketAddr = "127.0.0.1:6443".parse().unwrap();
+        let mut server = local_server();
+        let hint = curl_hint(&server, https, &signals).unwrap();
+        assert!(
+            hint.starts_with("curl -sk https://127.0.0.1:6443/apis/external.metrics.k8s.io/v1beta1/namespaces/default/"),
+            "{hint}"
+        );
+        for mode in [
+            config::AuthMode::Kubernetes,
+            config::AuthMode::Requestheader,
+        ] {
+            server.auth.mode = mode;
+            assert_eq!(curl_hint(&server, https, &signals), None, "{mode:?}");
         }
     }
 }

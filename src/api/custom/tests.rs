@@ -456,6 +456,78 @@ async fn resource_lists_name_resource_slash_metric_in_both_versions() {
     );
 }
 
+/// The kube-aggregator's `/apis` request lists the same custom metrics as the
+/// plain lists: each `<resource>/<metric>` as subresource `<metric>` of
+/// `<resource>`, in both versions, with the resource's scope.
+#[tokio::test]
+async fn aggregated_discovery_lists_the_plain_names_as_subresources() {
+    let request = Request::get("/apis")
+        .header(
+            header::ACCEPT,
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let a = send(app(), request).await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.text);
+    let group = a.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["metadata"]["name"] == "custom.metrics.k8s.io")
+        .unwrap();
+    let versions = group["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    for (v, version) in versions.iter().zip(VERSIONS) {
+        assert_eq!(v["version"], version);
+        assert_eq!(v["freshness"], "Current");
+        let mut names = Vec::new();
+        for r in v["resources"].as_array().unwrap() {
+            assert_eq!(r["verbs"], json!([]), "no operations on the parent");
+            assert_eq!(
+                r["responseKind"],
+                json!({"group": "", "version": "", "kind": ""})
+            );
+            assert_eq!(r["singularResource"], "");
+            let namespaced = match r["scope"].as_str().unwrap() {
+                "Namespaced" => true,
+                "Cluster" => false,
+                other => panic!("scope {other}"),
+            };
+            for sub in r["subresources"].as_array().unwrap() {
+                assert_eq!(sub["verbs"], json!(["get"]));
+                assert_eq!(
+                    sub["responseKind"],
+                    json!({"group": "custom.metrics.k8s.io", "version": version, "kind": "MetricValueList"})
+                );
+                names.push((
+                    format!(
+                        "{}/{}",
+                        r["resource"].as_str().unwrap(),
+                        sub["subresource"].as_str().unwrap()
+                    ),
+                    namespaced,
+                ));
+            }
+        }
+        names.sort();
+        let plain = fetch(&format!("{BASE}/{version}")).await;
+        let mut want: Vec<(String, bool)> = plain.body["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap().to_string(),
+                    r["namespaced"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        want.sort();
+        assert_eq!(names, want, "{version}");
+    }
+}
+
 // ---- values ----
 
 #[tokio::test]
