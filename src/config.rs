@@ -375,6 +375,13 @@ pub struct SignalConfig {
     /// Never serve less than the latest observation (what a reactive HPA would see).
     #[serde(default = "default_true")]
     pub reactive_floor: bool,
+    /// The scale-up tolerance of the HPAs that read this metric (the controller's
+    /// `--horizontal-pod-autoscaler-tolerance`, 0.1, or `behavior.scaleUp.tolerance`).
+    /// Values are served × (1 + tolerance), so that the HPA adds replicas as soon as
+    /// the forecast exceeds what its replicas carry instead of only 10 % beyond it.
+    /// Set the HPA's target to what one replica can carry. 0 serves values as they are.
+    #[serde(default = "default_hpa_tolerance")]
+    pub hpa_tolerance: f64,
     /// Namespaces allowed to read this metric; all when absent.
     #[serde(default)]
     pub namespaces: Option<Vec<String>>,
@@ -421,6 +428,10 @@ fn default_model() -> String {
 }
 const fn default_true() -> bool {
     true
+}
+const fn default_hpa_tolerance() -> f64 {
+    // The HPA controller's default tolerance.
+    0.1
 }
 const fn default_max_staleness() -> Duration {
     // Longer than a Prometheus restart, shorter than a traffic pattern change.
@@ -814,10 +825,16 @@ impl SignalConfig {
                 self.step
             ));
         }
-        if self.lead_time.as_ms() < step {
+        if self.lead_time.as_ms() == 0 {
             problems.push(format!(
-                "{at}.lead_time: must be at least one step ({}), got {}",
-                self.step, self.lead_time
+                "{at}.lead_time: must be positive, got {}",
+                self.lead_time
+            ));
+        }
+        if !(self.hpa_tolerance.is_finite() && (0.0..1.0).contains(&self.hpa_tolerance)) {
+            problems.push(format!(
+                "{at}.hpa_tolerance: must be in [0, 1), got {}",
+                self.hpa_tolerance
             ));
         }
         if self.max_staleness.as_ms() < step {
@@ -1036,6 +1053,7 @@ signals:
     query: up
     step: 1500ms
     lead_time: 1s
+    hpa_tolerance: 1.5
   - name: cpu
     query: ' '
     model: prophet
@@ -1056,7 +1074,7 @@ server:
         for want in [
             "prometheus.url: scheme must be http or https",
             "signals[0].step: must be a whole number of seconds",
-            "signals[0].lead_time: must be at least one step",
+            "signals[0].hpa_tolerance: must be in [0, 1), got 1.5",
             "signals[1].name: \"cpu\" is used by an earlier signal",
             "signals[1].query: must not be empty",
             "signals[1].model: unknown model",

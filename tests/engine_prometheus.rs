@@ -121,6 +121,7 @@ fn signal() -> SignalSettings {
             policy: ServePolicy {
                 lead_steps: 3,
                 lead_ms: 0,
+                tolerance: 0.0,
                 quantile: 0.9,
                 reactive_floor: true,
             },

@@ -80,6 +80,7 @@ fn tracker_settings() -> TrackerSettings {
         policy: ServePolicy {
             lead_steps: 5,
             lead_ms: 0,
+            tolerance: 0.0,
             quantile: 0.9,
             reactive_floor: true,
         },

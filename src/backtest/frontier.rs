@@ -416,7 +416,10 @@ pub fn summarize(traces: &[TraceFrontier]) -> Summary {
         .map(|t| (t.name.clone(), t.matched.shortfall_reduction_pct))
         .min_by(|a, b| a.1.total_cmp(&b.1));
     let (sum_r, sum_p) = traces.iter().fold((0.0, 0.0), |(r, p), t| {
-        (r + t.matched.reactive_shortfall, p + t.matched.predictive_shortfall)
+        (
+            r + t.matched.reactive_shortfall,
+            p + t.matched.predictive_shortfall,
+        )
     });
     let demand: f64 = traces.iter().map(|t| t.demand_replica_minutes).sum();
     let matched_cost = MatchedSummary {
@@ -475,7 +478,8 @@ pub fn summarize(traces: &[TraceFrontier]) -> Summary {
                 .collect(),
         );
         for p in overall.iter_mut().filter(|p| p.variant.strategy == s) {
-            p.on_envelope = env.contains(&(p.mean_relative_cost_pct, p.mean_shortfall_pct_of_demand));
+            p.on_envelope =
+                env.contains(&(p.mean_relative_cost_pct, p.mean_shortfall_pct_of_demand));
         }
     }
     Summary {

@@ -36,8 +36,8 @@ pub use capacity::{CapacitySpec, Cluster, NodePool};
 pub use hpa::{Hpa, HpaSpec};
 pub use report::{Aggregate, ForecastAccuracy, Measures};
 pub use sim::{
-    auto_target, backtest, backtest_with, simulate, simulate_with, AutoTarget, ForecastPlan, Run, Scenario,
-    Strategy, Tape, TraceResult,
+    auto_target, backtest, backtest_with, simulate, simulate_with, AutoTarget, ForecastPlan, Run,
+    Scenario, Strategy, Tape, TraceResult,
 };
 
 /// Errors from setting up or running a backtest.

@@ -63,6 +63,9 @@ pub struct ForecastPlan {
     pub refit_every_ms: i64,
     /// Serve the latest observation until this much history exists, in milliseconds.
     pub min_history_ms: i64,
+    /// The HPA's scale-up tolerance that the served value makes up for (see
+    /// [`ServePolicy::tolerance`]).
+    pub hpa_tolerance: f64,
 }
 
 impl ForecastPlan {
@@ -78,6 +81,7 @@ impl ForecastPlan {
             history_ms: 7 * 86_400_000,
             refit_every_ms: 6 * 3_600_000,
             min_history_ms: 3_600_000,
+            hpa_tolerance: crate::backtest::behavior::DEFAULT_TOLERANCE,
         }
     }
 
@@ -97,6 +101,7 @@ impl ForecastPlan {
             policy: ServePolicy {
                 lead_steps,
                 lead_ms: lead_time_ms,
+                tolerance: self.hpa_tolerance,
                 quantile: self.quantile,
                 reactive_floor: self.reactive_floor,
             },

@@ -435,16 +435,28 @@ fn shortfall_is_against_capacity_and_headroom_costs_replicas() {
     sc.capacity_per_replica = 100.0;
     // Without headroom: 10 replicas, then 15 ready 30 s after the jump is read.
     let r = simulate(&s, &sc, Strategy::Reactive).unwrap().measures;
-    assert!((r.under_provisioned_replica_minutes - 5.0 * 0.5).abs() < 1e-9, "{r:?}");
-    assert!((r.replica_hours - (10.0 * 0.5 + 15.0 * 0.5)).abs() < 1e-9, "{r:?}");
+    assert!(
+        (r.under_provisioned_replica_minutes - 5.0 * 0.5).abs() < 1e-9,
+        "{r:?}"
+    );
+    assert!(
+        (r.replica_hours - (10.0 * 0.5 + 15.0 * 0.5)).abs() < 1e-9,
+        "{r:?}"
+    );
     assert!((r.demand_replica_minutes - (10.0 * 30.0 + 15.0 * 30.0)).abs() < 1e-9);
     // Headroom 20 %: target 80, so ceil(1000/80) = 13 replicas, then ceil(1500/80) = 19.
     // The 13 ready replicas carry 1300 < 1500: 2 replicas short for the 30 s start-up.
     sc.headroom = 0.2;
     let h = simulate(&s, &sc, Strategy::Reactive).unwrap().measures;
-    assert!((h.under_provisioned_replica_minutes - 2.0 * 0.5).abs() < 1e-9, "{h:?}");
+    assert!(
+        (h.under_provisioned_replica_minutes - 2.0 * 0.5).abs() < 1e-9,
+        "{h:?}"
+    );
     assert!((h.under_provisioned_minutes - 0.5).abs() < 1e-9, "{h:?}");
-    assert!((h.replica_hours - (13.0 * 0.5 + 19.0 * 0.5)).abs() < 1e-9, "{h:?}");
+    assert!(
+        (h.replica_hours - (13.0 * 0.5 + 19.0 * 0.5)).abs() < 1e-9,
+        "{h:?}"
+    );
     // Headroom 40 %: target 60 -> 17 replicas carry 1700: never short.
     sc.headroom = 0.4;
     let h = simulate(&s, &sc, Strategy::Reactive).unwrap().measures;
@@ -452,7 +464,10 @@ fn shortfall_is_against_capacity_and_headroom_costs_replicas() {
     // The oracle plans on capacity, not on the target: headroom costs it nothing.
     let o = simulate(&s, &sc, Strategy::Oracle).unwrap().measures;
     assert_eq!(o.under_provisioned_replica_minutes, 0.0);
-    assert!((o.replica_hours - (10.0 * 27.0 + 15.0 * 33.0) / 60.0).abs() < 1e-9, "{o:?}");
+    assert!(
+        (o.replica_hours - (10.0 * 27.0 + 15.0 * 33.0) / 60.0).abs() < 1e-9,
+        "{o:?}"
+    );
 }
 
 #[test]
@@ -462,13 +477,23 @@ fn demand_beyond_max_replicas_is_counted_apart() {
     v.extend(vec![20.0; 30]);
     let mut sc = scenario(180);
     sc.max_replicas = 12;
-    let r = simulate(&series(60, v), &sc, Strategy::Reactive).unwrap().measures;
+    let r = simulate(&series(60, v), &sc, Strategy::Reactive)
+        .unwrap()
+        .measures;
     // 8 replicas of demand above the maximum for 30 min; the shortfall is only the
     // 2 replicas up to 12 during the 30 s start-up.
-    assert!((r.beyond_max_replica_minutes - 8.0 * 30.0).abs() < 1e-9, "{r:?}");
+    assert!(
+        (r.beyond_max_replica_minutes - 8.0 * 30.0).abs() < 1e-9,
+        "{r:?}"
+    );
     assert!((r.beyond_max_minutes - 30.0).abs() < 1e-9, "{r:?}");
-    assert!((r.under_provisioned_replica_minutes - 2.0 * 0.5).abs() < 1e-9, "{r:?}");
-    let o = simulate(&series(60, vec![10.0; 10]), &sc, Strategy::Oracle).unwrap().measures;
+    assert!(
+        (r.under_provisioned_replica_minutes - 2.0 * 0.5).abs() < 1e-9,
+        "{r:?}"
+    );
+    let o = simulate(&series(60, vec![10.0; 10]), &sc, Strategy::Oracle)
+        .unwrap()
+        .measures;
     assert_eq!(o.beyond_max_replica_minutes, 0.0);
 }
 
@@ -522,5 +547,9 @@ fn a_lead_time_shorter_than_the_step_brings_the_next_step_in_late() {
     let mut whole = sc.clone();
     whole.lead_time_ms = 300 * S;
     let w = simulate(&s, &whole, Strategy::Predictive).unwrap().measures;
-    assert!(r.measures.replica_hours < w.replica_hours - 1.0, "{:?} vs {w:?}", r.measures);
+    assert!(
+        r.measures.replica_hours < w.replica_hours - 1.0,
+        "{:?} vs {w:?}",
+        r.measures
+    );
 }

@@ -13,8 +13,8 @@ use rayon::prelude::*;
 
 use prescale::backtest::frontier::{self, Sweep, TraceFrontier};
 use prescale::backtest::{
-    self, plot, report, Aggregate, Behavior, CapacitySpec, ForecastPlan, NodePool, Scenario,
-    Tape, TraceResult,
+    self, plot, report, Aggregate, Behavior, CapacitySpec, ForecastPlan, NodePool, Scenario, Tape,
+    TraceResult,
 };
 
 use super::frontier_report;
@@ -209,7 +209,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    prescale::plan::peak::set_enabled(std::env::var("PRESCALE_EXP_PEAK").map_or(true, |v| v != "0"));
     let sweep = Sweep::default();
     let bar = progress_bar(prepared.len() as u64, files.len() > 1);
     let outcomes: Vec<(String, Outcome)> = prepared
@@ -247,7 +246,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             settings_json(&args, replay.as_ref(), &results),
         );
         if let Some(obj) = doc.as_object_mut() {
-            obj.insert("matched_cost".into(), serde_json::to_value(&summary.matched_cost)?);
+            obj.insert(
+                "matched_cost".into(),
+                serde_json::to_value(&summary.matched_cost)?,
+            );
             obj.insert(
                 "frontier".into(),
                 serde_json::json!({

@@ -69,7 +69,8 @@ pub fn matched(s: &Summary, traces: &[TraceFrontier]) -> String {
     );
     for t in traces {
         let x = &t.matched;
-        let _ = writeln!(
+        let _ =
+            writeln!(
             out,
             "  {:<48} {:>10.1} rep-h  reactive {:>10.2}  predictive {:>10.2} rep-min  {:+7.1}%{}",
             t.name,
@@ -140,7 +141,10 @@ pub fn write_plot(out: &Path, s: &Summary) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .with_context(|| format!("writing {}", out.display()))?;
         }
-        _ => bail!("--frontier-plot must end in .svg or .png, got {}", out.display()),
+        _ => bail!(
+            "--frontier-plot must end in .svg or .png, got {}",
+            out.display()
+        ),
     }
     Ok(())
 }
@@ -191,7 +195,10 @@ fn lines(s: &Summary) -> Vec<Line> {
     out
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, plotters::coord::Shift>, s: &Summary) -> anyhow::Result<()>
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, plotters::coord::Shift>,
+    s: &Summary,
+) -> anyhow::Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -200,7 +207,11 @@ where
     let lines = lines(s);
     let pts = || lines.iter().flat_map(|l| l.points.iter());
     let x_min = pts().map(|p| p.0).fold(f64::INFINITY, f64::min).min(100.0) * 0.97;
-    let x_max = pts().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max).max(101.0) * 1.02;
+    let x_max = pts()
+        .map(|p| p.0)
+        .fold(f64::NEG_INFINITY, f64::max)
+        .max(101.0)
+        * 1.02;
     let y_max = pts().map(|p| p.1).fold(0.0f64, f64::max).max(1e-6) * 1.08;
     let mut chart = ChartBuilder::on(root)
         .caption(
@@ -228,9 +239,9 @@ where
         let series = chart
             .draw_series(LineSeries::new(l.points.clone(), colour.stroke_width(2)))
             .map_err(err)?;
-        series
-            .label(l.label.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3)));
+        series.label(l.label.clone()).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 20, y)], colour.stroke_width(3))
+        });
         chart
             .draw_series(l.points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
             .map_err(err)?;

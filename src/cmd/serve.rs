@@ -515,6 +515,7 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             quantile: Quantile::try_new(0.9).map_err(anyhow::Error::msg)?,
             model: "auto".to_string(),
             reactive_floor: true,
+            hpa_tolerance: 0.1,
             namespaces: None,
             custom: None,
             max_staleness: ms((3 * step_ms).max(300_000))?,

@@ -465,6 +465,7 @@ mod tests {
                 policy: ServePolicy {
                     lead_steps: 1,
                     lead_ms: 0,
+                    tolerance: 0.0,
                     quantile: 0.9,
                     reactive_floor: true,
                 },

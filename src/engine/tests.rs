@@ -19,6 +19,7 @@ fn settings(name: &str) -> SignalSettings {
             policy: ServePolicy {
                 lead_steps: 3,
                 lead_ms: 0,
+                tolerance: 0.0,
                 quantile: 0.9,
                 reactive_floor: true,
             },

@@ -343,6 +343,7 @@ impl<S: PointFit> Fit for Calibrate<S> {
     type Fitted = Calibrated;
 
     fn fit(&self, history: &[f64]) -> Result<Calibrated> {
+        let history = &history[super::usable_start(history, self.horizon.max(1))..];
         let got = history.iter().filter(|v| v.is_finite()).count();
         if got == 0 {
             return Err(super::Error::TooShort {
@@ -352,7 +353,10 @@ impl<S: PointFit> Fit for Calibrate<S> {
         }
         let filled = fill_gaps(history);
         let horizon = self.horizon.max(1);
-        let starts = origins(filled.len(), horizon, self.windows, self.spec.min_len());
+        let starts: Vec<usize> = origins(filled.len(), horizon, self.windows, self.spec.min_len())
+            .into_iter()
+            .filter(|&o| history[o - 1].is_finite())
+            .collect();
         let runs = backtest(&self.spec, &filled, &starts, horizon);
         let (ok_starts, forecasts): (Vec<usize>, Vec<Vec<f64>>) = starts
             .iter()

@@ -227,6 +227,46 @@ pub(crate) fn checked_quantiles(quantiles: &[f64]) -> Result<Vec<f64>> {
     Ok(qs)
 }
 
+/// A gap at least this many steps long separates a stray stub of history from
+/// the series that follows it (see [`usable_start`]).
+const LONG_GAP: usize = 12;
+
+/// Where the history worth fitting starts: after leading gaps, and after any stub
+/// of fewer than `horizon` (at least [`LONG_GAP`]) observed points that a gap of
+/// [`LONG_GAP`] or more steps separates from the rest. A young series, or one
+/// with a stray early sample, would otherwise be fitted on a long stretch that
+/// interpolation made up and be calibrated from origins inside it, which shifts
+/// its band away from the data.
+pub(crate) fn usable_start(history: &[f64], horizon: usize) -> usize {
+    let stub_max = horizon.max(LONG_GAP);
+    let mut start = history.iter().position(|v| v.is_finite()).unwrap_or(0);
+    loop {
+        // The first long gap after `start`, and the observed points before it.
+        let mut seen = 0usize;
+        let mut run = 0usize;
+        let mut cut = None;
+        for (i, v) in history.iter().enumerate().skip(start) {
+            if v.is_finite() {
+                if run >= LONG_GAP {
+                    cut = Some(i);
+                    break;
+                }
+                run = 0;
+                seen += 1;
+                if seen >= stub_max {
+                    break;
+                }
+            } else {
+                run += 1;
+            }
+        }
+        match cut {
+            Some(i) if seen < stub_max => start = i,
+            _ => return start,
+        }
+    }
+}
+
 /// Fills gaps (`NAN`, infinities) by linear interpolation between the observed
 /// neighbours; leading gaps take the first observed value, trailing gaps the last.
 /// All-gap input becomes zeros.

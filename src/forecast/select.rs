@@ -195,6 +195,10 @@ pub(crate) fn fit_spec(
 /// When the history has fewer than two observed points, or no candidate fits.
 pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result<Calibrated> {
     spec.validate()?;
+    let horizon = spec
+        .horizon_steps
+        .unwrap_or_else(|| default_horizon(step_ms));
+    let history = &history[super::usable_start(history, horizon)..];
     let got = history.iter().filter(|v| v.is_finite()).count();
     if got < 2 {
         return Err(Error::TooShort { needed: 2, got });
@@ -202,9 +206,6 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
     let filled = fill_gaps(history);
     let n = filled.len();
     let seasons = seasonality::confirm(&filled, &candidate_periods(step_ms));
-    let horizon = spec
-        .horizon_steps
-        .unwrap_or_else(|| default_horizon(step_ms));
 
     let (named, combine): (Vec<(String, ModelKind)>, Combine) = match &spec.model {
         ModelKind::Auto {
@@ -269,7 +270,12 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
 
     // All candidates are scored on the same windows: as many as the best-placed
     // candidate can use, dropping those that cannot use them all.
-    let all = origins(n, horizon, spec.backtest_windows, 1);
+    // An origin whose last point interpolation made up would score a fit on
+    // invented data: only origins right after an observed point.
+    let all: Vec<usize> = origins(n, horizon, spec.backtest_windows, 1)
+        .into_iter()
+        .filter(|&o| history[o - 1].is_finite())
+        .collect();
     let usable = |c: &Candidate| all.iter().take_while(|&&o| o >= c.min_len()).count();
     let w = cands.iter().map(|(_, c)| usable(c)).max().unwrap_or(0);
     let starts: Vec<usize> = all[..w].to_vec();

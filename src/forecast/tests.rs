@@ -249,3 +249,95 @@ proptest! {
         }
     }
 }
+
+/// A flat-ish per-minute series around 500 with noise of sd 20.
+fn flatish(n: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng(seed);
+    (0..n).map(|_| 500.0 + 20.0 * rng.normal()).collect()
+}
+
+/// The band a young series gets must be centred on its data: the 10 % quantile
+/// at or below the mean, the 90 % at or above it, and the peak of the 90 %
+/// quantile over a short lead within a few MAEs of the last observations.
+fn assert_centred(history: &[f64], label: &str) {
+    let spec = ModelSpec::by_name("auto").unwrap();
+    let mut spec = spec;
+    spec.horizon_steps = Some(120);
+    let model = fit(&spec, history, 60_000).unwrap();
+    let fc = model.predict(72, &[0.1, 0.5, 0.9, 0.95]).unwrap();
+    let q10 = fc.quantile(0.1).unwrap();
+    let q90 = fc.quantile(0.9).unwrap();
+    for h in 0..72 {
+        assert!(
+            q10[h] <= fc.mean[h] + 1e-9,
+            "{label}: q0.1 {} above the mean {} at {h}",
+            q10[h],
+            fc.mean[h]
+        );
+        assert!(
+            q90[h] >= fc.mean[h] - 1e-9,
+            "{label}: q0.9 below the mean at {h}"
+        );
+    }
+    let recent: Vec<f64> = history
+        .iter()
+        .rev()
+        .filter(|v| v.is_finite())
+        .take(30)
+        .copied()
+        .collect();
+    let level = recent.iter().sum::<f64>() / recent.len() as f64;
+    let mae = recent.iter().map(|v| (v - level).abs()).sum::<f64>() / recent.len() as f64;
+    let served = q90[..3].iter().copied().fold(f64::MIN, f64::max);
+    assert!(
+        (served - level).abs() <= 4.0 * mae,
+        "{label}: served {served} vs level {level} (MAE {mae})"
+    );
+    assert!(
+        (fc.mean[0] - level).abs() <= 2.0 * mae,
+        "{label}: mean {} vs level {level}",
+        fc.mean[0]
+    );
+}
+
+#[test]
+fn a_stray_early_point_does_not_shift_a_young_series_band() {
+    // One sample an hour before the rest (as a fresh queue or a new Prometheus
+    // target gives), far below the level, then 72 minutes of data.
+    let mut h = vec![40.0];
+    h.extend(std::iter::repeat_n(f64::NAN, 60));
+    h.extend(flatish(72, 11));
+    assert_centred(&h, "stray point");
+    // The same data without the stray point.
+    assert_centred(&flatish(72, 11), "no stray point");
+}
+
+#[test]
+fn a_series_that_starts_inside_the_window_gets_a_centred_band() {
+    // The tracker's window is a day; the series exists for the last hour only.
+    let mut h = vec![f64::NAN; 1380];
+    h.extend(flatish(60, 5));
+    assert_centred(&h, "leading gap");
+}
+
+#[test]
+fn usable_history_skips_stubs_behind_long_gaps_only() {
+    let mut h = vec![f64::NAN; 5];
+    h.extend([1.0, 2.0]);
+    h.extend(vec![f64::NAN; 20]);
+    h.extend(vec![3.0; 40]);
+    assert_eq!(
+        usable_start(&h, 12),
+        27,
+        "leading gap and a stub of two points"
+    );
+    // A short gap keeps everything; a long one behind a long stretch too.
+    let mut g = vec![1.0; 30];
+    g.extend(vec![f64::NAN; 5]);
+    g.extend(vec![2.0; 30]);
+    assert_eq!(usable_start(&g, 12), 0);
+    let mut g = vec![1.0; 30];
+    g.extend(vec![f64::NAN; 50]);
+    g.extend(vec![2.0; 30]);
+    assert_eq!(usable_start(&g, 12), 0);
+}

@@ -22,6 +22,13 @@ pub struct ServePolicy {
     /// lead time shorter than the step brings the next step forward only in the
     /// last `lead_ms` before it (see [`steps_due`]).
     pub lead_ms: i64,
+    /// The HPA's scale-up tolerance (0.1 by default, `behavior.scaleUp.tolerance`)
+    /// that the served value makes up for: an HPA leaves its replicas alone while
+    /// `value / (replicas × target)` is within `1 ± tolerance`, so a value up to 10 %
+    /// above what the replicas carry changes nothing and that demand goes unserved.
+    /// Serving `(1 + tolerance) × value` makes the HPA add replicas exactly when the
+    /// value exceeds what the current ones carry. 0 serves the value as it is.
+    pub tolerance: f64,
     /// Which forecast quantile to serve, in (0, 1).
     pub quantile: f64,
     /// Never serve less than the latest observation (predictive scaling only brings
@@ -63,7 +70,7 @@ pub fn served_value_due(
 ) -> Option<f64> {
     let latest = latest.filter(|v| v.is_finite());
     if due == 0 && latest.is_some() {
-        return latest;
+        return latest.map(|l| l * (1.0 + policy.tolerance.max(0.0)));
     }
     let path = forecast
         .quantile(policy.quantile)
@@ -76,10 +83,11 @@ pub fn served_value_due(
         .fold(None, |acc: Option<f64>, v| {
             Some(acc.map_or(v, |a| a.max(v)))
         });
+    let f = 1.0 + policy.tolerance.max(0.0);
     match (peak, latest) {
-        (Some(p), Some(l)) if policy.reactive_floor => Some(p.max(l)),
-        (Some(p), _) => Some(p),
-        (None, l) => l,
+        (Some(p), Some(l)) if policy.reactive_floor => Some(p.max(l) * f),
+        (Some(p), _) => Some(p * f),
+        (None, l) => l.map(|l| l * f),
     }
 }
 
@@ -102,6 +110,7 @@ mod tests {
         ServePolicy {
             lead_steps,
             lead_ms: 0,
+            tolerance: 0.0,
             quantile: 0.9,
             reactive_floor,
         }

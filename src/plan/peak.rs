@@ -19,26 +19,13 @@
 //! - it is calibrated at the served horizon (the lead time, usually one to a few
 //!   steps), not pooled with errors many hours ahead.
 //!
-//! Errors are relative to `scale(M) = max(|M|, LEVEL_SHARE × level)`, with `level`
-//! a slow moving average of the observations: traffic's errors grow with its
-//! level, and the floor keeps near-zero forecasts of a mostly idle series from
+//! Errors are relative to `scale(M) = max(|M|, level)`, with `level` the mean of
+//! the history the model was fitted on: traffic's errors grow with its level above the
+//! usual, and the floor keeps near-zero forecasts of a mostly idle series from
 //! making huge relative errors. Until [`PRIOR_WEIGHT`] errors exist the offset is
 //! blended with the model's own (an honest, wide band for a young series).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static ENABLED: AtomicBool = AtomicBool::new(true);
-
-/// EXPERIMENT (to be removed): switch the calibration off.
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, Ordering::Relaxed);
-}
-
-/// EXPERIMENT (to be removed).
-pub fn enabled() -> bool {
-    ENABLED.load(Ordering::Relaxed)
-}
 
 /// Errors kept (one per forecast served from).
 pub const WINDOW: usize = 256;
@@ -50,12 +37,7 @@ pub const HALF_LIFE: f64 = 48.0;
 pub const PRIOR_WEIGHT: f64 = 16.0;
 
 /// The share of the long-run level below which the error scale does not fall.
-pub const LEVEL_SHARE: f64 = 0.25;
-
-/// Weight of a new observation in the long-run level (about a week of 5-minute
-/// points to forget half of it is too slow for a young series; 1/500 is a day or
-/// two of points at common steps).
-const LEVEL_ALPHA: f64 = 1.0 / 500.0;
+pub const LEVEL_SHARE: f64 = 1.0;
 
 /// A forecast waiting for its lead time to pass.
 #[derive(Debug, Clone, Copy)]
@@ -80,7 +62,7 @@ pub struct PeakCalibration {
     errors: VecDeque<(f32, u64)>,
     /// Forecasts registered so far.
     seq: u64,
-    /// Slow moving average of the observations (`NAN` before the first).
+    /// The mean of the history the model was last fitted on (`NAN` before).
     level: f64,
 }
 
@@ -116,15 +98,15 @@ impl PeakCalibration {
         m.abs().max(LEVEL_SHARE * level).max(1e-9)
     }
 
+    /// Sets the series' usual level: the mean of the history at a refit. Taken from
+    /// the history window (not a running average of everything seen), so that two
+    /// replicas that started apart agree once they hold the same window.
+    pub fn set_level(&mut self, level: f64) {
+        self.level = level;
+    }
+
     /// Takes the next grid point (`NAN` for a gap).
     pub fn observe(&mut self, v: f64) {
-        if v.is_finite() {
-            self.level = if self.level.is_finite() {
-                self.level + LEVEL_ALPHA * (v - self.level)
-            } else {
-                v
-            };
-        }
         for p in &mut self.pending {
             if v.is_finite() && !(p.peak_seen >= v) {
                 p.peak_seen = v;
@@ -220,10 +202,10 @@ mod tests {
         assert!(c.is_empty(), "two of three points seen");
         c.observe(11.0);
         assert_eq!(c.len(), 1);
-        // Peak 12 against 10, relative to max(10, 0.25 × level).
+        // Peak 12 against 10, relative to max(10, level) with no level yet.
         let off = c.offsets(&[0.5], 10.0, &[0.0]);
         let w = 1.0 / (1.0 + PRIOR_WEIGHT);
-        assert!((off[0] - w * 2.0).abs() < 1e-9, "{off:?}");
+        assert!((off[0] - w * 2.0).abs() < 1e-6, "{off:?}");
     }
 
     #[test]
