@@ -110,7 +110,7 @@ impl SignalSettings {
                 step_ms,
                 policy: ServePolicy {
                     lead_steps: ceil_steps(c.lead_time.as_ms()).max(1),
-                    lead_ms: i64::try_from(c.lead_time.as_ms()).unwrap_or(i64::MAX),
+                    lead_ms: c.lead_time.as_ms(),
                     tolerance: c.hpa_tolerance,
                     quantile: c.quantile.get(),
                     reactive_floor: c.reactive_floor,

@@ -219,3 +219,84 @@ fn a_serve_configuration_is_replayed_with_its_own_settings() {
         "cannot be used with",
     );
 }
+
+#[test]
+fn with_no_arguments_it_replays_the_bundled_traces_and_prints_the_frontier_summary() {
+    let out = prescale(&[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("aggregate over 10 trace(s)"), "{stdout}");
+    assert!(
+        stdout.contains("matched cost: at the replica-hours of predictive q0.9 h0% tol0.1"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("worst trace:"), "{stdout}");
+}
+
+#[test]
+fn the_frontier_is_in_the_json_with_the_matched_cost_per_trace_and_drawn_with_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_trace(dir.path(), "ramp.csv", &ramp());
+    let wave: Vec<f64> = (0..600)
+        .map(|i| 200.0 + 100.0 * (i as f64 / 60.0 * std::f64::consts::TAU).sin())
+        .collect();
+    write_trace(dir.path(), "wave.csv", &wave);
+    let _ = a;
+    let svg = dir.path().join("frontier.svg");
+    let png = dir.path().join("frontier.png");
+    let input = dir.path().to_string_lossy().into_owned();
+    let out = prescale(&[
+        "--input",
+        &input,
+        "--frontier",
+        "--json",
+        "--frontier-plot",
+        &svg.to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &doc["matched_cost"];
+    assert!(m["shortfall_reduction_pct"].is_f64(), "{m}");
+    assert!(m["sum_shortfall_reduction_pct"].is_f64(), "{m}");
+    for t in ["ramp", "wave"] {
+        assert!(m["per_trace"][t].is_f64(), "{m}");
+    }
+    // The equal-weight figure is the mean of the per-trace ones.
+    let mean =
+        (m["per_trace"]["ramp"].as_f64().unwrap() + m["per_trace"]["wave"].as_f64().unwrap()) / 2.0;
+    assert!((m["shortfall_reduction_pct"].as_f64().unwrap() - mean).abs() < 1e-9);
+    let traces = doc["frontier"]["traces"].as_array().unwrap();
+    assert_eq!(traces.len(), 2);
+    let points = traces[0]["points"].as_array().unwrap();
+    // 13 headrooms x 2 tolerances reactive, 7 quantiles x 2 headrooms predictive, the oracle.
+    assert_eq!(points.len(), 26 + 14 + 1, "{}", points.len());
+    for p in points {
+        assert!(p["measures"]["replica_hours"].as_f64().unwrap() > 0.0);
+        assert!(p["measures"]["beyond_max_replica_minutes"].is_f64());
+    }
+    assert!(!doc["frontier"]["overall"].as_array().unwrap().is_empty());
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg"));
+    assert!(
+        text.contains("replica-hours"),
+        "the SVG has its axis labels"
+    );
+    assert!(text.contains("predictive as served"));
+    // The PNG carries the same labels drawn with a system font.
+    let out = prescale(&["--input", &input, "--frontier-plot", &png.to_string_lossy()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+}

@@ -553,3 +553,45 @@ fn a_lead_time_shorter_than_the_step_brings_the_next_step_in_late() {
         r.measures
     );
 }
+
+#[test]
+fn an_isolated_burst_leaves_no_long_plateau() {
+    // Five days of noisy 5-minute traffic around 100 (10 replicas), one burst of
+    // 30 times the level for 10 minutes on the last day, then the same traffic.
+    let mut x = 3u64;
+    let mut noise = move || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (x >> 33) as f64 / (1u64 << 31) as f64 - 0.5
+    };
+    let n = 288 * 5;
+    let burst_at = 288 * 4;
+    let v: Vec<f64> = (0..n)
+        .map(|i| {
+            let base = 100.0 + 20.0 * noise();
+            if (burst_at..burst_at + 2).contains(&i) {
+                3000.0
+            } else {
+                base
+            }
+        })
+        .collect();
+    let mut sc = scenario(180);
+    sc.capacity_per_replica = 10.0;
+    let r = simulate(&series(300, v.clone()), &sc, Strategy::Predictive).unwrap();
+    // Minutes of the day after the burst during which the predictive run keeps
+    // more than twice the replicas demand needs (the burst itself is not in the
+    // history a refit calibrates on until the next refit, hours later: count
+    // them all).
+    let over = r.ready_per_step[burst_at + 2..]
+        .iter()
+        .zip(&v[burst_at + 2..])
+        .filter(|(ready, d)| f64::from(**ready) > 2.0 * (**d / 10.0).ceil())
+        .count();
+    assert!(
+        over * 5 <= 30,
+        "{} minutes at more than twice the need after the burst",
+        over * 5
+    );
+}

@@ -189,7 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     if let Some(t) = args.capacity_per_replica {
         if !(t.is_finite() && t >= 0.001) {
-            bail!("--capacity-per-replica must be a number of at least 0.001, got {t}");
+            bail!("--capacity-per-replica (--target-per-replica) must be a number of at least 0.001, got {t}");
         }
     }
     if !(args.headroom.is_finite() && (-1.0..1.0).contains(&args.headroom)) {

@@ -105,7 +105,14 @@ pub fn confirm(y: &[f64], candidates: &[usize]) -> Seasons {
             ));
             continue;
         }
-        let r = strength(y, &diff, p);
+        // The levels' test only for a period that no kept one divides: whether a
+        // week adds to a day stays the differences' call (as measured on M4).
+        let multiple = kept.iter().any(|(q, _)| p % *q == 0 && p > *q);
+        let r = if multiple {
+            acf(&diff, p)
+        } else {
+            strength(y, &diff, p)
+        };
         if r < MIN_ACF {
             out.notes.push(format!(
                 "period {p}: autocorrelation {r:.2} below {MIN_ACF}"
@@ -116,7 +123,7 @@ pub fn confirm(y: &[f64], candidates: &[usize]) -> Seasons {
             // A shorter season repeats at its multiples too: the longer one is real
             // only if lag p beats the neighbouring multiple p - q (a week must beat
             // six days, or it is just the day seen seven times).
-            let near = strength(y, &diff, p - q);
+            let near = acf(&diff, p - q);
             if r < near + MULTIPLE_GAIN {
                 out.notes.push(format!(
                     "period {p}: autocorrelation {r:.2} no higher than at lag {} ({near:.2}), only period {q} repeats",

@@ -108,7 +108,7 @@ impl PeakCalibration {
     /// Takes the next grid point (`NAN` for a gap).
     pub fn observe(&mut self, v: f64) {
         for p in &mut self.pending {
-            if v.is_finite() && !(p.peak_seen >= v) {
+            if v.is_finite() && (p.peak_seen.is_nan() || p.peak_seen < v) {
                 p.peak_seen = v;
             }
             p.remaining = p.remaining.saturating_sub(1);
