@@ -80,7 +80,8 @@ fn tracker_settings() -> TrackerSettings {
         policy: ServePolicy {
             lead_steps: 5,
             lead_ms: 0,
-            tolerance: 0.0,
+            // The config leaves `hpa_tolerance` at its default, the HPA's 0.1.
+            tolerance: 0.1,
             quantile: 0.9,
             reactive_floor: true,
         },

@@ -326,8 +326,8 @@ impl Tracker {
         }
         if self.model.is_none() || self.refit_due() {
             let mut history = self.history.to_vec();
-            clip_bursts(&mut history);
             let fit_step_ms = self.settings.step_ms.saturating_mul(k as i64);
+            clip_bursts(&mut history, &season_points(fit_step_ms));
             match forecast::fit(&self.settings.spec, &history, fit_step_ms) {
                 Ok(model) => {
                     let (sum, n) = history
@@ -503,8 +503,11 @@ const BURST_DEVIATIONS: f64 = 6.0;
 /// (measured on a synthetic burst of 30× the level: 85 minutes at more than twice
 /// the replicas needed). What happens during a burst is the reactive floor's job.
 /// The newest points, whose window is still open, are left alone: a new level
-/// must not be taken for a burst.
-fn clip_bursts(history: &mut [f64]) {
+/// must not be taken for a burst. Nor is a point that recurs: one within the
+/// bound of the point one of `periods` (in points: a day, a week) before or after
+/// it is part of the season — a daily peak of three hours is what a seasonal
+/// model is there to forecast, not a burst to forget.
+fn clip_bursts(history: &mut [f64], periods: &[usize]) {
     let n = history.len();
     let w = BURST_HALF_WIDTH;
     if n < 4 * w {
@@ -547,11 +550,30 @@ fn clip_bursts(history: &mut [f64]) {
         return;
     }
     let bound = BURST_DEVIATIONS * scale;
-    for (y, m) in history[..n - w].iter_mut().zip(&local) {
-        if y.is_finite() && m.is_finite() {
+    let original = history.to_vec();
+    let recurs = |t: usize| {
+        let y = original[t];
+        periods.iter().filter(|p| **p > w).any(|&p| {
+            let near = |u: usize| original[u].is_finite() && (original[u] - y).abs() <= bound;
+            (t >= p && near(t - p)) || (t + p < n && near(t + p))
+        })
+    };
+    for (t, (y, m)) in history[..n - w].iter_mut().zip(&local).enumerate() {
+        if y.is_finite() && m.is_finite() && (*y - m).abs() > bound && !recurs(t) {
             *y = y.clamp(m - bound, m + bound);
         }
     }
+}
+
+/// The seasons, in fitted points of `step_ms`, that a burst must not be mistaken
+/// for: a day and a week, where the step divides them.
+fn season_points(step_ms: i64) -> Vec<usize> {
+    const DAY_MS: i64 = 86_400_000;
+    [DAY_MS, 7 * DAY_MS]
+        .into_iter()
+        .filter(|d| step_ms > 0 && d % step_ms == 0)
+        .filter_map(|d| usize::try_from(d / step_ms).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -568,12 +590,37 @@ mod tests {
             *v += 500.0;
         }
         h[198] = 5000.0;
-        clip_bursts(&mut h);
+        clip_bursts(&mut h, &[24]);
         assert!(h[50] < 300.0 && h[51] < 300.0, "{} {}", h[50], h[51]);
         assert!(h[120] > -100.0, "a dip is clipped too: {}", h[120]);
         assert!(h[160..].iter().all(|v| *v >= 600.0), "the new level stays");
         assert_eq!(h[198], 5000.0, "the newest points are left alone");
         assert_eq!(h[10], 103.0);
+    }
+
+    #[test]
+    fn a_daily_peak_is_a_season_not_a_burst() {
+        // Hourly: 1000, and 3350 from 10:00 to 13:00 every day, one stray burst.
+        let mut h: Vec<f64> = (0..200)
+            .map(|i| {
+                if (10..13).contains(&(i % 24)) {
+                    3350.0
+                } else {
+                    1000.0
+                }
+            })
+            .collect();
+        h[100] = 9000.0;
+        let before = h.clone();
+        clip_bursts(&mut h, &season_points(3_600_000));
+        for t in (0..190).filter(|t| (10..13).contains(&(t % 24))) {
+            assert_eq!(h[t], 3350.0, "the daily peak at {t} was clipped");
+        }
+        assert!(h[100] < 9000.0, "the stray burst stays a burst");
+        // Without the season, the same peaks are clipped: the test can fail.
+        let mut bare = before;
+        clip_bursts(&mut bare, &[]);
+        assert!(bare[34] < 3350.0);
     }
 
     fn settings() -> TrackerSettings {
