@@ -126,6 +126,18 @@ impl History {
         }
     }
 
+    /// The newest `n` points, oldest first.
+    fn newest(&self, n: usize) -> Vec<f64> {
+        match self {
+            Self::Exact(h) => h.iter().skip(h.len().saturating_sub(n)).copied().collect(),
+            Self::Compact(h) => h
+                .iter()
+                .skip(h.len().saturating_sub(n))
+                .map(|&v| f64::from(v))
+                .collect(),
+        }
+    }
+
     fn to_vec(&self) -> Vec<f64> {
         match self {
             Self::Exact(h) => h.iter().copied().collect(),
@@ -295,6 +307,30 @@ impl Tracker {
             .map(|(v, _)| v)
     }
 
+    /// Where demand is now, for the band to stand on: the median of the fitted
+    /// points of the last [`RECENT_MS`] (at least the newest one). On a grid of a
+    /// minute or more that is the newest point; on a sub-minute grid a single
+    /// second's spike does not lift the band, a level held for a minute does.
+    fn recent_level(&self) -> Option<f64> {
+        let fitted_ms = self
+            .settings
+            .step_ms
+            .max(1)
+            .saturating_mul(self.fit_steps() as i64);
+        let n = usize::try_from(RECENT_MS / fitted_ms).unwrap_or(1).max(1);
+        let mut recent: Vec<f64> = self
+            .history
+            .newest(n)
+            .into_iter()
+            .filter(|v| v.is_finite())
+            .collect();
+        if recent.is_empty() {
+            return self.latest();
+        }
+        recent.sort_by(f64::total_cmp);
+        Some(recent[recent.len() / 2])
+    }
+
     /// Whether a refit is due: on schedule, or (without a grid) after
     /// `refit_every_steps` new points.
     fn refit_due(&self) -> bool {
@@ -364,7 +400,12 @@ impl Tracker {
         let (predicted, name) = (model.predict(policy.lead_steps, &levels), model.name());
         match predicted {
             Ok(fc) => {
-                let fc = self.calibrate(fc, policy.lead_steps);
+                let floor = if policy.reactive_floor {
+                    self.recent_level()
+                } else {
+                    None
+                };
+                let fc = self.calibrate(fc, policy.lead_steps, floor);
                 let (origin_ms, step_ms) = self.origin(now_ms);
                 let mut d = Decision {
                     value: None,
@@ -390,7 +431,7 @@ impl Tracker {
     /// Replaces the quantile paths by the mean plus offsets calibrated on this
     /// series' recent peak errors ([`super::peak`]), and registers the forecast so
     /// that its own error is recorded once the lead time has passed.
-    fn calibrate(&mut self, mut fc: Forecast, lead: usize) -> Forecast {
+    fn calibrate(&mut self, mut fc: Forecast, lead: usize, floor: Option<f64>) -> Forecast {
         let lead = lead.max(1).min(fc.mean.len());
         let peak = |v: &[f64]| {
             v[..lead]
@@ -399,10 +440,14 @@ impl Tracker {
                 .filter(|x| x.is_finite())
                 .fold(f64::NAN, f64::max)
         };
-        let peak_mean = peak(&fc.mean);
-        if !peak_mean.is_finite() {
+        let model_peak = peak(&fc.mean);
+        if !model_peak.is_finite() {
             return fc;
         }
+        // With the reactive floor on, what is served is never below the latest
+        // observation, so the band is calibrated on top of the floored mean.
+        let floor = floor.filter(|f| f.is_finite());
+        let peak_mean = floor.map_or(model_peak, |f| model_peak.max(f));
         if self.points.0 > self.points.1 {
             self.points.1 = self.points.0;
             self.peaks.forecast(peak_mean);
@@ -412,7 +457,7 @@ impl Tracker {
             .quantiles
             .iter()
             .map(|p| {
-                let v = peak(&p.values) - peak_mean;
+                let v = peak(&p.values) - model_peak;
                 if v.is_finite() {
                     v
                 } else {
@@ -421,11 +466,12 @@ impl Tracker {
             })
             .collect();
         let offsets = self.peaks.offsets(&levels, peak_mean, &prior);
+        let base = |m: f64| floor.map_or(m, |f| m.max(f));
         for (path, off) in fc.quantiles.iter_mut().zip(offsets) {
             for (v, m) in path.values.iter_mut().zip(&fc.mean) {
                 // Non-negative series stay non-negative (the model floors them).
                 let floor = if *v >= 0.0 { 0.0 } else { f64::NEG_INFINITY };
-                *v = (m + off).max(floor);
+                *v = (base(*m) + off).max(floor);
             }
         }
         fc
@@ -485,6 +531,10 @@ impl Tracker {
         (origin, k * step)
     }
 }
+
+/// How far back the level the served band stands on looks (see
+/// [`Tracker::recent_level`]).
+const RECENT_MS: i64 = 60_000;
 
 /// Points on each side of a point that its local level is the median of.
 const BURST_HALF_WIDTH: usize = 6;
@@ -596,6 +646,39 @@ mod tests {
         assert!(h[160..].iter().all(|v| *v >= 600.0), "the new level stays");
         assert_eq!(h[198], 5000.0, "the newest points are left alone");
         assert_eq!(h[10], 103.0);
+    }
+
+    /// A noisy flat series that jumps to 300 at its newest point, replayed one
+    /// point at a time on a grid of `step_ms`; the value served after the jump.
+    fn served_after_a_jump(step_ms: i64) -> f64 {
+        let mut s = settings();
+        s.step_ms = step_ms;
+        s.spec = ModelSpec::by_name("holt-winters-damped").unwrap();
+        s.policy.lead_steps = 1;
+        let mut t = Tracker::new(s);
+        for i in 0..400usize {
+            t.observe(&[100.0 + ((i * 7) % 11) as f64]);
+            t.decide(0);
+        }
+        t.observe(&[300.0]);
+        t.decide(0).value.unwrap()
+    }
+
+    #[test]
+    fn the_band_stands_on_the_floor_and_a_second_spike_does_not_lift_it() {
+        // Hourly: the jump is where demand is now, and the band of the coming
+        // hour's peak stands above it, not level with it.
+        let hourly = served_after_a_jump(3_600_000);
+        assert!(
+            hourly > 303.0,
+            "served {hourly}: the band ends at the floor"
+        );
+        // Every second: one second's spike is the floor, not the band's base.
+        let secondly = served_after_a_jump(1_000);
+        assert!(
+            (secondly - 300.0).abs() < 1e-9,
+            "served {secondly}: a one-second spike lifted the band"
+        );
     }
 
     #[test]
