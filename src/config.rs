@@ -831,6 +831,14 @@ impl SignalConfig {
                 self.lead_time
             ));
         }
+        if self.lead_time > self.history {
+            // A forecast path is lead time / step long: unbounded, a typo such as
+            // `9999999999s` is an allocation of gigabytes when serving starts.
+            problems.push(format!(
+                "{at}.lead_time: must not exceed history ({}): a forecast cannot look further ahead than the history it is fitted on, got {}",
+                self.history, self.lead_time
+            ));
+        }
         if !(self.hpa_tolerance.is_finite() && (0.0..1.0).contains(&self.hpa_tolerance)) {
             problems.push(format!(
                 "{at}.hpa_tolerance: must be in [0, 1), got {}",
@@ -1054,6 +1062,9 @@ signals:
     step: 1500ms
     lead_time: 1s
     hpa_tolerance: 1.5
+  - name: mem
+    query: up
+    lead_time: 9999999999s
   - name: cpu
     query: ' '
     model: prophet
@@ -1075,10 +1086,11 @@ server:
             "prometheus.url: scheme must be http or https",
             "signals[0].step: must be a whole number of seconds",
             "signals[0].hpa_tolerance: must be in [0, 1), got 1.5",
-            "signals[1].name: \"cpu\" is used by an earlier signal",
-            "signals[1].query: must not be empty",
-            "signals[1].model: unknown model",
-            "signals[1].namespaces[0]: not a namespace name",
+            "signals[1].lead_time: must not exceed history (7d)",
+            "signals[2].name: \"cpu\" is used by an earlier signal",
+            "signals[2].query: must not be empty",
+            "signals[2].model: unknown model",
+            "signals[2].namespaces[0]: not a namespace name",
             "server.https_address: auth mode none only binds to loopback",
         ] {
             assert!(all.contains(want), "missing {want:?} in\n{all}");

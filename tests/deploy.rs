@@ -1024,6 +1024,54 @@ fn dockerfile_is_multi_stage_and_non_root() {
     assert!(text.contains("ENTRYPOINT [\"/usr/local/bin/prescale\"]"));
 }
 
+/// The Dockerfile's dependency stage, run as written against the real manifest
+/// (with `cargo fetch` in place of the build, which would compile every
+/// dependency): the placeholder sources it creates must satisfy every target the
+/// manifest declares, or cargo stops with "can't find `load` bench".
+#[test]
+fn dockerfile_placeholder_stage_satisfies_the_manifest() {
+    let text = std::fs::read_to_string(repo().join("deploy/Dockerfile")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with("RUN mkdir -p src"))
+        .expect("the dependency stage starts with `RUN mkdir -p src ...`");
+    let mut script = String::new();
+    for l in &lines[start..] {
+        let more = l.trim_end().ends_with('\\');
+        script.push_str(l.trim_end().trim_end_matches('\\'));
+        script.push('\n');
+        if !more {
+            break;
+        }
+    }
+    let script = script.trim_start().trim_start_matches("RUN").to_string();
+    let build = "cargo build --release --locked --bin prescale";
+    assert!(
+        script.contains(build),
+        "the stage builds the binary: {script}"
+    );
+    let Ok(cargo) = std::env::var("CARGO") else {
+        eprintln!("SKIP: CARGO is not set (not run by cargo)");
+        return;
+    };
+    let script = script.replace(build, &format!("'{cargo}' fetch --locked --offline"));
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["Cargo.toml", "Cargo.lock"] {
+        std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
+    }
+    let out = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the Dockerfile's dependency stage fails:\n{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The Dockerfile's builder image can build the locked dependency graph: its Rust
 /// version is at least every locked package's `rust-version`.
 #[test]

@@ -131,3 +131,28 @@ fn eval_names_the_bad_line() {
     assert!(!ok);
     assert!(stderr.contains("train.csv:2"), "{stderr}");
 }
+
+/// `prescale forecast | head -2`: the reader closes the pipe after two lines and
+/// the command ends quietly (status 0, no panic) instead of panicking in `println!`.
+#[test]
+fn a_closed_pipe_ends_the_report_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        // 30 days of rows: far more than a pipe buffer holds (64 KiB), so the
+        // writes after the reader is gone really fail.
+        .args(["forecast", "--horizon", "30d"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    assert!(!first.is_empty());
+    drop(reader);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}

@@ -389,6 +389,12 @@ async fn sigterm_stops_accepting_finishes_in_flight_and_exits_within_the_grace()
     let took = sent.elapsed();
     assert!(status.success(), "exit {status}:\n{}", serve.log());
     assert!(serve.log().contains("shutting down"), "{}", serve.log());
+    // stderr is a file here, as under `kubectl logs`: no colour codes.
+    assert!(
+        !serve.log().contains('\u{1b}'),
+        "ANSI codes in a file: {}",
+        serve.log()
+    );
     eprintln!("stopped {took:?} after SIGTERM");
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(1), slowloris.read_to_end(&mut rest)).await;
@@ -510,4 +516,52 @@ async fn a_second_sigterm_exits_at_once() {
         "{}",
         serve.log()
     );
+}
+
+/// `--log-format json`: every line a log collector reads is one JSON object with
+/// the level, the target and the message; the fields ride along.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (https, plain) = (free_addr(), free_addr());
+    let path = dir.path().join("prescale.yaml");
+    let dead = format!("http://{}", free_addr());
+    std::fs::write(
+        &path,
+        config(
+            &dead,
+            https,
+            plain,
+            &dir.path().join("certs"),
+            "",
+            &signal("alpha", METRIC, "seasonal-naive"),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("\"serving\"") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("\"serving\""), "no serving line: {text}");
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));
+        assert!(v["level"].is_string() && v["target"].is_string(), "{line}");
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
 }

@@ -259,10 +259,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 }),
             );
         }
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         if let Some(r) = &replay {
-            println!(
+            outln!(
                 "replaying signal {} of {}: step {}, lead time {}, q{}, model {}\n",
                 r.name,
                 args.config
@@ -275,19 +275,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             );
         }
         for (r, unit) in &results {
-            print!("{}", report::trace_table(r, nodes));
+            out!("{}", report::trace_table(r, nodes));
             if *unit != 1.0 {
-                println!("  (values ×{unit} so the HPA's milli-units do not round them away)");
+                outln!("  (values ×{unit} so the HPA's milli-units do not round them away)");
             }
-            println!();
+            outln!();
         }
-        print!("{}", report::aggregate_table(&aggregate, nodes));
-        println!();
+        out!("{}", report::aggregate_table(&aggregate, nodes));
+        outln!();
         if args.frontier {
-            print!("{}", frontier_report::table(&summary));
-            println!();
+            out!("{}", frontier_report::table(&summary));
+            outln!();
         }
-        print!("{}", frontier_report::matched(&summary, &frontiers));
+        out!("{}", frontier_report::matched(&summary, &frontiers));
     }
     if let Some(out) = &args.frontier_plot {
         frontier_report::write_plot(out, &summary)?;

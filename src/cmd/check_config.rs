@@ -24,7 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.file.display()
         )
     })?;
-    println!(
+    outln!(
         "{}: ok, {} signal(s), Prometheus {}",
         args.file.display(),
         config.signals.len(),
@@ -44,7 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             ),
             Some(Err(problems)) => format!("custom, invalid: {}", problems.join("; ")),
         };
-        println!(
+        outln!(
             "  {} [{served}]: step {}, history {}, lead time {}, q{}, model {}, floor {}",
             s.name,
             s.step,
@@ -60,13 +60,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             || "read from its nodes".to_string(),
             |a| a.resources().to_string(),
         );
-        println!(
+        outln!(
             "  node pool {}: {}-{} nodes, allocatable {allocatable}, ready after {}",
-            p.name, p.min_nodes, p.max_nodes, p.provisioning_delay
+            p.name,
+            p.min_nodes,
+            p.max_nodes,
+            p.provisioning_delay
         );
     }
     for w in &config.workloads {
-        println!(
+        outln!(
             "  workload {} in pool {}: {} / {} per replica, {}-{} replicas, start-up {}",
             w.name,
             w.pool,
@@ -78,10 +81,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     if let Some(e) = &config.expander {
-        println!("  gRPC expander on {}", e.address);
+        outln!("  gRPC expander on {}", e.address);
     }
     if config.capacity_buffers.enabled {
-        println!(
+        outln!(
             "  CapacityBuffers{} (lease {}/{})",
             if config.capacity_buffers.dry_run {
                 " (dry run)"

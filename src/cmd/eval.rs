@@ -66,7 +66,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     print_report(&summary, &scores, args.per_series);
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
 }
@@ -79,9 +79,14 @@ fn print_per_trace(scores: &[SeriesScore]) {
         let trace = s.id.split('#').next().unwrap_or(&s.id);
         by_trace.entry(trace).or_default().push(s);
     }
-    println!(
+    outln!(
         "{:<44} {:>7} {:>9} {:>9} {:>7} {:>7}",
-        "trace", "origins", "MASE", "MASE-sn", "ratio", "P90cov"
+        "trace",
+        "origins",
+        "MASE",
+        "MASE-sn",
+        "ratio",
+        "P90cov"
     );
     let mut ratios = Vec::new();
     for (trace, ss) in by_trace {
@@ -94,7 +99,7 @@ fn print_per_trace(scores: &[SeriesScore]) {
         if ratio.is_finite() {
             ratios.push(ratio);
         }
-        println!(
+        outln!(
             "{:<44} {:>7} {:>9.3} {:>9.3} {:>7.3} {:>7.3}",
             trace,
             ss.len(),
@@ -105,23 +110,32 @@ fn print_per_trace(scores: &[SeriesScore]) {
         );
     }
     let mean_ratio = ratios.iter().sum::<f64>() / ratios.len().max(1) as f64;
-    println!("mean MASE ratio (model / seasonal naive) over traces: {mean_ratio:.3}");
+    outln!("mean MASE ratio (model / seasonal naive) over traces: {mean_ratio:.3}");
 }
 
 fn print_report(summary: &Summary, scores: &[SeriesScore], per_series: bool) {
     if per_series {
-        println!(
+        outln!(
             "{:<48} {:>9} {:>9} {:>9} {:>7}  model",
-            "series", "sMAPE", "MASE", "MASE-sn", "P90cov"
+            "series",
+            "sMAPE",
+            "MASE",
+            "MASE-sn",
+            "P90cov"
         );
         for s in scores {
-            println!(
+            outln!(
                 "{:<48} {:>9.3} {:>9.3} {:>9.3} {:>7.3}  {}",
-                s.id, s.smape, s.mase, s.mase_seasonal_naive, s.coverage_p90, s.model
+                s.id,
+                s.smape,
+                s.mase,
+                s.mase_seasonal_naive,
+                s.coverage_p90,
+                s.model
             );
         }
     }
-    println!(
+    outln!(
         "model {}: {} series, sMAPE {:.3}, MASE {:.3} (seasonal naive {:.3}), P90 coverage {:.3}, fit+predict {:.2} s, failures {}",
         summary.model,
         summary.series,
@@ -133,6 +147,6 @@ fn print_report(summary: &Summary, scores: &[SeriesScore], per_series: bool) {
         summary.failures
     );
     for (model, count) in &summary.chosen {
-        println!("  chosen {count:>4} x {model}");
+        outln!("  chosen {count:>4} x {model}");
     }
 }

@@ -100,7 +100,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         };
         let out = output(name, &labeled, fitted.report(), &fc);
         if args.json {
-            println!("{}", serde_json::to_string(&out)?);
+            outln!("{}", serde_json::to_string(&out)?);
         } else {
             print_table(&out);
         }
@@ -134,17 +134,17 @@ fn output(name: String, labeled: &LabeledSeries, report: ModelReport, fc: &Forec
 
 fn print_table(out: &Output) {
     let r = &out.report;
-    println!(
+    outln!(
         "{}: {} points, step {} s",
         out.series,
         out.history_points,
         out.step_ms / 1000
     );
-    println!("model: {}", r.model);
+    outln!("model: {}", r.model);
     if r.fell_back_to_simple {
-        println!("  history shorter than two seasons: simple models only");
+        outln!("  history shorter than two seasons: simple models only");
     }
-    println!(
+    outln!(
         "  seasons: {:?}{}",
         r.periods,
         if r.season_notes.is_empty() {
@@ -153,19 +153,19 @@ fn print_table(out: &Output) {
             format!(" ({})", r.season_notes.join("; "))
         }
     );
-    println!(
+    outln!(
         "  backtest over {} window(s), MAE (scaled by seasonal-naive in-sample MAE):",
         r.backtest_windows
     );
     for s in &r.scores {
-        println!("    {:<24} {:>12.4} ({:.3})", s.model, s.mae, s.scaled);
+        outln!("    {:<24} {:>12.4} ({:.3})", s.model, s.mae, s.scaled);
     }
     let qs: Vec<String> = out
         .points
         .first()
         .map(|p| p.quantiles.iter().map(|(q, _)| format!("q{q}")).collect())
         .unwrap_or_default();
-    println!(
+    outln!(
         "{:<26} {:>12} {}",
         "time",
         "mean",
@@ -177,6 +177,6 @@ fn print_table(out: &Output) {
             .iter()
             .map(|(_, v)| format!("{v:>12.4}"))
             .collect();
-        println!("{:<26} {:>12.4} {vals}", p.time, p.mean);
+        outln!("{:<26} {:>12.4} {vals}", p.time, p.mean);
     }
 }

@@ -88,7 +88,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let paths = write_all(&series, &args.out)?;
     for (s, path) in series.iter().zip(&paths) {
         let points = s.series.values.iter().filter(|v| v.is_finite()).count();
-        println!(
+        outln!(
             "{}: {} ({points} of {} points)",
             path.display(),
             format_labels(&s.labels),

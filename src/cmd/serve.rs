@@ -261,7 +261,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     });
     tracing::info!(signals = signals.len(), %https, "serving");
     if let Some(hint) = curl_hint(&server, https, &signals) {
-        println!("{hint}");
+        // Not `println!`: a closed stdout must not stop the server.
+        let _ = std::io::Write::write_fmt(&mut std::io::stdout(), format_args!("{hint}\n"));
     }
 
     // Any part ending early (an error) stops the others: never serve without a

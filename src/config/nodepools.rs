@@ -500,6 +500,22 @@ pub fn check(
         if !names.contains(w.pool.as_str()) {
             problems.push(format!("{at}.pool: no node pool is called {:?}", w.pool));
         }
+        let signal = signals.iter().find(|s| s.name == w.signal);
+        if let (Some(s), Some(p)) = (signal, pools.iter().find(|p| p.name == w.pool)) {
+            let horizon = p
+                .provisioning_delay
+                .as_ms()
+                .saturating_add(w.pod_startup.as_ms());
+            if horizon > s.history.as_ms() {
+                problems.push(format!(
+                    "{at}.pod_startup: with the pool's provisioning_delay ({}) the plan looks {}s ahead, more than the signal's history ({}) it forecasts from, got {}",
+                    p.provisioning_delay,
+                    horizon / 1000,
+                    s.history,
+                    w.pod_startup
+                ));
+            }
+        }
         if !(w.target_per_replica.is_finite() && w.target_per_replica > 0.0) {
             problems.push(format!(
                 "{at}.target_per_replica: must be a finite number > 0, got {}",
@@ -689,6 +705,30 @@ expander: {{ cert_file: /x.crt }}
             panic!("expected validation errors");
         };
         let all = problems.join("\n");
+        let far = format!(
+            "{BASE}nodepools:
+  - name: app
+    node_labels: {{ pool: app }}
+    max_nodes: 4
+    provisioning_delay: 9999999999s
+workloads:
+  - name: web
+    signal: rps
+    target_per_replica: 10
+    pod_requests: {{ cpu: 1 }}
+    pool: app
+    max_replicas: 10
+"
+        );
+        let Err(Error::Invalid(p)) = Config::from_yaml(&far) else {
+            panic!("a plan 317 years ahead was accepted");
+        };
+        assert!(
+            p.join("\n").contains(
+                "workloads[0].pod_startup: with the pool's provisioning_delay (9999999999s) the plan looks 10000000029s ahead, more than the signal's history (7d)"
+            ),
+            "{p:?}"
+        );
         for want in [
             "nodepools[0].name: must be a lowercase RFC 1123 label",
             "nodepools[0]: needs node_group_ids or node_labels",
