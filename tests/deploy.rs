@@ -1039,8 +1039,9 @@ fn dockerfile_placeholder_stage_satisfies_the_manifest() {
     let mut script = String::new();
     for l in &lines[start..] {
         let more = l.trim_end().ends_with('\\');
+        // Docker joins continued lines into one shell command.
         script.push_str(l.trim_end().trim_end_matches('\\'));
-        script.push('\n');
+        script.push(' ');
         if !more {
             break;
         }
@@ -1055,7 +1056,17 @@ fn dockerfile_placeholder_stage_satisfies_the_manifest() {
         eprintln!("SKIP: CARGO is not set (not run by cargo)");
         return;
     };
-    let script = script.replace(build, &format!("'{cargo}' fetch --locked --offline"));
+    // For the host only: `cargo fetch` for every platform wants crates that no
+    // build here has downloaded, and the test stays offline.
+    let version = Command::new(&cargo).arg("-vV").output().unwrap();
+    let host = String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .expect("cargo -vV names the host");
+    let script = script.replace(
+        build,
+        &format!("'{cargo}' fetch --locked --offline --target {host}"),
+    );
     let dir = tempfile::tempdir().unwrap();
     for f in ["Cargo.toml", "Cargo.lock"] {
         std::fs::copy(repo().join(f), dir.path().join(f)).unwrap();
