@@ -156,3 +156,40 @@ fn a_closed_pipe_ends_the_report_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// Values above a million stay separate columns (they used to run together:
+/// `5887946.02406116958.4599`).
+#[test]
+fn large_values_keep_their_columns_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.csv");
+    let mut text = String::from("timestamp,value\n");
+    for i in 0..300 {
+        text.push_str(&format!(
+            "{},{}\n",
+            1_700_000_000 + i * 300,
+            5_887_946.024 + 1000.0 * (i % 12) as f64
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    let (ok, stdout, stderr) = prescale(&[
+        "forecast",
+        "--input",
+        path.to_str().unwrap(),
+        "--horizon",
+        "1h",
+        "--quantiles",
+        "0.1,0.5,0.9",
+    ]);
+    assert!(ok, "{stderr}");
+    let rows: Vec<&str> = stdout.lines().filter(|l| l.starts_with("20")).collect();
+    assert_eq!(rows.len(), 12, "{stdout}");
+    for row in rows {
+        let fields: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(fields.len(), 5, "time, mean and three quantiles: {row}");
+        for f in &fields[1..] {
+            let v: f64 = f.parse().unwrap_or_else(|_| panic!("{f} in {row}"));
+            assert!(v > 5_000_000.0, "{row}");
+        }
+    }
+}

@@ -165,18 +165,32 @@ fn print_table(out: &Output) {
         .first()
         .map(|p| p.quantiles.iter().map(|(q, _)| format!("q{q}")).collect())
         .unwrap_or_default();
-    outln!(
-        "{:<26} {:>12} {}",
-        "time",
-        "mean",
-        qs.iter().map(|q| format!("{q:>12}")).collect::<String>()
-    );
-    for p in &out.points {
-        let vals: String = p
-            .quantiles
-            .iter()
-            .map(|(_, v)| format!("{v:>12.4}"))
-            .collect();
-        outln!("{:<26} {:>12.4} {vals}", p.time, p.mean);
+    // Columns as wide as the widest value (at least 12), one space apart: values
+    // above a million must not run into each other.
+    let cells: Vec<Vec<String>> = out
+        .points
+        .iter()
+        .map(|p| {
+            std::iter::once(p.mean)
+                .chain(p.quantiles.iter().map(|(_, v)| *v))
+                .map(|v| format!("{v:.4}"))
+                .collect()
+        })
+        .collect();
+    let width = cells
+        .iter()
+        .flatten()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let header: Vec<String> = std::iter::once("mean".to_string()).chain(qs).collect();
+    let row = |time: &str, cols: &[String]| {
+        let cols: Vec<String> = cols.iter().map(|c| format!("{c:>width$}")).collect();
+        format!("{time:<26} {}", cols.join(" "))
+    };
+    outln!("{}", row("time", &header));
+    for (p, c) in out.points.iter().zip(&cells) {
+        outln!("{}", row(&p.time, c));
     }
 }
