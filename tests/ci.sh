@@ -15,7 +15,7 @@ fi
 # Comment lines are skipped: docs may name the edge modules (`kube::pods`) that do the I/O.
 if grep -rnE '(^|[^a-z_])(tokio|kube|tonic|axum|hyper|hyper_util|prometheus_http_query|reqwest|k8s_openapi)::' \
     src/forecast src/plan src/backtest src/custom.rs | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
-    echo "error: src/forecast, src/plan, src/backtest and src/custom.rs must stay pure (see DESIGN.md)" >&2
+    echo "error: src/forecast, src/plan, src/backtest and src/custom.rs must stay pure (README.md, section Layout: the pure core does no I/O)" >&2
     exit 1
 fi
 

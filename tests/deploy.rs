@@ -1415,3 +1415,52 @@ async fn dashboard_queries_only_metrics_a_running_server_exports() {
     }
     assert!(missing.is_empty(), "the dashboard queries metrics prescale does not export: {missing:?}\nexported: {exposed:?}");
 }
+
+/// Every key of the configuration schema, at any depth, appears in the documented
+/// reference `deploy/examples/prescale.yaml` (set, or as a commented example).
+/// The keys come from the schema itself: the reference parsed into the real
+/// `Config` (defaults filled in) and serialized back, so a field added to the code
+/// and not to the reference fails here.
+#[test]
+fn the_reference_config_names_every_field() {
+    let path = repo().join("deploy/examples/prescale.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = prescale::config::Config::from_yaml(&text).unwrap();
+    let value = serde_yaml::to_value(&config).unwrap();
+    fn keys(v: &Value, path: &str, out: &mut BTreeMap<String, String>) {
+        match v {
+            Value::Mapping(m) => {
+                for (k, v) in m {
+                    let Some(k) = k.as_str() else { continue };
+                    let at = format!("{path}.{k}");
+                    out.entry(k.to_string()).or_insert_with(|| at.clone());
+                    // Free-form maps (labels, headers): their keys are data.
+                    if !matches!(k, "headers" | "node_labels" | "series" | "pod_labels") {
+                        keys(v, &at, out);
+                    }
+                }
+            }
+            Value::Sequence(s) => {
+                for v in s {
+                    keys(v, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut all = BTreeMap::new();
+    keys(&value, "", &mut all);
+    assert!(
+        all.len() > 40,
+        "too few keys to be the whole schema: {all:?}"
+    );
+    let missing: Vec<&String> = all
+        .iter()
+        .filter(|(k, _)| !text.contains(&format!("{k}:")))
+        .map(|(_, at)| at)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the reference config does not mention {missing:?}"
+    );
+}
