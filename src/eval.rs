@@ -319,15 +319,29 @@ fn family(name: &str) -> String {
                     '(' => depth += 1,
                     ')' => depth = depth.saturating_sub(1),
                     ',' if depth == 0 => {
-                        members.push(strip_parens(inner[start..i].trim()));
+                        members.push(inner[start..i].trim());
                         start = i + 1;
                     }
                     _ => {}
                 }
             }
-            members.push(strip_parens(inner[start..].trim()));
-            members.sort();
-            return format!("{prefix}({})", members.join(", "));
+            members.push(inner[start..].trim());
+            // Parameters are dropped, except where two members would then read
+            // alike (seasonal-naive over a day and over a week).
+            let bare: Vec<String> = members.iter().map(|m| strip_parens(m)).collect();
+            let mut named: Vec<String> = members
+                .iter()
+                .zip(&bare)
+                .map(|(m, b)| {
+                    if bare.iter().filter(|o| *o == b).count() > 1 {
+                        (*m).to_string()
+                    } else {
+                        b.clone()
+                    }
+                })
+                .collect();
+            named.sort();
+            return format!("{prefix}({})", named.join(", "));
         }
     }
     strip_parens(name)
@@ -400,6 +414,11 @@ mod tests {
         assert_eq!(
             family("mean(mstl(24,168), linear-lags(25 lags, 6 fourier))"),
             "mean(linear-lags, mstl)"
+        );
+        // Two members of one family keep what tells them apart.
+        assert_eq!(
+            family("mean(mstl(24), seasonal-naive(24), seasonal-naive(168))"),
+            "mean(mstl, seasonal-naive(168), seasonal-naive(24))"
         );
     }
 

@@ -193,3 +193,29 @@ fn large_values_keep_their_columns_apart() {
         }
     }
 }
+
+/// An empty recording says so, and `eval` on traces too short for any forecast
+/// origin says why instead of "no series to evaluate".
+#[test]
+fn empty_and_short_inputs_say_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "timestamp,value\n").unwrap();
+    let (ok, _, stderr) = prescale(&["forecast", "--input", empty.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("empty: no samples"), "{stderr}");
+
+    let traces = dir.path().join("traces");
+    std::fs::create_dir(&traces).unwrap();
+    let mut text = String::from("timestamp,value\n");
+    for i in 0..199 {
+        text.push_str(&format!("{},{}\n", 1_700_000_000 + i * 60, 100 + i % 7));
+    }
+    std::fs::write(traces.join("short.csv"), text).unwrap();
+    let (ok, _, stderr) = prescale(&["eval", "--traces", traces.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("no trace is long enough") && stderr.contains("short: 199 points"),
+        "{stderr}"
+    );
+}

@@ -34,6 +34,7 @@ pub fn tasks(dir: &Path, horizon: usize) -> anyhow::Result<Vec<Task>> {
     paths.sort();
     let horizon = horizon.max(1);
     let mut out = Vec::new();
+    let mut too_short = Vec::new();
     for path in paths {
         let name = path
             .file_stem()
@@ -50,6 +51,10 @@ pub fn tasks(dir: &Path, horizon: usize) -> anyhow::Result<Vec<Task>> {
             let first = (n * 2 / 3).max(2 * m + 1);
             let last = n.saturating_sub(horizon);
             if last <= first {
+                too_short.push(format!(
+                    "{name}: {n} points; its origins need {} before them (two seasons of {m} and one point, or two thirds of the trace) and a horizon of {horizon} after",
+                    first
+                ));
                 continue;
             }
             let stride = ((last - first) / ORIGINS).max(1);
@@ -63,6 +68,15 @@ pub fn tasks(dir: &Path, horizon: usize) -> anyhow::Result<Vec<Task>> {
                 });
             }
         }
+    }
+    if out.is_empty() && !too_short.is_empty() {
+        anyhow::bail!(
+            "no trace is long enough to evaluate:\n  {}",
+            too_short.join("\n  ")
+        );
+    }
+    for t in &too_short {
+        eprintln!("skipped {t}");
     }
     Ok(out)
 }

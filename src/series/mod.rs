@@ -74,6 +74,9 @@ pub enum Error {
         /// Prometheus' `error` message.
         error: String,
     },
+    /// The file holds no samples at all (empty, or a header only).
+    #[error("empty: no samples (a CSV needs `timestamp,value` rows after its header)")]
+    NoSamples,
     /// There are not enough samples for what was asked.
     #[error("too few samples: {what} needs at least {needed}, got {got}")]
     TooFewSamples {
@@ -404,8 +407,14 @@ pub fn load_file(
     path: &Path,
     options: &ResampleOptions,
 ) -> Result<Vec<(LabeledSeries, ResampleReport)>> {
-    read_file(path)?
-        .iter()
+    let raws = read_file(path)?;
+    if raws.iter().all(|r| r.samples.is_empty()) {
+        return Err(Error::InFile {
+            path: path.to_path_buf(),
+            source: Box::new(Error::NoSamples),
+        });
+    }
+    raws.iter()
         .map(|raw| {
             raw.resample(options).map_err(|e| Error::InFile {
                 path: path.to_path_buf(),
