@@ -261,6 +261,47 @@ pub struct SignalState {
     /// A series appeared in an incremental fetch: fetch the whole window next, so it
     /// starts with its history instead of warming up from nothing.
     backfill_pending: bool,
+    /// Failed refreshes in a row, so that an outage is logged once a minute.
+    outage: Outage,
+}
+
+/// How often a continuing outage of one signal's source is logged again.
+const OUTAGE_LOG_EVERY_MS: i64 = 60_000;
+
+/// Failed refreshes in a row: an outage is logged when it starts, then once per
+/// [`OUTAGE_LOG_EVERY_MS`] with the count so far, and when it ends — not once per
+/// attempt (every few seconds, for as long as Prometheus is down).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Outage {
+    since_ms: Option<i64>,
+    failures: u64,
+    last_logged_ms: i64,
+}
+
+impl Outage {
+    /// Counts a failure at `now_ms`; true when it is to be logged.
+    fn fail(&mut self, now_ms: i64) -> bool {
+        self.failures += 1;
+        match self.since_ms {
+            None => {
+                self.since_ms = Some(now_ms);
+                self.last_logged_ms = now_ms;
+                true
+            }
+            Some(_) if now_ms - self.last_logged_ms >= OUTAGE_LOG_EVERY_MS => {
+                self.last_logged_ms = now_ms;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// A success at `now_ms`: the failures and milliseconds of the outage it ends.
+    fn recover(&mut self, now_ms: i64) -> Option<(u64, i64)> {
+        let since = self.since_ms.take()?;
+        let failures = std::mem::take(&mut self.failures);
+        Some((failures, now_ms - since))
+    }
 }
 
 impl SignalState {
@@ -272,6 +313,7 @@ impl SignalState {
             fetched_to_ms: None,
             last_error: None,
             backfill_pending: false,
+            outage: Outage::default(),
         }
     }
 
@@ -320,6 +362,14 @@ impl SignalState {
                 self.backfill_pending = false;
                 self.fetched_to_ms = Some(range.end_ms);
                 self.last_error = None;
+                if let Some((failures, ms)) = self.outage.recover(now_ms) {
+                    tracing::info!(
+                        signal = %self.settings.name,
+                        failures,
+                        seconds = ms / 1_000,
+                        "refresh recovered"
+                    );
+                }
                 for ls in fetched {
                     let mut labels = ls.labels;
                     // The metric name is the signal's; the HPA selects on the others.
@@ -376,7 +426,21 @@ impl SignalState {
             }
             Err(message) => {
                 metrics.source_errors.get_or_create(&label).inc();
-                tracing::warn!(signal = %self.settings.name, error = %message, "refresh failed");
+                if self.outage.fail(now_ms) {
+                    let failures = self.outage.failures;
+                    if failures == 1 {
+                        tracing::warn!(signal = %self.settings.name, error = %message, "refresh failed");
+                    } else {
+                        tracing::warn!(
+                            signal = %self.settings.name,
+                            error = %message,
+                            failures,
+                            "refresh still failing (logged once a minute)"
+                        );
+                    }
+                } else {
+                    tracing::debug!(signal = %self.settings.name, error = %message, "refresh failed");
+                }
                 self.last_error = Some(message);
             }
         }

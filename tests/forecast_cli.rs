@@ -219,3 +219,18 @@ fn empty_and_short_inputs_say_what_is_wrong() {
         "{stderr}"
     );
 }
+
+/// `--help` names every bundled model: a user of the binary has no models/ folder.
+#[test]
+fn help_lists_every_bundled_model() {
+    for cmd in ["forecast", "eval", "backtest"] {
+        let (ok, stdout, stderr) = prescale(&[cmd, "--help"]);
+        assert!(ok, "{stderr}");
+        for name in prescale::forecast::ModelSpec::names() {
+            assert!(
+                stdout.contains(name),
+                "`prescale {cmd} --help` does not name {name}:\n{stdout}"
+            );
+        }
+    }
+}

@@ -15,7 +15,10 @@ pub async fn healthz() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
 }
 
-/// `/readyz`: ready once the first snapshot is published.
+/// `/readyz`: ready once the first snapshot is published. Not tied to the source:
+/// with Prometheus down the metrics answer 503, but the pod stays ready, since an
+/// APIService without endpoints breaks discovery (and namespace deletion)
+/// cluster-wide.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     if state.shared.is_ready() {
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()

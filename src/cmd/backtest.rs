@@ -62,7 +62,7 @@ pub struct Args {
     /// The forecast quantile served to the HPA, in (0, 1).
     #[arg(long, default_value_t = 0.9)]
     pub quantile: f64,
-    /// The forecasting model.
+    /// The forecasting model: one of the bundled specs (auto, seasonal-naive, seasonal-naive-weekly, holt-winters-damped, mstl-daily-weekly, linear-lags).
     #[arg(long, default_value = "auto")]
     pub model: String,
     /// Serve the forecast even below the latest observation.

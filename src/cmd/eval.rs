@@ -24,7 +24,7 @@ pub struct Args {
     /// Steps forecast per window for traces.
     #[arg(long, default_value_t = 12)]
     pub horizon: usize,
-    /// Model spec name (see models/), or a path to a spec YAML file.
+    /// The model: one of the bundled specs (auto, seasonal-naive, seasonal-naive-weekly, holt-winters-damped, mstl-daily-weekly, linear-lags), or a path to a spec YAML file.
     #[arg(long, default_value = "auto")]
     pub model: String,
     /// Print per-series scores too.

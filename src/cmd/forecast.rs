@@ -27,7 +27,7 @@ pub struct Args {
     /// How far ahead to forecast (`1h`, `2d`).
     #[arg(long, default_value = "1h", value_parser = parse_duration_ms)]
     pub horizon: i64,
-    /// Model spec name (see models/).
+    /// The model: one of the bundled specs (auto, seasonal-naive, seasonal-naive-weekly, holt-winters-damped, mstl-daily-weekly, linear-lags).
     #[arg(long, default_value = "auto")]
     pub model: String,
     /// Quantile levels to print, comma-separated, each in (0, 1).

@@ -521,3 +521,19 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn an_outage_is_logged_when_it_starts_once_a_minute_and_when_it_ends() {
+    let mut o = super::Outage::default();
+    assert_eq!(o.recover(0), None, "no outage, nothing to report");
+    // A failed refresh every 5 s for 3 minutes: logged at 0, 60, 120 and 180 s.
+    let logged: Vec<i64> = (0..=36)
+        .map(|i| i * 5_000)
+        .filter(|&t| o.fail(1_000_000 + t))
+        .collect();
+    assert_eq!(logged, vec![0, 60_000, 120_000, 180_000]);
+    assert_eq!(o.recover(1_200_000), Some((37, 200_000)));
+    // The next outage starts afresh.
+    assert!(o.fail(2_000_000));
+    assert_eq!(o.failures, 1);
+}
