@@ -687,6 +687,16 @@ fn entry_from(
             forecast_lower: path(INTERVAL.0),
             forecast_upper: path(INTERVAL.1),
             reason: d.fit_error.clone(),
+            why: d.served.map(|sv| crate::snapshot::Why {
+                text: sv.describe(quantile),
+                quantile,
+                steps_due: sv.due,
+                forecast_peak: sv.peak,
+                peak_step: sv.peak_step,
+                latest: sv.latest,
+                floor_applied: sv.floor_applied,
+                tolerance_factor: sv.factor,
+            }),
         },
     }
 }

@@ -84,6 +84,31 @@ pub struct SeriesDetail {
     pub forecast_upper: Vec<f64>,
     /// Free-form reason for the current status (an error message when stale or failed).
     pub reason: Option<String>,
+    /// How the served value came about (`None` while warming).
+    pub why: Option<Why>,
+}
+
+/// How a served value came about, in words and in its parts: the rule of
+/// [`crate::plan::serve`] applied at the moment the value was decided.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Why {
+    /// The rule in words, e.g. `1.1 × max(q0.9 forecast 128.25 at step 1 of 1, latest 18) = 141.08`.
+    pub text: String,
+    /// The forecast quantile served.
+    pub quantile: f64,
+    /// Forecast steps due within the lead time (0: the latest is served).
+    pub steps_due: usize,
+    /// The largest forecast of the quantile over those steps, and its step (1-based).
+    pub forecast_peak: Option<f64>,
+    /// The step of `forecast_peak`.
+    pub peak_step: Option<usize>,
+    /// The latest observation.
+    pub latest: Option<f64>,
+    /// Whether the latest observation, not the forecast, set the value.
+    pub floor_applied: bool,
+    /// `1 + hpa_tolerance`: what the value was multiplied by for the HPA's band.
+    pub tolerance_factor: f64,
 }
 
 /// Everything one signal serves.

@@ -81,6 +81,8 @@ struct SeriesDoc<'a> {
     forecast_upper: &'a [f64],
     served_value: f64,
     served_quantity: Option<String>,
+    /// How the served value came about, in words and parts (absent while warming).
+    why: Option<&'a crate::snapshot::Why>,
 }
 
 /// `GET /debug/signals`: per metric and series, the status, the model and its
@@ -119,6 +121,7 @@ pub async fn signals(State(state): State<AppState>) -> Response {
                         forecast_upper: &s.detail.forecast_upper,
                         served_value: s.value,
                         served_quantity: quantity::format(s.value).ok(),
+                        why: s.detail.why.as_ref(),
                     })
                     .collect(),
             })

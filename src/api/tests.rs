@@ -48,6 +48,7 @@ fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
             forecast_lower: vec![0.5, 1.0],
             forecast_upper: vec![1.5, 2.5],
             reason: (status == Status::Failed).then(|| "prometheus unreachable for 10m".into()),
+            why: None,
         },
     }
 }

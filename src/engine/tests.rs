@@ -84,6 +84,7 @@ fn served_value_equals_a_tracker_fed_the_same_history() {
     let l = labels(&[("queue", "a")]);
     let mut reference = Tracker::new(settings("a").tracker);
     let mut now = 500 * STEP;
+    let mut explained = 0;
     for k in 0..30 {
         let r = s.due(now).unwrap();
         let f = fetched(r, &l);
@@ -97,12 +98,33 @@ fn served_value_equals_a_tracker_fed_the_same_history() {
         assert_eq!(e.timestamp_ms, r.end_ms);
         assert_eq!(e.window_s, 3_600);
         assert_eq!(e.detail.model, want.model);
+        // The explanation is of the value served, in words and parts.
+        if let Some(why) = &e.detail.why {
+            explained += 1;
+            assert!(
+                why.text.ends_with(&format!("= {}", e.value)),
+                "{}",
+                why.text
+            );
+            let base = if why.floor_applied {
+                why.latest.unwrap()
+            } else {
+                why.forecast_peak.unwrap()
+            };
+            assert!(
+                (base * why.tolerance_factor - e.value).abs() < 1e-9,
+                "{why:?}"
+            );
+        } else {
+            assert!(want.warming, "only a warming series has no explanation");
+        }
         if k >= 3 {
             let score = e.detail.backtest_mase.unwrap();
             assert!(score.is_finite() && score >= 0.0, "{score}");
         }
         now += STEP;
     }
+    assert!(explained > 0, "no decision was explained");
 }
 
 #[test]

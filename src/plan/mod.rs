@@ -68,9 +68,72 @@ pub fn served_value_due(
     latest: Option<f64>,
     due: usize,
 ) -> Option<f64> {
+    serve(forecast, policy, latest, due).map(|s| s.value)
+}
+
+/// How a served value came about: the parts of [`served_value_due`]'s rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Served {
+    /// The value served.
+    pub value: f64,
+    /// Forecast steps due within the lead time (0: none yet, the latest is served).
+    pub due: usize,
+    /// The largest forecast of the served quantile over those steps.
+    pub peak: Option<f64>,
+    /// Which step (1-based) that largest forecast is at.
+    pub peak_step: Option<usize>,
+    /// The latest observation.
+    pub latest: Option<f64>,
+    /// Whether the reactive floor (the latest observation) set the value.
+    pub floor_applied: bool,
+    /// The factor for the HPA's tolerance band, `1 + tolerance`.
+    pub factor: f64,
+}
+
+impl Served {
+    /// The rule in words, e.g. `1.1 × max(q0.9 forecast 128.25 at step 1 of 1,
+    /// latest 18) = 141.08`.
+    pub fn describe(&self, quantile: f64) -> String {
+        let latest = self
+            .latest
+            .map_or_else(|| "none".to_string(), |l| format!("{l}"));
+        let core = match (self.peak, self.peak_step) {
+            (Some(p), Some(h)) if self.due > 0 => {
+                let fc = format!("q{quantile} forecast {p} at step {h} of {}", self.due);
+                if self.floor_applied {
+                    format!("max({fc}, latest {latest}): the latest is higher (reactive floor)")
+                } else {
+                    format!("max({fc}, latest {latest})")
+                }
+            }
+            _ => format!("latest {latest} (no forecast step due within the lead time)"),
+        };
+        format!("{} × {core} = {}", self.factor, self.value)
+    }
+}
+
+/// The rule behind [`served_value_due`], with its parts.
+pub fn serve(
+    forecast: &Forecast,
+    policy: &ServePolicy,
+    latest: Option<f64>,
+    due: usize,
+) -> Option<Served> {
     let latest = latest.filter(|v| v.is_finite());
-    if due == 0 && latest.is_some() {
-        return latest.map(|l| l * (1.0 + policy.tolerance.max(0.0)));
+    let factor = 1.0 + policy.tolerance.max(0.0);
+    let only_latest = |l: f64| Served {
+        value: l * factor,
+        due: 0,
+        peak: None,
+        peak_step: None,
+        latest: Some(l),
+        floor_applied: true,
+        factor,
+    };
+    if due == 0 {
+        if let Some(l) = latest {
+            return Some(only_latest(l));
+        }
     }
     let path = forecast
         .quantile(policy.quantile)
@@ -79,15 +142,27 @@ pub fn served_value_due(
     let peak = path[..lead]
         .iter()
         .copied()
-        .filter(|v| v.is_finite())
-        .fold(None, |acc: Option<f64>, v| {
-            Some(acc.map_or(v, |a| a.max(v)))
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .fold(None, |acc: Option<(usize, f64)>, (i, v)| match acc {
+            Some((_, a)) if a >= v => acc,
+            _ => Some((i, v)),
         });
-    let f = 1.0 + policy.tolerance.max(0.0);
     match (peak, latest) {
-        (Some(p), Some(l)) if policy.reactive_floor => Some(p.max(l) * f),
-        (Some(p), _) => Some(p * f),
-        (None, l) => l.map(|l| l * f),
+        (Some((i, p)), l) => {
+            let floor_applied = policy.reactive_floor && l.is_some_and(|l| l > p);
+            let base = if floor_applied { l.unwrap_or(p) } else { p };
+            Some(Served {
+                value: base * factor,
+                due: lead,
+                peak: Some(p),
+                peak_step: Some(i + 1),
+                latest: l,
+                floor_applied,
+                factor,
+            })
+        }
+        (None, l) => l.map(only_latest),
     }
 }
 
@@ -120,6 +195,36 @@ mod tests {
     fn serves_the_peak_quantile_within_the_lead_time() {
         let f = fc(&[1.0, 2.0, 3.0, 9.0], &[2.0, 5.0, 4.0, 50.0]);
         assert_eq!(served_value(&f, &policy(3, true), Some(1.0)), Some(5.0));
+    }
+
+    #[test]
+    fn the_explanation_names_the_step_and_the_floor() {
+        let f = fc(&[1.0, 2.0, 3.0], &[2.0, 5.0, 4.0]);
+        let mut p = policy(3, true);
+        p.tolerance = 0.1;
+        let s = serve(&f, &p, Some(1.0), 3).unwrap();
+        assert_eq!(
+            (s.peak, s.peak_step, s.floor_applied),
+            (Some(5.0), Some(2), false)
+        );
+        assert!((s.value - 5.5).abs() < 1e-12);
+        assert_eq!(
+            s.describe(0.9),
+            format!(
+                "1.1 × max(q0.9 forecast 5 at step 2 of 3, latest 1) = {}",
+                s.value
+            )
+        );
+        let s = serve(&f, &p, Some(10.0), 3).unwrap();
+        assert!(s.floor_applied && (s.value - 11.0).abs() < 1e-12);
+        assert!(
+            s.describe(0.9).contains("reactive floor"),
+            "{}",
+            s.describe(0.9)
+        );
+        let s = serve(&f, &p, Some(10.0), 0).unwrap();
+        assert_eq!((s.due, s.peak), (0, None));
+        assert!(s.describe(0.9).contains("no forecast step due"));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub struct Decision {
     pub origin_ms: i64,
     /// The forecast grid's step (the fitted grid's), in milliseconds.
     pub step_ms: i64,
+    /// How `value` came about (`None` while warming: it is the latest observation).
+    pub served: Option<super::Served>,
 }
 
 impl Decision {
@@ -83,12 +85,16 @@ impl Decision {
     /// then ([`super::steps_due`]), and the latest value while there is no forecast.
     pub fn served_at(&self, policy: &ServePolicy, now_ms: i64) -> Option<f64> {
         match &self.forecast {
-            Some(fc) => {
-                let due = super::steps_due(policy, self.step_ms, now_ms - self.origin_ms);
-                super::served_value_due(fc, policy, self.latest, due)
-            }
+            Some(_) => self.explain_at(policy, now_ms).map(|s| s.value),
             None => self.value,
         }
+    }
+
+    /// [`Decision::served_at`] with its parts; `None` without a forecast.
+    pub fn explain_at(&self, policy: &ServePolicy, now_ms: i64) -> Option<super::Served> {
+        let fc = self.forecast.as_ref()?;
+        let due = super::steps_due(policy, self.step_ms, now_ms - self.origin_ms);
+        super::serve(fc, policy, self.latest, due)
     }
 }
 
@@ -417,8 +423,10 @@ impl Tracker {
                     fit_error: self.fit_error.clone(),
                     origin_ms,
                     step_ms,
+                    served: None,
                 };
-                d.value = d.served_at(&policy, now_ms);
+                d.served = d.explain_at(&policy, now_ms);
+                d.value = d.served.map(|s| s.value);
                 d
             }
             Err(e) => {
@@ -513,6 +521,7 @@ impl Tracker {
             fit_error: self.fit_error.clone(),
             origin_ms: 0,
             step_ms: self.settings.step_ms,
+            served: None,
         }
     }
 
