@@ -179,6 +179,7 @@ fn run_one(n: usize) {
     let signals = n.div_ceil(per_signal);
     let settings: Vec<SignalSettings> = (0..signals)
         .map(|k| SignalSettings {
+            shadow: None,
             name: format!("scale_{k}"),
             query: format!("scale_{k}"),
             history_ms,

@@ -382,6 +382,17 @@ pub struct SignalConfig {
     /// Set the HPA's target to what one replica can carry. 0 serves values as they are.
     #[serde(default = "default_hpa_tolerance")]
     pub hpa_tolerance: f64,
+    /// `predictive` (the default) serves the forecast. `shadow` serves the latest
+    /// observation, as a reactive adapter would, while forecasting as usual and
+    /// reporting what it would have served (`/debug/signals`, `/metrics`): a way to
+    /// run prescale in production with no effect on scaling and judge it first.
+    #[serde(default)]
+    pub mode: SignalMode,
+    /// The target per replica of the HPAs that read this metric (their
+    /// `AverageValue`). With it, shadow mode counts the replica-seconds the forecast
+    /// would have added (`more`) or saved (`fewer`) against the reactive value.
+    #[serde(default)]
+    pub hpa_target: Option<f64>,
     /// Namespaces allowed to read this metric; all when absent.
     #[serde(default)]
     pub namespaces: Option<Vec<String>>,
@@ -405,6 +416,17 @@ pub struct SignalConfig {
     /// instead of `external.metrics.k8s.io`; absent means external.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomConfig>,
+}
+
+/// What a signal serves: its forecast, or (shadow) the latest observation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignalMode {
+    /// Serve the forecast.
+    #[default]
+    Predictive,
+    /// Serve the latest observation; forecast and report only.
+    Shadow,
 }
 
 const fn default_step() -> Duration {
@@ -839,6 +861,13 @@ impl SignalConfig {
                 self.history, self.lead_time
             ));
         }
+        if let Some(t) = self.hpa_target {
+            if !(t.is_finite() && t > 0.0) {
+                problems.push(format!(
+                    "{at}.hpa_target: must be a finite number > 0, got {t}"
+                ));
+            }
+        }
         if !(self.hpa_tolerance.is_finite() && (0.0..1.0).contains(&self.hpa_tolerance)) {
             problems.push(format!(
                 "{at}.hpa_tolerance: must be in [0, 1), got {}",
@@ -1062,6 +1091,8 @@ signals:
     step: 1500ms
     lead_time: 1s
     hpa_tolerance: 1.5
+    mode: shadow
+    hpa_target: -1
   - name: mem
     query: up
     lead_time: 9999999999s
@@ -1086,6 +1117,7 @@ server:
             "prometheus.url: scheme must be http or https",
             "signals[0].step: must be a whole number of seconds",
             "signals[0].hpa_tolerance: must be in [0, 1), got 1.5",
+            "signals[0].hpa_target: must be a finite number > 0, got -1",
             "signals[1].lead_time: must not exceed history (7d)",
             "signals[2].name: \"cpu\" is used by an earlier signal",
             "signals[2].query: must not be empty",

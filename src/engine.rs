@@ -73,6 +73,15 @@ pub struct SignalSettings {
     pub custom: Option<Arc<Mapping>>,
     /// How each series is fitted and served (its `step_ms` is the signal's grid).
     pub tracker: TrackerSettings,
+    /// Shadow mode: serve the latest observation, report the forecast's value.
+    pub shadow: Option<Shadow>,
+}
+
+/// Shadow mode's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shadow {
+    /// The HPAs' target per replica, for counting what the forecast would change.
+    pub hpa_target: Option<f64>,
 }
 
 impl SignalSettings {
@@ -105,6 +114,9 @@ impl SignalSettings {
             history_ms: c.history.as_ms(),
             max_staleness_ms: c.max_staleness.as_ms(),
             namespaces: c.namespaces.clone(),
+            shadow: (c.mode == crate::config::SignalMode::Shadow).then_some(Shadow {
+                hpa_target: c.hpa_target,
+            }),
             tracker: TrackerSettings {
                 spec,
                 step_ms,
@@ -160,6 +172,15 @@ pub struct Metrics {
     source_errors: Family<SignalLabel, Counter>,
     refresh_seconds: Family<SignalLabel, Histogram, fn() -> Histogram>,
     forecast_error: Family<SignalLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    shadow_replica_seconds: Family<ShadowLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+}
+
+/// Label set of shadow mode's counter: which way the forecast would have moved
+/// the replicas (`more`, `fewer`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShadowLabel {
+    signal: String,
+    change: &'static str,
 }
 
 fn refresh_histogram() -> Histogram {
@@ -193,6 +214,11 @@ impl Metrics {
             m.refresh_seconds.clone(),
         );
         r.register(
+            "shadow_replica_seconds",
+            "Shadow mode: replica-seconds the forecast would have added (change=more) or saved (change=fewer) against the reactive value, at the signal's hpa_target, summed over series",
+            m.shadow_replica_seconds.clone(),
+        );
+        r.register(
             "forecast_mase",
             "Rolling one-step-ahead MASE over the last 288 steps (forecast error relative to a last-value forecast; below 1 beats it), mean over the signal's series",
             m.forecast_error.clone(),
@@ -208,6 +234,7 @@ impl Metrics {
             source_errors: Family::default(),
             refresh_seconds: Family::new_with_constructor(refresh_histogram),
             forecast_error: Family::default(),
+            shadow_replica_seconds: Family::default(),
         }
     }
 }
@@ -452,6 +479,7 @@ impl SignalState {
         // Deciding is where the models are fitted: spread it over the cores. Each
         // series is independent, so the result does not depend on the order.
         let quantile = self.settings.tracker.policy.quantile;
+        let shadow = self.settings.shadow;
         self.series
             .par_iter_mut()
             .filter(|(_, st)| st.present)
@@ -472,6 +500,9 @@ impl SignalState {
                     step_s,
                 );
                 entry.detail.backtest_mase = mase(&st.errors);
+                if let Some(sh) = shadow {
+                    shadow_entry(&mut entry, &d, sh, &name, step_s, metrics);
+                }
                 st.entry = Some(entry);
             });
         let mut forgotten = Vec::new();
@@ -650,6 +681,41 @@ fn on_grid(series: crate::series::Series, range: Range) -> Vec<f64> {
         .collect()
 }
 
+/// Shadow mode: the entry serves the latest observation; the forecast's value
+/// stays in the detail, and the replica-seconds it would have changed are counted.
+fn shadow_entry(
+    entry: &mut SeriesEntry,
+    d: &Decision,
+    shadow: Shadow,
+    signal: &str,
+    step_s: u64,
+    metrics: &Metrics,
+) {
+    let Some(latest) = d.latest else { return };
+    entry.value = latest;
+    entry.detail.shadow = true;
+    if let Some(why) = &mut entry.detail.why {
+        why.text = format!(
+            "shadow: serving the latest observation {latest}; the forecast would serve {}",
+            why.text
+        );
+    }
+    let (Some(target), Some(predicted)) = (shadow.hpa_target, d.value) else {
+        return;
+    };
+    let change = (predicted / target).ceil() - (latest / target).ceil();
+    if change.is_finite() && change != 0.0 {
+        let label = ShadowLabel {
+            signal: signal.to_string(),
+            change: if change > 0.0 { "more" } else { "fewer" },
+        };
+        metrics
+            .shadow_replica_seconds
+            .get_or_create(&label)
+            .inc_by(change.abs() * step_s as f64);
+    }
+}
+
 fn entry_from(
     labels: &Labels,
     status: Status,
@@ -687,6 +753,8 @@ fn entry_from(
             forecast_lower: path(INTERVAL.0),
             forecast_upper: path(INTERVAL.1),
             reason: d.fit_error.clone(),
+            predicted: d.value,
+            shadow: false,
             why: d.served.map(|sv| crate::snapshot::Why {
                 text: sv.describe(quantile),
                 quantile,

@@ -86,6 +86,10 @@ pub struct SeriesDetail {
     pub reason: Option<String>,
     /// How the served value came about (`None` while warming).
     pub why: Option<Why>,
+    /// What the predictive rule gives: the served value, except in shadow mode.
+    pub predicted: Option<f64>,
+    /// Shadow mode: the latest observation is served, `predicted` only reported.
+    pub shadow: bool,
 }
 
 /// How a served value came about, in words and in its parts: the rule of

@@ -109,6 +109,7 @@ fn source(p: &Prometheus, max_points: usize) -> PrometheusSource {
 
 fn signal() -> SignalSettings {
     SignalSettings {
+        shadow: None,
         name: "cpu".to_string(),
         query: METRIC.to_string(),
         history_ms: HISTORY_STEPS as i64 * STEP,

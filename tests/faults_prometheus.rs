@@ -82,6 +82,7 @@ fn slice(s: &Series, from: i64, to: i64) -> Series {
 
 fn signal(name: &str, query: &str) -> SignalSettings {
     SignalSettings {
+        shadow: None,
         name: name.to_string(),
         query: query.to_string(),
         history_ms: HISTORY_STEPS as i64 * STEP,

@@ -83,6 +83,10 @@ struct SeriesDoc<'a> {
     served_quantity: Option<String>,
     /// How the served value came about, in words and parts (absent while warming).
     why: Option<&'a crate::snapshot::Why>,
+    /// Shadow mode: `servedValue` is the latest observation and this is what the
+    /// forecast would have served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_would_serve: Option<f64>,
 }
 
 /// `GET /debug/signals`: per metric and series, the status, the model and its
@@ -122,6 +126,7 @@ pub async fn signals(State(state): State<AppState>) -> Response {
                         served_value: s.value,
                         served_quantity: quantity::format(s.value).ok(),
                         why: s.detail.why.as_ref(),
+                        shadow_would_serve: s.detail.shadow.then_some(s.detail.predicted).flatten(),
                     })
                     .collect(),
             })

@@ -49,6 +49,8 @@ fn series(pairs: &[(&str, &str)], status: Status, value: f64) -> SeriesEntry {
             forecast_upper: vec![1.5, 2.5],
             reason: (status == Status::Failed).then(|| "prometheus unreachable for 10m".into()),
             why: None,
+            predicted: Some(value),
+            shadow: false,
         },
     }
 }

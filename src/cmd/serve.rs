@@ -517,6 +517,8 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             model: "auto".to_string(),
             reactive_floor: true,
             hpa_tolerance: 0.1,
+            mode: config::SignalMode::Predictive,
+            hpa_target: None,
             namespaces: None,
             custom: None,
             max_staleness: ms((3 * step_ms).max(300_000))?,

@@ -453,6 +453,7 @@ mod tests {
 
     fn core_with(values: &[(&str, f64)]) -> Core {
         let settings = SignalSettings {
+            shadow: None,
             name: "rps".into(),
             query: "rps".into(),
             history_ms: 100 * STEP,

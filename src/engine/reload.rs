@@ -123,6 +123,7 @@ mod tests {
 
     fn settings(name: &str, query: &str) -> SignalSettings {
         SignalSettings {
+            shadow: None,
             name: name.to_string(),
             query: query.to_string(),
             history_ms: 100 * STEP,

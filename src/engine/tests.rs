@@ -7,6 +7,7 @@ const STEP: i64 = 3_600_000;
 
 fn settings(name: &str) -> SignalSettings {
     SignalSettings {
+        shadow: None,
         name: name.to_string(),
         query: format!("q_{name}"),
         history_ms: 200 * STEP,
@@ -558,4 +559,73 @@ fn an_outage_is_logged_when_it_starts_once_a_minute_and_when_it_ends() {
     // The next outage starts afresh.
     assert!(o.fail(2_000_000));
     assert_eq!(o.failures, 1);
+}
+
+#[test]
+fn shadow_mode_serves_the_latest_and_counts_what_the_forecast_would_change() {
+    let mut registry = prometheus_client::registry::Registry::default();
+    let m = Metrics::new(&mut registry);
+    let mut shadow = settings("a");
+    shadow.shadow = Some(Shadow {
+        hpa_target: Some(1.0),
+    });
+    let mut s = SignalState::new(shadow);
+    let l = labels(&[("queue", "a")]);
+    let mut reference = Tracker::new(settings("a").tracker);
+    let mut now = 500 * STEP;
+    let mut differed = 0;
+    for _ in 0..30 {
+        let r = s.due(now).unwrap();
+        let f = fetched(r, &l);
+        let values = f.as_ref().unwrap()[0].series.values.clone();
+        reference.observe(&values);
+        s.apply(now, r, f, &m);
+        let want = reference.decide(now);
+        let e = &s.entry().series[0];
+        let latest = values
+            .iter()
+            .rev()
+            .find(|v| v.is_finite())
+            .copied()
+            .unwrap();
+        assert_eq!(e.value, latest, "shadow serves the latest observation");
+        assert_eq!(e.detail.predicted, want.value, "and reports the forecast's");
+        assert!(e.detail.shadow);
+        if let Some(why) = &e.detail.why {
+            assert!(
+                why.text.starts_with("shadow: serving the latest"),
+                "{}",
+                why.text
+            );
+        }
+        if want.value.is_some_and(|p| p.ceil() != latest.ceil()) {
+            differed += 1;
+        }
+        now += STEP;
+    }
+    assert!(
+        differed > 0,
+        "the forecast never differed: the counter is untested"
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains("prescale_shadow_replica_seconds_total{signal=\"a\",change=\"more\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn shadow_mode_comes_from_the_config() {
+    let text = "prometheus:\n  url: http://127.0.0.1:9090\nsignals:\n  - name: a\n    query: up\n    mode: shadow\n    hpa_target: 2\n  - name: b\n    query: up\n";
+    let c = crate::config::Config::from_yaml(text).unwrap();
+    let a = SignalSettings::from_config(&c.signals[0]).unwrap();
+    let b = SignalSettings::from_config(&c.signals[1]).unwrap();
+    assert_eq!(
+        a.shadow,
+        Some(Shadow {
+            hpa_target: Some(2.0)
+        })
+    );
+    assert_eq!(b.shadow, None, "predictive by default");
 }

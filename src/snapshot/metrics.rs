@@ -136,6 +136,7 @@ struct Gauges {
     lower: Family<SeriesLabels, FloatGauge>,
     upper: Family<SeriesLabels, FloatGauge>,
     served: Family<SeriesLabels, FloatGauge>,
+    predicted: Family<SeriesLabels, FloatGauge>,
     status: Family<StatusLabels, Gauge>,
     staleness: Family<SeriesLabels, FloatGauge>,
     mase: Family<SeriesLabels, FloatGauge>,
@@ -176,6 +177,7 @@ impl Gauges {
         set(&self.lower, d.forecast_lower.last().copied());
         set(&self.upper, d.forecast_upper.last().copied());
         set(&self.served, Some(s.value));
+        set(&self.predicted, d.predicted);
         set(
             &self.staleness,
             Some((now_ms.saturating_sub(s.timestamp_ms)).max(0) as f64 / 1000.0),
@@ -267,8 +269,14 @@ impl Collector for SeriesMetrics {
         encode(
             e,
             "series_served",
-            "Value served to HPAs: the largest served-quantile forecast over the lead time, floored at the latest observation.",
+            "Value served to HPAs: the largest served-quantile forecast over the lead time, floored at the latest observation (in shadow mode: the latest observation).",
             &g.served,
+        )?;
+        encode(
+            e,
+            "series_predicted",
+            "What the predictive rule gives: equal to series_served, except in shadow mode, where it is what would have been served.",
+            &g.predicted,
         )?;
         encode(
             e,
