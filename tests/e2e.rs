@@ -82,7 +82,9 @@ fn k8s_version() -> String {
 fn peers_dir() -> PathBuf {
     match std::env::var_os("PRESCALE_PEERS_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/prescale-peers"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/prescale-peers")
+        }
     }
 }
 
@@ -152,11 +154,7 @@ impl Proc {
 
     fn assert_running(&mut self) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited with {status}:\n{}",
-                self.name,
-                self.log_tail(40)
-            );
+            panic!("{} exited with {status}:\n{}", self.name, self.log_tail(40));
         }
     }
 }
@@ -176,7 +174,11 @@ fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -274,24 +276,51 @@ impl Cluster {
                 .arg("--bind-address=127.0.0.1")
                 .arg("--advertise-address=127.0.0.1")
                 .arg(format!("--secure-port={}", api.port()))
-                .arg(format!("--cert-dir={}", d.join("apiserver-certs").display()))
-                .arg(format!("--tls-cert-file={}", d.join("apiserver.crt").display()))
-                .arg(format!("--tls-private-key-file={}", d.join("apiserver.key").display()))
+                .arg(format!(
+                    "--cert-dir={}",
+                    d.join("apiserver-certs").display()
+                ))
+                .arg(format!(
+                    "--tls-cert-file={}",
+                    d.join("apiserver.crt").display()
+                ))
+                .arg(format!(
+                    "--tls-private-key-file={}",
+                    d.join("apiserver.key").display()
+                ))
                 .arg(format!("--client-ca-file={}", ca_file.display()))
-                .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+                .arg(format!(
+                    "--token-auth-file={}",
+                    d.join("tokens.csv").display()
+                ))
                 .arg("--authorization-mode=Node,RBAC")
                 .arg("--service-cluster-ip-range=10.96.0.0/24")
                 .arg("--endpoint-reconciler-type=none")
                 .arg("--service-account-issuer=https://kubernetes.default.svc")
-                .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
-                .arg(format!("--service-account-signing-key-file={}", d.join("sa.key").display()))
-                .arg(format!("--requestheader-client-ca-file={}", d.join("front-proxy-ca.crt").display()))
+                .arg(format!(
+                    "--service-account-key-file={}",
+                    d.join("sa.pub").display()
+                ))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    d.join("sa.key").display()
+                ))
+                .arg(format!(
+                    "--requestheader-client-ca-file={}",
+                    d.join("front-proxy-ca.crt").display()
+                ))
                 .arg("--requestheader-allowed-names=front-proxy-client")
                 .arg("--requestheader-username-headers=X-Remote-User")
                 .arg("--requestheader-group-headers=X-Remote-Group")
                 .arg("--requestheader-extra-headers-prefix=X-Remote-Extra-")
-                .arg(format!("--proxy-client-cert-file={}", d.join("front-proxy-client.crt").display()))
-                .arg(format!("--proxy-client-key-file={}", d.join("front-proxy-client.key").display()))
+                .arg(format!(
+                    "--proxy-client-cert-file={}",
+                    d.join("front-proxy-client.crt").display()
+                ))
+                .arg(format!(
+                    "--proxy-client-key-file={}",
+                    d.join("front-proxy-client.key").display()
+                ))
                 .arg("--enable-aggregator-routing=false")
                 .arg("--profiling=false")
                 .arg("--v=1"),
@@ -333,7 +362,12 @@ impl Cluster {
             for p in &mut cluster.procs {
                 p.assert_running();
             }
-            if let Ok(r) = cluster.admin.get(format!("{}/readyz", cluster.url)).send().await {
+            if let Ok(r) = cluster
+                .admin
+                .get(format!("{}/readyz", cluster.url))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     break;
                 }
@@ -352,8 +386,14 @@ impl Cluster {
             "kube-controller-manager",
             Command::new(&peers.controller_manager)
                 .arg(format!("--kubeconfig={}", admin_kubeconfig.display()))
-                .arg(format!("--authentication-kubeconfig={}", admin_kubeconfig.display()))
-                .arg(format!("--authorization-kubeconfig={}", admin_kubeconfig.display()))
+                .arg(format!(
+                    "--authentication-kubeconfig={}",
+                    admin_kubeconfig.display()
+                ))
+                .arg(format!(
+                    "--authorization-kubeconfig={}",
+                    admin_kubeconfig.display()
+                ))
                 .arg("--bind-address=127.0.0.1")
                 .arg(format!("--secure-port={}", kcm.port()))
                 .arg(format!("--cert-dir={}", d.join("kcm-certs").display()))
@@ -362,7 +402,10 @@ impl Cluster {
                      deployment-controller,replicaset-controller,statefulset-controller,\
                      horizontal-pod-autoscaler-controller",
                 )
-                .arg(format!("--service-account-private-key-file={}", d.join("sa.key").display()))
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    d.join("sa.key").display()
+                ))
                 .arg(format!("--root-ca-file={}", cluster.ca_file.display()))
                 .arg("--use-service-account-credentials=true")
                 .arg("--horizontal-pod-autoscaler-sync-period=1s")
@@ -381,11 +424,17 @@ impl Cluster {
 
     fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.kubectl);
-        cmd.arg(format!("--kubeconfig={}", self.path("admin.kubeconfig").display()))
-            .arg(format!("--cache-dir={}", self.path("kubectl-cache").display()))
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("HOME", self.dir.path());
+        cmd.arg(format!(
+            "--kubeconfig={}",
+            self.path("admin.kubeconfig").display()
+        ))
+        .arg(format!(
+            "--cache-dir={}",
+            self.path("kubectl-cache").display()
+        ))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("HOME", self.dir.path());
         cmd
     }
 
@@ -429,7 +478,12 @@ impl Cluster {
         );
     }
 
-    async fn get(&self, client: &reqwest::Client, path: &str, accept: Option<&str>) -> (u16, Value) {
+    async fn get(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        accept: Option<&str>,
+    ) -> (u16, Value) {
         let mut req = client.get(format!("{}{path}", self.url));
         if let Some(a) = accept {
             req = req.header(reqwest::header::ACCEPT, a);
@@ -617,7 +671,10 @@ async fn mark_pods_ready(url: String, admin: reqwest::Client, stop: Arc<AtomicBo
         {
             let list: Value = r.json().await.unwrap_or(Value::Null);
             for pod in list["items"].as_array().into_iter().flatten() {
-                let name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+                let name = pod["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
                 let ready = pod["status"]["conditions"]
                     .as_array()
                     .into_iter()
@@ -633,8 +690,12 @@ async fn mark_pods_ready(url: String, admin: reqwest::Client, stop: Arc<AtomicBo
                         format!("10.244.{}.{}", next_ip / 250, next_ip % 250)
                     })
                     .clone();
-                let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
-                let cond = |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
+                let now = chrono::DateTime::from_timestamp_millis(SystemClock.now_ms())
+                    .unwrap()
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string();
+                let cond =
+                    |t: &str| json!({"type": t, "status": "True", "lastTransitionTime": now});
                 let patch = json!({"status": {
                     "phase": "Running",
                     "hostIP": "127.0.0.1",
@@ -648,7 +709,10 @@ async fn mark_pods_ready(url: String, admin: reqwest::Client, stop: Arc<AtomicBo
                 }});
                 let _ = admin
                     .patch(format!("{url}/api/v1/namespaces/{NS}/pods/{name}/status"))
-                    .header(reqwest::header::CONTENT_TYPE, "application/merge-patch+json")
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        "application/merge-patch+json",
+                    )
                     .body(patch.to_string())
                     .send()
                     .await;
@@ -719,10 +783,22 @@ async fn end_to_end_against_real_kubernetes_peers() {
 
     // Cluster objects prescale needs before it starts: deploy/base's namespace and
     // RBAC, the CapacityBuffer CRD, the test namespaces, the pool's nodes.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    cluster.kubectl_ok(&["apply", "-f", "deploy/base/namespace.yaml", "-f", "deploy/base/rbac.yaml"]);
-    cluster.kubectl_ok(&["apply", "-f", "tests/e2e/crds/capacitybuffers.yaml", "-f", "tests/e2e/crds/cert-manager.yaml"]);
-    let namespace = |n: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
+    cluster.kubectl_ok(&[
+        "apply",
+        "-f",
+        "deploy/base/namespace.yaml",
+        "-f",
+        "deploy/base/rbac.yaml",
+    ]);
+    cluster.kubectl_ok(&[
+        "apply",
+        "-f",
+        "tests/e2e/crds/capacitybuffers.yaml",
+        "-f",
+        "tests/e2e/crds/cert-manager.yaml",
+    ]);
+    let namespace =
+        |n: &str| json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}});
     cluster.apply(&json!({"apiVersion": "v1", "kind": "List", "items": [
         namespace(NS), namespace("llm"), namespace("conexus"), namespace("prescale-balloons"),
         node("e2e-node-a"), node("e2e-node-b"),
@@ -730,17 +806,30 @@ async fn end_to_end_against_real_kubernetes_peers() {
 
     // prescale's own identity: a TokenRequest for its ServiceAccount.
     let token = cluster
-        .kubectl_ok(&["create", "token", "prescale", "-n", "prescale", "--duration=2h"])
+        .kubectl_ok(&[
+            "create",
+            "token",
+            "prescale",
+            "-n",
+            "prescale",
+            "--duration=2h",
+        ])
         .trim()
         .to_string();
     let sa_kubeconfig = cluster.path("prescale.kubeconfig");
-    write(&sa_kubeconfig, &kubeconfig(&cluster.url, &cluster.ca_file, &token));
+    write(
+        &sa_kubeconfig,
+        &kubeconfig(&cluster.url, &cluster.ca_file, &token),
+    );
 
     let prom = Prometheus::start(&series());
     let (https, plain) = (free_addr(), free_addr());
     let cert_dir = cluster.path("prescale-certs");
     let config_path = cluster.path("prescale.yaml");
-    write(&config_path, &prescale_config(&prom.url(), https, plain, &cert_dir));
+    write(
+        &config_path,
+        &prescale_config(&prom.url(), https, plain, &cert_dir),
+    );
     let mut prescale = Proc::spawn(
         "prescale",
         Command::new(env!("CARGO_BIN_EXE_prescale"))
@@ -755,7 +844,11 @@ async fn end_to_end_against_real_kubernetes_peers() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while http_status(plain, "/readyz") != Some(200) {
         prescale.assert_running();
-        assert!(Instant::now() < deadline, "prescale not ready:\n{}", prescale.log_tail(40));
+        assert!(
+            Instant::now() < deadline,
+            "prescale not ready:\n{}",
+            prescale.log_tail(40)
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!("e2e: prescale ready after {:?}", started.elapsed());
@@ -763,7 +856,8 @@ async fn end_to_end_against_real_kubernetes_peers() {
     // Registration: an ExternalName Service `localhost` (Endpoints may not point at
     // loopback) and deploy/base's APIServices, trusting prescale's serving cert, at
     // prescale's port.
-    let serving_cert = std::fs::read(cert_dir.join("apiserver.crt")).expect("prescale's serving certificate");
+    let serving_cert =
+        std::fs::read(cert_dir.join("apiserver.crt")).expect("prescale's serving certificate");
     cluster.apply(&json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "prescale", "namespace": "prescale"},
@@ -771,51 +865,88 @@ async fn end_to_end_against_real_kubernetes_peers() {
                  "ports": [{"name": "https", "port": https.port(), "protocol": "TCP"}]}
     }));
     cluster.kubectl_ok(&["apply", "-f", "deploy/base/apiservices.yaml"]);
-    let patch = json!({"spec": {"caBundle": base64(&serving_cert), "service": {"port": https.port()}}}).to_string();
+    let patch =
+        json!({"spec": {"caBundle": base64(&serving_cert), "service": {"port": https.port()}}})
+            .to_string();
     for name in APISERVICES {
         cluster.kubectl_ok(&["patch", "apiservice", name, "--type=merge", "-p", &patch]);
     }
 
     // Workloads and their HPAs; pods are made Running and Ready as they appear.
     let sa = wait_for(Duration::from_secs(60), async || {
-        match cluster.admin_get(&format!("/api/v1/namespaces/{NS}/serviceaccounts/default")).await {
+        match cluster
+            .admin_get(&format!("/api/v1/namespaces/{NS}/serviceaccounts/default"))
+            .await
+        {
             (200, _) => Ok(()),
             (code, body) => Err(format!("{code} {body}")),
         }
     })
     .await;
-    assert!(sa.is_ok(), "no default ServiceAccount in {NS} (serviceaccount-controller): {sa:?}");
+    assert!(
+        sa.is_ok(),
+        "no default ServiceAccount in {NS} (serviceaccount-controller): {sa:?}"
+    );
     cluster.apply(&workloads());
     let stop = Arc::new(AtomicBool::new(false));
-    let marker = tokio::spawn(mark_pods_ready(cluster.url.clone(), cluster.admin.clone(), stop.clone()));
+    let marker = tokio::spawn(mark_pods_ready(
+        cluster.url.clone(),
+        cluster.admin.clone(),
+        stop.clone(),
+    ));
 
     let mut report: Vec<(&str, Check)> = Vec::new();
 
     // a. APIServices Available, aggregated discovery Current.
     report.push(("a. APIServices Available", check_available(&cluster).await));
-    report.push(("a. aggregated discovery Current", check_discovery(&cluster).await));
+    report.push((
+        "a. aggregated discovery Current",
+        check_discovery(&cluster).await,
+    ));
 
     // c. auth.
-    report.push(("c. auth 401/403", check_auth(&cluster, https, &cert_dir).await));
+    report.push((
+        "c. auth 401/403",
+        check_auth(&cluster, https, &cert_dir).await,
+    ));
 
     // f. deploy/ kustomizations, server-side dry run (while the HPAs work).
-    report.push(("f. kubectl apply --dry-run=server -k", check_kustomizations(&cluster)));
+    report.push((
+        "f. kubectl apply --dry-run=server -k",
+        check_kustomizations(&cluster),
+    ));
 
     // b. HPAs reach ceil(served / target).
     report.push(("b. External HPA", check_hpa(&cluster, "ext",
         &format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{EXTERNAL}?labelSelector=queue%3Djobs"), EXTERNAL_TARGET).await));
     report.push(("b. Pods HPA", check_hpa(&cluster, "web",
         &format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/pods/*/{PODS}?labelSelector=app%3Dweb"), PODS_TARGET).await));
-    report.push(("b. Object HPA", check_hpa(&cluster, "db",
-        &format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/statefulsets.apps/db/{OBJECT}"), OBJECT_TARGET).await));
+    report.push((
+        "b. Object HPA",
+        check_hpa(
+            &cluster,
+            "db",
+            &format!(
+                "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{NS}/statefulsets.apps/db/{OBJECT}"
+            ),
+            OBJECT_TARGET,
+        )
+        .await,
+    ));
 
     // d. prescale as its ServiceAccount: Lease, node-pool metrics, CapacityBuffer.
     report.push(("d. Lease held", check_lease(&cluster).await));
-    report.push(("d. node-pool metrics and CapacityBuffer", check_nodepool(&cluster).await));
+    report.push((
+        "d. node-pool metrics and CapacityBuffer",
+        check_nodepool(&cluster).await,
+    ));
 
     // e. Prometheus paused past max_staleness: ScalingActive False, then True.
     let pid = prom.pid().expect("prometheus runs").to_string();
-    report.push(("e. staleness → ScalingActive False → True", check_staleness(&cluster, &pid).await));
+    report.push((
+        "e. staleness → ScalingActive False → True",
+        check_staleness(&cluster, &pid).await,
+    ));
 
     // d. (end) no forbidden call in prescale's log over the whole run.
     let log = std::fs::read_to_string(&prescale.log).unwrap_or_default();
@@ -851,11 +982,20 @@ async fn end_to_end_against_real_kubernetes_peers() {
     }
     if !failed.is_empty() {
         eprintln!("--- prescale log (tail) ---\n{}", prescale.log_tail(60));
-        eprintln!("--- kube-controller-manager log (tail) ---\n{}", cluster.procs[2].log_tail(40));
-        eprintln!("--- kube-apiserver log (tail) ---\n{}", cluster.procs[1].log_tail(40));
+        eprintln!(
+            "--- kube-controller-manager log (tail) ---\n{}",
+            cluster.procs[2].log_tail(40)
+        );
+        eprintln!(
+            "--- kube-apiserver log (tail) ---\n{}",
+            cluster.procs[1].log_tail(40)
+        );
         if std::env::var_os("PRESCALE_E2E_KEEP").is_some() {
             let kept = cluster.dir.path().to_path_buf();
-            std::mem::forget(std::mem::replace(&mut cluster.dir, tempfile::tempdir().unwrap()));
+            std::mem::forget(std::mem::replace(
+                &mut cluster.dir,
+                tempfile::tempdir().unwrap(),
+            ));
             eprintln!("kept {}", kept.display());
         }
         panic!("e2e checks failed: {failed:?}");
@@ -870,7 +1010,10 @@ async fn check_available(c: &Cluster) -> Check {
             let (code, body) = c.admin_get(&path).await;
             match condition(&body, "Available") {
                 Some(cond) if cond["status"] == "True" => Ok(()),
-                Some(cond) => Err(format!("{name}: Available={} ({}: {})", cond["status"], cond["reason"], cond["message"])),
+                Some(cond) => Err(format!(
+                    "{name}: Available={} ({}: {})",
+                    cond["status"], cond["reason"], cond["message"]
+                )),
                 None => Err(format!("{name}: {code}, no Available condition")),
             }
         })
@@ -906,7 +1049,9 @@ async fn check_discovery(c: &Cluster) -> Check {
                 .into_iter()
                 .flatten()
                 .find(|v| v["version"] == version)
-                .ok_or(format!("{group}/{version} not in aggregated discovery: {g}"))?;
+                .ok_or(format!(
+                    "{group}/{version} not in aggregated discovery: {g}"
+                ))?;
             let freshness = v["freshness"].as_str().unwrap_or("(absent)");
             if freshness != "Current" {
                 return Err(format!("{group}/{version} freshness {freshness}"));
@@ -930,7 +1075,13 @@ async fn check_auth(c: &Cluster, https: SocketAddr, cert_dir: &Path) -> Check {
     let direct = format!("https://{https}{path}");
     // No credentials at prescale: 401.
     let anonymous = base().build().unwrap();
-    let code = anonymous.get(&direct).send().await.map_err(|e| e.to_string())?.status().as_u16();
+    let code = anonymous
+        .get(&direct)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .status()
+        .as_u16();
     if code != 401 {
         return Err(format!("no credentials at prescale: {code}, want 401"));
     }
@@ -952,13 +1103,18 @@ async fn check_auth(c: &Cluster, https: SocketAddr, cert_dir: &Path) -> Check {
         .status()
         .as_u16();
     if code != 403 {
-        return Err(format!("front-proxy user without rights at prescale: {code}, want 403"));
+        return Err(format!(
+            "front-proxy user without rights at prescale: {code}, want 403"
+        ));
     }
     // The same front proxy vouching for the HPA controller's ServiceAccount (bound
     // to prescale-metrics-reader by deploy/base): 200.
     let hpa_user = front_proxy
         .get(&direct)
-        .header("X-Remote-User", "system:serviceaccount:kube-system:horizontal-pod-autoscaler")
+        .header(
+            "X-Remote-User",
+            "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        )
         .header("X-Remote-Group", "system:serviceaccounts")
         .send()
         .await
@@ -966,12 +1122,16 @@ async fn check_auth(c: &Cluster, https: SocketAddr, cert_dir: &Path) -> Check {
         .status()
         .as_u16();
     if hpa_user != 200 {
-        return Err(format!("front-proxy HPA controller at prescale: {hpa_user}, want 200"));
+        return Err(format!(
+            "front-proxy HPA controller at prescale: {hpa_user}, want 200"
+        ));
     }
     // A token user without rights, through the apiserver: 403.
     let (code, body) = c.get(&c.nobody, &path, None).await;
     if code != 403 {
-        return Err(format!("token user without rights via the apiserver: {code} {body}, want 403"));
+        return Err(format!(
+            "token user without rights via the apiserver: {code} {body}, want 403"
+        ));
     }
     // The admin through the aggregator: 200.
     let (admin, body) = c.admin_get(&path).await;
@@ -985,7 +1145,12 @@ async fn check_auth(c: &Cluster, https: SocketAddr, cert_dir: &Path) -> Check {
 
 fn check_kustomizations(c: &Cluster) -> Check {
     let mut seen = Vec::new();
-    for k in ["deploy/base", "deploy/overlays/dev", "deploy/overlays/cert-manager", "deploy/examples"] {
+    for k in [
+        "deploy/base",
+        "deploy/overlays/dev",
+        "deploy/overlays/cert-manager",
+        "deploy/examples",
+    ] {
         let out = c.kubectl(&["apply", "--dry-run=server", "-k", k]);
         if !out.status.success() {
             return Err(format!(
@@ -1028,7 +1193,9 @@ async fn check_hpa(c: &Cluster, name: &str, metric_path: &str, target: &str) -> 
 async fn check_lease(c: &Cluster) -> Check {
     wait_for(Duration::from_secs(30), async || {
         let (code, lease) = c
-            .admin_get("/apis/coordination.k8s.io/v1/namespaces/prescale/leases/prescale-capacity-buffers")
+            .admin_get(
+                "/apis/coordination.k8s.io/v1/namespaces/prescale/leases/prescale-capacity-buffers",
+            )
             .await;
         let holder = lease["spec"]["holderIdentity"].as_str().unwrap_or_default();
         if code == 200 && holder == "prescale-e2e-0" {
@@ -1044,24 +1211,33 @@ async fn check_lease(c: &Cluster) -> Check {
 }
 
 async fn check_nodepool(c: &Cluster) -> Check {
-    let metric = |m: &str| format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{m}?labelSelector=nodepool%3De2e");
+    let metric = |m: &str| {
+        format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{m}?labelSelector=nodepool%3De2e")
+    };
     wait_for(Duration::from_secs(60), async || {
         let (code, nodes) = c.admin_get(&metric("prescale_nodepool_nodes")).await;
         let n = sum_values(&nodes).ok_or(format!("prescale_nodepool_nodes: {code} {nodes}"))?;
         let (code, balloons) = c.admin_get(&metric("prescale_nodepool_balloons")).await;
-        let b = sum_values(&balloons).ok_or(format!("prescale_nodepool_balloons: {code} {balloons}"))?;
+        let b = sum_values(&balloons)
+            .ok_or(format!("prescale_nodepool_balloons: {code} {balloons}"))?;
         let (code, buffer) = c
-            .admin_get(&format!("/apis/autoscaling.x-k8s.io/v1beta1/namespaces/{NS}/capacitybuffers/prescale-e2e"))
+            .admin_get(&format!(
+                "/apis/autoscaling.x-k8s.io/v1beta1/namespaces/{NS}/capacitybuffers/prescale-e2e"
+            ))
             .await;
         if code != 200 {
-            return Err(format!("nodes {n}, balloons {b}; CapacityBuffer: {code} {buffer}"));
+            return Err(format!(
+                "nodes {n}, balloons {b}; CapacityBuffer: {code} {buffer}"
+            ));
         }
         let replicas = buffer["spec"]["replicas"].as_f64().unwrap_or(-1.0);
         if n < 1.0 {
             return Err(format!("nodes {n} below min_nodes 1"));
         }
         if (replicas - b).abs() > 1e-9 {
-            return Err(format!("CapacityBuffer spec.replicas {replicas}, balloons served {b}"));
+            return Err(format!(
+                "CapacityBuffer spec.replicas {replicas}, balloons served {b}"
+            ));
         }
         Ok(format!(
             "prescale_nodepool_nodes {n}, prescale_nodepool_balloons {b} (for 2 Nodes of 4 cpu), \
@@ -1076,9 +1252,13 @@ async fn scaling_active(c: &Cluster) -> Vec<String> {
     let mut out = Vec::new();
     for name in ["ext", "web", "db"] {
         let (_, hpa) = c
-            .admin_get(&format!("/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"))
+            .admin_get(&format!(
+                "/apis/autoscaling/v2/namespaces/{NS}/horizontalpodautoscalers/{name}"
+            ))
             .await;
-        let cond = condition(&hpa, "ScalingActive").cloned().unwrap_or(Value::Null);
+        let cond = condition(&hpa, "ScalingActive")
+            .cloned()
+            .unwrap_or(Value::Null);
         out.push(format!(
             "{name}:{}:{}:{}",
             cond["status"].as_str().unwrap_or("?"),
