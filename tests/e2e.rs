@@ -804,6 +804,11 @@ async fn end_to_end_against_real_kubernetes_peers() {
         node("e2e-node-a"), node("e2e-node-b"),
     ]}));
 
+    // f. every kustomization in deploy/, server-side dry run, on the cluster as it is
+    // before prescale is registered (the dev overlay's insecureSkipTLSVerify may not
+    // meet the caBundle this test sets on the live APIServices).
+    let f = check_kustomizations(&cluster);
+
     // prescale's own identity: a TokenRequest for its ServiceAccount.
     let token = cluster
         .kubectl_ok(&[
@@ -895,7 +900,7 @@ async fn end_to_end_against_real_kubernetes_peers() {
         stop.clone(),
     ));
 
-    let mut report: Vec<(&str, Check)> = Vec::new();
+    let mut report: Vec<(&str, Check)> = vec![("f. kubectl apply --dry-run=server -k", f)];
 
     // a. APIServices Available, aggregated discovery Current.
     report.push(("a. APIServices Available", check_available(&cluster).await));
@@ -908,12 +913,6 @@ async fn end_to_end_against_real_kubernetes_peers() {
     report.push((
         "c. auth 401/403",
         check_auth(&cluster, https, &cert_dir).await,
-    ));
-
-    // f. deploy/ kustomizations, server-side dry run (while the HPAs work).
-    report.push((
-        "f. kubectl apply --dry-run=server -k",
-        check_kustomizations(&cluster),
     ));
 
     // b. HPAs reach ceil(served / target).
@@ -1144,6 +1143,20 @@ async fn check_auth(c: &Cluster, https: SocketAddr, cert_dir: &Path) -> Check {
 }
 
 fn check_kustomizations(c: &Cluster) -> Check {
+    let out = c.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/certificates.cert-manager.io",
+        "crd/issuers.cert-manager.io",
+        "crd/capacitybuffers.autoscaling.x-k8s.io",
+    ]);
+    if !out.status.success() {
+        return Err(format!(
+            "CRDs not Established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
     let mut seen = Vec::new();
     for k in [
         "deploy/base",
@@ -1231,17 +1244,38 @@ async fn check_nodepool(c: &Cluster) -> Check {
             ));
         }
         let replicas = buffer["spec"]["replicas"].as_f64().unwrap_or(-1.0);
-        if n < 1.0 {
-            return Err(format!("nodes {n} below min_nodes 1"));
-        }
-        if (replicas - b).abs() > 1e-9 {
+        // Served values are shaped so that the balloon HPA's AverageValue target
+        // (balloon_target "1") yields the count: ceil(served / 1).
+        let (nodes, want) = (n.ceil(), b.ceil());
+        // The plan: workload `ext` at ceil(forecast / 50) replicas of 1500m / 1Gi,
+        // two to a Node of 4 cpu / 8Gi (read from the API), min 1, max 10 nodes; the
+        // balloons are the nodes needed less the nodes its current pods take.
+        let (code, ext) = c.admin_get(&format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{NS}/{EXTERNAL}?labelSelector=queue%3Djobs"
+        )).await;
+        let forecast = sum_values(&ext).ok_or(format!("{EXTERNAL}: {code} {ext}"))?;
+        let (_, pods) = c.admin_get(&format!("/api/v1/namespaces/{NS}/pods?labelSelector=app%3Dext")).await;
+        let current = pods["items"].as_array().map_or(0, |p| {
+            p.iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).count()
+        }) as f64;
+        let plan_nodes = ((forecast / 50.0).ceil() / 2.0).ceil().clamp(1.0, 10.0);
+        let plan_balloons = (plan_nodes - (current / 2.0).ceil()).max(0.0);
+        if nodes != plan_nodes || want != plan_balloons {
             return Err(format!(
-                "CapacityBuffer spec.replicas {replicas}, balloons served {b}"
+                "nodes {n}, balloons {b}; want {plan_nodes} and {plan_balloons} for forecast {forecast} and {current} current pods"
+            ));
+        }
+        if replicas != want {
+            return Err(format!(
+                "CapacityBuffer spec.replicas {replicas}, balloons served {b} (ceil {want})"
             ));
         }
         Ok(format!(
-            "prescale_nodepool_nodes {n}, prescale_nodepool_balloons {b} (for 2 Nodes of 4 cpu), \
-             CapacityBuffer prescale-e2e spec.replicas {replicas}, podTemplateRef {}",
+            "workload forecast {forecast} (→ {} replicas, {current} running), \
+             prescale_nodepool_nodes {n} (→ {nodes} nodes), prescale_nodepool_balloons {b} (→ {want}) \
+             for 2 Nodes of 4 cpu / 8Gi read from the API; CapacityBuffer prescale-e2e spec.replicas {replicas}, \
+             podTemplateRef {}",
+            (forecast / 50.0).ceil(),
             buffer["spec"]["podTemplateRef"]
         ))
     })
@@ -1293,6 +1327,24 @@ async fn check_staleness(c: &Cluster, pid: &str) -> Check {
     let inactive_after = paused.elapsed();
     signal("-CONT");
     let inactive = inactive?;
+    // Not before max_staleness less one refresh step (the last good refresh may
+    // predate the pause by up to a step), and the replicas held.
+    let earliest = Duration::from_millis(MAX_STALENESS_S * 1000 - STEP_MS as u64);
+    if inactive_after < earliest {
+        return Err(format!(
+            "ScalingActive False after {inactive_after:?}, before max_staleness ({MAX_STALENESS_S}s) less a step"
+        ));
+    }
+    let replicas = |s: &[String]| {
+        s.iter()
+            .map(|x| x.rsplit(':').next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    if replicas(&before) != replicas(&inactive) {
+        return Err(format!(
+            "replicas not held while metrics were stale: before {before:?}, stale {inactive:?}"
+        ));
+    }
     let resumed = Instant::now();
     let active = wait_for(Duration::from_secs(60), async || {
         let s = scaling_active(c).await;
