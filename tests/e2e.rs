@@ -22,7 +22,9 @@
 //! f. `kubectl apply --dry-run=server -k` of every kustomization in deploy/ is accepted.
 //!
 //! Without the peer binaries (or etcd, prometheus) it skips with the reason, except
-//! with `CI=true`, where it fails. Run alone: `bash tests/e2e/peers.sh && cargo test --test e2e`.
+//! with `CI=true`, where it fails. Run alone: `bash tests/e2e/peers.sh && cargo test --test e2e
+//! -- --nocapture` (prints every check's figures); `PRESCALE_E2E_KEEP=1` keeps the
+//! temporary directory (PKI, kubeconfigs, every process's log) when a check fails.
 
 mod common;
 #[path = "support/pki.rs"]
