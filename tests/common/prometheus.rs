@@ -98,6 +98,11 @@ impl Prometheus {
         self.spawn();
     }
 
+    /// The process id while running (to pause it with SIGSTOP).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
         self.child.is_some()

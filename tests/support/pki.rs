@@ -51,6 +51,28 @@ impl Ca {
         }
     }
 
+    /// A serving certificate for `names` (DNS names or IP addresses; the first is
+    /// also the common name), signed by this CA.
+    pub fn server(&self, names: &[&str]) -> Pair {
+        let sans: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().copied().unwrap_or("server"),
+        );
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Pair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// A client certificate with common name `cn`, signed by this CA.
     pub fn client(&self, cn: &str) -> Pair {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
