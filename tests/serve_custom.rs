@@ -73,8 +73,7 @@ async fn custom_signals_serve_without_a_cluster() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let (https, plain) = (free_addr(), free_addr());
-    // hpa_tolerance 0: values as forecast (the default 0.1 serves 55m for 50m).
-    let common = "step: 1s\n    history: 10m\n    lead_time: 5s\n    model: seasonal-naive\n    max_staleness: 30s\n    refit_interval: 1m\n    min_history: 1m\n    hpa_tolerance: 0";
+    let common = "step: 1s\n    history: 10m\n    lead_time: 5s\n    model: seasonal-naive\n    max_staleness: 30s\n    refit_interval: 1m\n    min_history: 1m";
     let config = format!(
         r#"prometheus:
   url: {url}

@@ -193,7 +193,7 @@ async fn serve_against_prometheus_over_https_with_front_proxy_auth() {
     let config = format!(
         "prometheus:\n  url: {url}\n  timeout: 1s\n\
          signals:\n  - name: requests\n    query: {METRIC}\n    step: 1s\n    history: 10m\n    lead_time: 5s\n\
-         \x20   quantile: 0.9\n    model: seasonal-naive\n    max_staleness: 3s\n    refit_interval: 1s\n    min_history: 1m\n    hpa_tolerance: 0\n\
+         \x20   quantile: 0.9\n    model: seasonal-naive\n    max_staleness: 3s\n    refit_interval: 1s\n    min_history: 1m\n\
          server:\n  https_address: {https}\n  http_address: {plain}\n  tls:\n    cert_dir: {certs}\n\
          \x20 auth:\n    mode: requestheader\n    requestheader_client_ca_file: {ca}\n    requestheader_allowed_names: [front-proxy-client]\n",
         url = prom.url(),
