@@ -20,6 +20,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+    # On a systemd host the packages start and enable their own services (Prometheus
+    # on :9090, etcd on :2379); the tests start their own on free ports, so the
+    # ones installed here are stopped and disabled rather than left running.
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        for unit in prometheus etcd; do
+            $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        done
+    fi
 fi
 
 # The end-to-end tier's peers (kube-apiserver, kube-controller-manager, kubectl),
