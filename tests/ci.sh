@@ -22,9 +22,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
     # On a systemd host the packages start and enable their own services (Prometheus
     # on :9090, etcd on :2379); the tests start their own on free ports, so the
-    # ones installed here are stopped and disabled rather than left running.
+    # ones installed here (only those) are stopped and disabled, not left running.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        for unit in prometheus etcd; do
+        for pkg in "${missing[@]}"; do
+            case "$pkg" in
+                prometheus) unit=prometheus ;;
+                etcd-server) unit=etcd ;;
+                *) continue ;;
+            esac
             $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
         done
     fi
