@@ -1,6 +1,6 @@
 //! The `prescale` command line: wires the library's parts together.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 mod cmd;
 
@@ -45,6 +45,15 @@ enum Command {
     /// Replay recorded traces through the HPA and node-provisioning model: reactive vs
     /// predictive vs oracle.
     Backtest(cmd::backtest::Args),
+    /// Print a shell completion script (e.g. `prescale completions bash >
+    /// /etc/bash_completion.d/prescale`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff; `prescale man | man -l -`).
+    Man,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,5 +77,17 @@ fn main() -> anyhow::Result<()> {
         Command::Record(args) => cmd::record::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Backtest(args) => cmd::backtest::run(args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "prescale", &mut out);
+            cmd::write_out(format_args!("{}", String::from_utf8_lossy(&out)));
+            Ok(())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            cmd::write_out(format_args!("{}", String::from_utf8_lossy(&out)));
+            Ok(())
+        }
     }
 }

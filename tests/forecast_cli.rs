@@ -234,3 +234,34 @@ fn help_lists_every_bundled_model() {
         }
     }
 }
+
+/// Shell completions and the manual page name every subcommand.
+#[test]
+fn completions_and_the_man_page_cover_every_subcommand() {
+    let subcommands = [
+        "forecast",
+        "eval",
+        "check-config",
+        "record",
+        "serve",
+        "backtest",
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, stdout, stderr) = prescale(&["completions", shell]);
+        assert!(ok, "{shell}: {stderr}");
+        for s in subcommands {
+            assert!(stdout.contains(s), "{shell} completion lacks {s}");
+        }
+    }
+    let (ok, _, stderr) = prescale(&["completions", "tcsh"]);
+    assert!(!ok && stderr.contains("tcsh"), "{stderr}");
+    let (ok, man, stderr) = prescale(&["man"]);
+    assert!(ok, "{stderr}");
+    assert!(man.contains(".TH prescale 1"), "{man}");
+    for s in subcommands {
+        assert!(
+            man.contains(&s.replace('-', "\\-")),
+            "the man page lacks {s}"
+        );
+    }
+}
