@@ -14,8 +14,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Duration, MetricName, SignalConfig};
-use crate::plan::nodepool::{PoolSpec, Resources};
+use super::{is_dns_label, Duration, MetricName, SignalConfig};
+use crate::plan::nodepool::{Balloon, PoolSpec, Resources};
 
 /// Cpu in millicores, written as a Kubernetes quantity (`"1500m"`, `"2"`, `0.5`):
 /// the same parse and form as any other milli-unit quantity.
@@ -380,17 +380,6 @@ impl Default for ExpanderConfig {
     }
 }
 
-/// Whether `s` is a lowercase RFC 1123 label (a namespace or pool name).
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
 /// Checks the node-pool sections against each other and the signals; pushes one
 /// message per problem, each with its field path.
 pub fn check(
@@ -458,7 +447,8 @@ pub fn check(
                 ));
             }
         }
-        if p.balloon_target.get() < 10 {
+        // The rule is the planner's own, so the two cannot disagree.
+        if Balloon::try_new(p.balloon_target.get()).is_err() {
             problems.push(format!(
                 "{at}.balloon_target: must be at least 10m, got {}m",
                 p.balloon_target.get()
