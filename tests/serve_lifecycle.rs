@@ -29,14 +29,16 @@ struct Serve {
 
 impl Serve {
     fn start(config: &Path, dir: &Path, check_interval: &str) -> Self {
+        Self::start_with(config, dir, check_interval, &[])
+    }
+
+    /// [`Serve::start`] with more flags for `serve`.
+    fn start_with(config: &Path, dir: &Path, check_interval: &str, extra: &[&str]) -> Self {
         let log = dir.join("serve.log");
         let child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .args([
-                "serve",
-                "--config-check-interval",
-                check_interval,
-                "--config",
-            ])
+            .args(["serve", "--config-check-interval", check_interval])
+            .args(extra)
+            .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -538,26 +540,12 @@ async fn json_logs_are_one_object_per_line() {
         ),
     )
     .unwrap();
-    let log = dir.path().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .args(["serve", "--log-format", "json", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let text = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("\"serving\"") || std::time::Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let _ = child.kill();
-    let _ = child.wait();
-    assert!(text.contains("\"serving\""), "no serving line: {text}");
+    let serve = Serve::start_with(&path, dir.path(), "off", &["--log-format", "json"]);
+    wait_until("the serving line", &serve, || async {
+        serve.log().contains("\"serving\"")
+    })
+    .await;
+    let text = serve.log();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not one JSON object ({e}): {line}"));

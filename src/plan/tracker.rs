@@ -277,9 +277,8 @@ impl Tracker {
                     .copied()
                     .filter(|x| x.is_finite())
                     .collect();
-                w.sort_by(f64::total_cmp);
                 self.peaks
-                    .observe(w.get(w.len() / 2).copied().unwrap_or(f64::NAN));
+                    .observe(median_in_place(&mut w).unwrap_or(f64::NAN));
             } else {
                 self.peaks.observe(v);
             }
@@ -351,11 +350,7 @@ impl Tracker {
             .into_iter()
             .filter(|v| v.is_finite())
             .collect();
-        if recent.is_empty() {
-            return self.latest();
-        }
-        recent.sort_by(f64::total_cmp);
-        Some(recent[recent.len() / 2])
+        median_in_place(&mut recent).or_else(|| self.latest())
     }
 
     /// Whether a refit is due: on schedule, or (without a grid) after
@@ -573,6 +568,13 @@ const BURST_HALF_WIDTH: usize = 6;
 /// burst.
 const BURST_DEVIATIONS: f64 = 6.0;
 
+/// The median of `values` (the upper one of an even count), sorting them in
+/// place; `None` when there are none. Callers pass finite values.
+fn median_in_place(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
+}
+
 /// Clips short bursts (and dips) in a history before a model is fitted to it.
 ///
 /// A point further than [`BURST_DEVIATIONS`] robust deviations from the median of
@@ -599,11 +601,7 @@ fn clip_bursts(history: &mut [f64], periods: &[usize]) {
             window.clear();
             let (lo, hi) = (t.saturating_sub(w), (t + w).min(n - 1));
             window.extend(history[lo..=hi].iter().copied().filter(|v| v.is_finite()));
-            if window.is_empty() {
-                return f64::NAN;
-            }
-            window.sort_by(f64::total_cmp);
-            window[window.len() / 2]
+            median_in_place(&mut window).unwrap_or(f64::NAN)
         })
         .collect();
     let mut dev: Vec<f64> = history
@@ -612,10 +610,9 @@ fn clip_bursts(history: &mut [f64], periods: &[usize]) {
         .map(|(y, m)| (y - m).abs())
         .filter(|d| d.is_finite())
         .collect();
-    if dev.is_empty() {
+    let Some(mad) = median_in_place(&mut dev) else {
         return;
-    }
-    dev.sort_by(f64::total_cmp);
+    };
     let mean_abs = {
         let (s, c) = history
             .iter()
@@ -625,7 +622,7 @@ fn clip_bursts(history: &mut [f64], periods: &[usize]) {
     };
     // 1.4826 × MAD estimates a normal standard deviation; a mostly flat or idle
     // series has a MAD of zero, so the scale never falls below a tenth of the level.
-    let scale = (1.4826 * dev[dev.len() / 2]).max(0.1 * mean_abs);
+    let scale = (1.4826 * mad).max(0.1 * mean_abs);
     if scale.is_nan() || scale <= 0.0 {
         return;
     }
