@@ -953,7 +953,7 @@ async fn end_to_end_against_real_kubernetes_peers() {
     let log = std::fs::read_to_string(&prescale.log).unwrap_or_default();
     let forbidden: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("403") || l.to_lowercase().contains("forbidden"))
+        .filter(|l| mentions_forbidden(l))
         .collect();
     report.push((
         "d. no forbidden call by prescale",
@@ -1362,3 +1362,25 @@ async fn check_staleness(c: &Cluster, pid: &str) -> Check {
         resumed.elapsed()
     ))
 }
+
+/// A log line reports a refused call when it says "forbidden" or carries the status
+/// 403 as a number of its own. The leading timestamp is skipped and a 403 inside a
+/// longer number (`13:21:33.340305Z`) is not a status.
+fn mentions_forbidden(line: &str) -> bool {
+    let rest = line.split_once(' ').map_or(line, |(_, r)| r);
+    if rest.to_lowercase().contains("forbidden") {
+        return true;
+    }
+    rest.split(|c: char| !c.is_ascii_digit()).any(|n| n == "403")
+}
+
+#[test]
+fn a_timestamp_is_not_a_403() {
+    assert!(!mentions_forbidden(
+        "2026-12-05T13:21:33.340305Z  INFO prescale::kube::buffers: leadership changed"
+    ));
+    assert!(!mentions_forbidden("2026-12-05T13:21:33Z INFO replicas=14030"));
+    assert!(mentions_forbidden("2026-12-05T13:21:33Z WARN status 403 from the API"));
+    assert!(mentions_forbidden("2026-12-05T13:21:33Z WARN leases is Forbidden"));
+}
+
