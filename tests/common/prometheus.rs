@@ -60,6 +60,29 @@ impl Prometheus {
         p
     }
 
+    /// Backfills `series` (may be empty) and starts Prometheus with `config` as its
+    /// whole `prometheus.yml` (global settings and `scrape_configs`), for tests whose
+    /// data arrives by scraping a live target on 127.0.0.1.
+    ///
+    /// # Panics
+    /// As [`Prometheus::start`].
+    #[allow(dead_code)]
+    pub fn start_scraping(series: &[LabeledSeries], config: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        if !series.is_empty() {
+            backfill(dir.path(), series);
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
+        let addr = free_addr();
+        let mut p = Self {
+            child: None,
+            addr,
+            dir,
+        };
+        p.spawn();
+        p
+    }
+
     /// Base URL of the HTTP API, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
