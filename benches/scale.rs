@@ -146,7 +146,7 @@ fn memory_kib() -> (u64, u64) {
 /// the concurrency of the fetches): returns how long it took.
 fn cycle(core: &mut Core, source: &Synthetic, rt: &Runtime, now_ms: i64) -> Duration {
     let started = Instant::now();
-    let planned: Vec<Planned> = core.plan(now_ms);
+    let planned: Vec<Planned> = core.plan(now_ms, None);
     for p in planned {
         let t = Instant::now();
         let result = rt

@@ -341,6 +341,25 @@ pub struct PrometheusConfig {
     /// Extra HTTP headers sent with every request (e.g. `X-Scope-OrgID` for Mimir).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Instant query whose value is the time (Unix seconds) of the newest sample
+    /// Prometheus has ingested; grid points after it are not read yet, since PromQL's
+    /// lookback would fill them with an older sample (after a stall, during a slow
+    /// ingest). Empty switches the check off.
+    #[serde(default = "default_freshness_query")]
+    pub freshness_query: String,
+    /// Grid points newer than now minus this are not read yet, for samples that
+    /// arrive late (remote write from agents, federation): as a rule group's
+    /// `query_offset` in Prometheus. None by default.
+    #[serde(default)]
+    pub query_offset: Option<Duration>,
+}
+
+/// Every scrape writes `up` with the scrape's time, so its newest timestamp is how
+/// far Prometheus has ingested.
+pub const DEFAULT_FRESHNESS_QUERY: &str = "max(timestamp(up))";
+
+fn default_freshness_query() -> String {
+    DEFAULT_FRESHNESS_QUERY.to_string()
 }
 
 const fn default_prometheus_timeout() -> Duration {
@@ -813,6 +832,13 @@ impl PrometheusConfig {
                 ));
             }
         }
+        if let Some(offset) = self.query_offset {
+            if offset.as_ms() > 3_600_000 {
+                problems.push(format!(
+                    "prometheus.query_offset: at most 1h (data later than that is missing, not late), got {offset}"
+                ));
+            }
+        }
         if self.insecure_skip_verify && self.ca_file.is_some() {
             problems.push(
                 "prometheus.insecure_skip_verify: cannot be combined with ca_file".to_string(),
@@ -1085,6 +1111,7 @@ signals:
         let text = "
 prometheus:
   url: ftp://x
+  query_offset: 2h
 signals:
   - name: cpu
     query: up
@@ -1115,6 +1142,7 @@ server:
         let all = problems.join("\n");
         for want in [
             "prometheus.url: scheme must be http or https",
+            "prometheus.query_offset: at most 1h",
             "signals[0].step: must be a whole number of seconds",
             "signals[0].hpa_tolerance: must be in [0, 1), got 1.5",
             "signals[0].hpa_target: must be a finite number > 0, got -1",

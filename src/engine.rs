@@ -173,6 +173,7 @@ pub struct Metrics {
     refresh_seconds: Family<SignalLabel, Histogram, fn() -> Histogram>,
     forecast_error: Family<SignalLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
     shadow_replica_seconds: Family<ShadowLabel, Counter<f64, std::sync::atomic::AtomicU64>>,
+    source_lag: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// Label set of shadow mode's counter: which way the forecast would have moved
@@ -219,6 +220,11 @@ impl Metrics {
             m.shadow_replica_seconds.clone(),
         );
         r.register(
+            "source_lag_seconds",
+            "How far the source's newest sample (prometheus.freshness_query, query_offset) is behind the clock; later grid points are read once it catches up",
+            m.source_lag.clone(),
+        );
+        r.register(
             "forecast_mase",
             "Rolling one-step-ahead MASE over the last 288 steps (forecast error relative to a last-value forecast; below 1 beats it), mean over the signal's series",
             m.forecast_error.clone(),
@@ -235,6 +241,7 @@ impl Metrics {
             refresh_seconds: Family::new_with_constructor(refresh_histogram),
             forecast_error: Family::default(),
             shadow_replica_seconds: Family::default(),
+            source_lag: Gauge::default(),
         }
     }
 }
@@ -805,7 +812,13 @@ fn record_transition(t: &Transition, metrics: &Metrics) {
 pub struct Core {
     signals: Vec<SignalState>,
     metrics: Metrics,
+    /// Since when the source's data has lagged the clock by more than
+    /// [`LAG_WARN_MS`] (logged when it starts and when it ends).
+    lagging_since: Option<i64>,
 }
+
+/// A source whose newest sample is older than this is logged as lagging.
+const LAG_WARN_MS: i64 = 60_000;
 
 /// A planned fetch: which signal, its query, which range.
 #[derive(Debug, Clone, PartialEq)]
@@ -824,6 +837,7 @@ impl Core {
         Self {
             signals: signals.into_iter().map(SignalState::new).collect(),
             metrics,
+            lagging_since: None,
         }
     }
 
@@ -832,19 +846,44 @@ impl Core {
         &self.signals
     }
 
-    /// What to fetch at `now_ms`.
-    pub fn plan(&self, now_ms: i64) -> Vec<Planned> {
+    /// What to fetch at `now_ms` from a source that holds data up to `frontier_ms`
+    /// ([`Source::frontier`]): grid points after the frontier wait for it, since a
+    /// query there would return an older sample repeated (after a Prometheus stall)
+    /// as if it were new.
+    pub fn plan(&mut self, now_ms: i64, frontier_ms: Option<i64>) -> Vec<Planned> {
+        let upto = frontier_ms.map_or(now_ms, |f| f.min(now_ms));
+        self.note_lag(now_ms, now_ms - upto);
         self.signals
             .iter()
             .enumerate()
             .filter_map(|(i, s)| {
-                s.due(now_ms).map(|range| Planned {
+                s.due(upto).map(|range| Planned {
                     signal: i,
                     query: s.settings.query.clone(),
                     range,
                 })
             })
             .collect()
+    }
+
+    /// Exports how far the source's data is behind the clock, and logs a lag of
+    /// more than [`LAG_WARN_MS`] when it starts and when it ends.
+    fn note_lag(&mut self, now_ms: i64, lag_ms: i64) {
+        self.metrics.source_lag.set(lag_ms as f64 / 1_000.0);
+        match self.lagging_since {
+            None if lag_ms > LAG_WARN_MS => {
+                self.lagging_since = Some(now_ms);
+                tracing::warn!(
+                    seconds = lag_ms / 1_000,
+                    "the source's newest sample is behind the clock; newer grid points are read once it catches up, series expire after max_staleness"
+                );
+            }
+            Some(since) if lag_ms <= LAG_WARN_MS => {
+                self.lagging_since = None;
+                tracing::info!(seconds = (now_ms - since) / 1_000, "the source caught up");
+            }
+            _ => {}
+        }
     }
 
     /// Applies fetch results (with how long each fetch took) at `now_ms`.
@@ -977,10 +1016,11 @@ impl Engine {
     /// [`Error::Update`] when the update task panicked (the core is then lost).
     pub async fn step(&mut self) -> Result<Vec<Transition>> {
         let now_ms = self.clock.now_ms();
-        let Some(core) = self.core.take() else {
+        let Some(mut core) = self.core.take() else {
             return Ok(Vec::new());
         };
-        let planned = core.plan(now_ms);
+        let frontier = self.source.frontier(now_ms).await;
+        let planned = core.plan(now_ms, frontier);
         let mut tasks = tokio::task::JoinSet::new();
         for (order, p) in planned.into_iter().enumerate() {
             let source = Arc::clone(&self.source);

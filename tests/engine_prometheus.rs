@@ -101,6 +101,8 @@ fn source(p: &Prometheus, max_points: usize) -> PrometheusSource {
         ca_file: None,
         insecure_skip_verify: false,
         headers: Default::default(),
+        freshness_query: String::new(),
+        query_offset: None,
     };
     PrometheusSource::new(&config)
         .unwrap()

@@ -191,6 +191,8 @@ async fn a_misbehaving_prometheus_walks_ok_stale_failed_ok_and_never_serves_old_
         ca_file: None,
         insecure_skip_verify: false,
         headers: Default::default(),
+        freshness_query: String::new(),
+        query_offset: None,
     })
     .unwrap();
     let shared = Shared::new();

@@ -72,6 +72,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ca_file: None,
         insecure_skip_verify: false,
         headers: Default::default(),
+        freshness_query: String::new(),
+        query_offset: None,
     };
     let source = PrometheusSource::new(&config).context("cannot set up the Prometheus client")?;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -555,6 +555,8 @@ mod tests {
                 ca_file: None,
                 insecure_skip_verify: false,
                 headers: Default::default(),
+                freshness_query: String::new(),
+                query_offset: None,
             },
             signals,
             server: Default::default(),

@@ -164,7 +164,7 @@ mod tests {
     fn fed(signals: Vec<SignalSettings>, now: i64) -> Core {
         let mut core = Core::new(signals, Metrics::unregistered());
         let results = core
-            .plan(now)
+            .plan(now, None)
             .into_iter()
             .map(|p| {
                 let r = fetched(p.range);
@@ -215,7 +215,7 @@ mod tests {
         // b's query changed: it starts over and backfills; d is new.
         assert!(snap.metrics["b"].series.is_empty());
         assert!(snap.metrics["d"].series.is_empty());
-        let due: Vec<String> = core.plan(now).into_iter().map(|p| p.query).collect();
+        let due: Vec<String> = core.plan(now, None).into_iter().map(|p| p.query).collect();
         assert_eq!(due, vec!["qd", "qb2"], "a has nothing due");
     }
 }

@@ -333,7 +333,7 @@ fn metrics_count_statuses_and_errors() {
     let mut now = 500 * STEP;
     let l = labels(&[]);
     for _ in 0..5 {
-        let p = core.plan(now);
+        let p = core.plan(now, None);
         let f = fetched(p[0].range, &l);
         core.apply(
             now,
@@ -341,7 +341,7 @@ fn metrics_count_statuses_and_errors() {
         );
         now += STEP;
     }
-    let p = core.plan(now);
+    let p = core.plan(now, None);
     core.apply(
         now,
         vec![(
@@ -371,6 +371,42 @@ fn metrics_count_statuses_and_errors() {
     assert!(
         text.contains("prescale_series_transitions_total{signal=\"a\",from=\"ok\",to=\"stale\"} 1"),
         "{text}"
+    );
+}
+
+#[test]
+fn grid_points_after_the_source_frontier_wait_for_it() {
+    let mut registry = Registry::default();
+    let m = Metrics::new(&mut registry);
+    let mut core = Core::new(vec![settings("a")], m);
+    let l = labels(&[]);
+    let now = 500 * STEP + 1_234;
+    // Prometheus holds samples up to three steps ago (a stall): read up to there.
+    let p = core.plan(now, Some(497 * STEP + 10));
+    assert_eq!(p[0].range.end_ms, 497 * STEP);
+    let f = fetched(p[0].range, &l);
+    core.apply(now, vec![(p[0].clone(), f, std::time::Duration::ZERO)]);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(&format!(
+            "prescale_source_lag_seconds {}",
+            (3 * STEP + 1_224) as f64 / 1e3
+        )),
+        "{text}"
+    );
+    // Nothing new while it stays behind; once it catches up, the points in between.
+    assert!(core.plan(now + STEP, Some(497 * STEP + 10)).is_empty());
+    let p = core.plan(now + STEP, Some(now + STEP - 300));
+    assert_eq!(
+        (p[0].range.start_ms, p[0].range.end_ms),
+        (498 * STEP, 501 * STEP)
+    );
+    // A frontier ahead of the clock (skew) does not read the future.
+    let mut fresh = Core::new(vec![settings("b")], Metrics::unregistered());
+    assert_eq!(
+        fresh.plan(now, Some(now + 10 * STEP))[0].range.end_ms,
+        500 * STEP
     );
 }
 

@@ -170,6 +170,15 @@ pub trait Source: Send + Sync {
         query: &'a str,
         range: Range,
     ) -> BoxFuture<'a, Result<Vec<LabeledSeries>>>;
+
+    /// The newest time (ms) at `now_ms` whose data the source holds in full: grid
+    /// points after it are not read yet, because a query there would only repeat an
+    /// older sample (PromQL's lookback) or miss one still being ingested. `None`
+    /// when the source cannot tell, and then every point up to `now_ms` is read.
+    fn frontier(&self, now_ms: i64) -> BoxFuture<'_, Option<i64>> {
+        let _ = now_ms;
+        Box::pin(async { None })
+    }
 }
 
 #[cfg(test)]

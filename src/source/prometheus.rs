@@ -23,6 +23,10 @@ pub struct PrometheusSource {
     client: prometheus_http_query::Client,
     timeout_ms: i64,
     max_points: usize,
+    /// `prometheus.freshness_query`; `None` when switched off.
+    freshness_query: Option<String>,
+    /// `prometheus.query_offset` in ms (0 when unset).
+    query_offset_ms: i64,
 }
 
 impl std::fmt::Debug for PrometheusSource {
@@ -92,6 +96,9 @@ impl PrometheusSource {
             client,
             timeout_ms: config.timeout.as_ms(),
             max_points: MAX_POINTS_PER_QUERY,
+            freshness_query: Some(config.freshness_query.trim().to_string())
+                .filter(|q| !q.is_empty()),
+            query_offset_ms: config.query_offset.map_or(0, |d| d.as_ms()),
         })
     }
 
@@ -178,6 +185,52 @@ fn not_a_matrix(query: &str, kind: &'static str) -> Error {
     }
 }
 
+/// Longest wait for the freshness query.
+const FRESHNESS_TIMEOUT_MS: i64 = 2_000;
+
+impl PrometheusSource {
+    /// The time of the newest ingested sample, from the freshness query: `None` when
+    /// it is switched off, fails or returns nothing (the fetch that follows reports
+    /// its own errors, and a Prometheus without `up` is not stalled for it).
+    async fn ingested_to(&self) -> Option<i64> {
+        let query = self.freshness_query.as_deref()?;
+        // At most a couple of seconds: the refresh waits for it, and a Prometheus
+        // that does not answer fails the fetch that follows anyway.
+        let limit_ms = self.timeout_ms.clamp(1, FRESHNESS_TIMEOUT_MS);
+        let request = self.client.query(query).timeout(limit_ms).get();
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_millis(limit_ms.unsigned_abs()),
+            request,
+        )
+        .await;
+        let data = match answer {
+            Ok(Ok(r)) => r.into_inner().0,
+            Ok(Err(e)) => {
+                tracing::debug!(query, error = %e, "freshness query failed");
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(query, "freshness query timed out");
+                return None;
+            }
+        };
+        let seconds = match data {
+            Data::Vector(v) => v
+                .iter()
+                .map(|s| s.sample().value())
+                .filter(|v| v.is_finite())
+                .reduce(f64::max)?,
+            Data::Scalar(s) => s.value(),
+            Data::Matrix(_) => {
+                tracing::debug!(query, "freshness query returned a range vector");
+                return None;
+            }
+        };
+        // Anything before 2001 is not a sample time (`time() - x`, a count): ignored.
+        (seconds.is_finite() && seconds > 1e9).then(|| (seconds * 1_000.0).round() as i64)
+    }
+}
+
 impl Source for PrometheusSource {
     fn fetch<'a>(
         &'a self,
@@ -185,6 +238,16 @@ impl Source for PrometheusSource {
         range: Range,
     ) -> BoxFuture<'a, Result<Vec<LabeledSeries>>> {
         Box::pin(self.fetch_range(query, range))
+    }
+
+    fn frontier(&self, now_ms: i64) -> BoxFuture<'_, Option<i64>> {
+        Box::pin(async move {
+            let offset = (self.query_offset_ms > 0).then(|| now_ms - self.query_offset_ms);
+            match (self.ingested_to().await, offset) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        })
     }
 }
 
@@ -202,6 +265,8 @@ mod tests {
             ca_file: None,
             insecure_skip_verify: false,
             headers: Default::default(),
+            freshness_query: String::new(),
+            query_offset: None,
         }
     }
 
@@ -251,6 +316,55 @@ mod tests {
         assert_eq!(v[0], 1.0);
         assert!(v[1].is_nan() && v[2].is_nan());
         assert_eq!(v[3], 4.5);
+    }
+
+    #[tokio::test]
+    async fn the_frontier_is_the_newest_sample_time_less_any_query_offset() {
+        let now = 1_800_000_000_000;
+        // Neither set: no frontier. The offset alone: now minus it.
+        let off = PrometheusSource::new(&config("http://127.0.0.1:9".into())).unwrap();
+        assert_eq!(off.frontier(now).await, None);
+        let mut c = config("http://127.0.0.1:9".into());
+        c.query_offset = Some(Duration::try_new("30s").unwrap());
+        let offset_only = PrometheusSource::new(&c).unwrap();
+        assert_eq!(offset_only.frontier(now).await, Some(now - 30_000));
+
+        // The query's newest timestamp, earlier of the two with an offset.
+        for (offset, want) in [
+            (None, 1_799_999_990_500),
+            (Some("5s"), 1_799_999_990_500),
+            (Some("15s"), now - 15_000),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let body = r#"{"status":"success","data":{"resultType":"vector","result":[
+                {"metric":{},"value":[1800000000,"1799999990.5"]},
+                {"metric":{"job":"b"},"value":[1800000000,"1799999980"]}]}}"#;
+            let server = tokio::spawn(one_request(listener, body));
+            let mut c = config(format!("http://{addr}"));
+            c.freshness_query = "max by (job) (timestamp(up))".into();
+            c.query_offset = offset.map(|o| Duration::try_new(o).unwrap());
+            let src = PrometheusSource::new(&c).unwrap();
+            assert_eq!(src.frontier(now).await, Some(want), "offset {offset:?}");
+            let head = server.await.unwrap();
+            assert!(head.starts_with("GET /api/v1/query?"), "{head}");
+            assert!(head.contains("timestamp%28up%29"), "{head}");
+        }
+
+        // An answer that is not a sample time (an empty result, a count) is ignored.
+        for body in [
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#,
+            r#"{"status":"success","data":{"resultType":"scalar","result":[1800000000,"42"]}}"#,
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = tokio::spawn(one_request(listener, body));
+            let mut c = config(format!("http://{addr}"));
+            c.freshness_query = "max(timestamp(up))".into();
+            let src = PrometheusSource::new(&c).unwrap();
+            assert_eq!(src.frontier(now).await, None, "{body}");
+            server.await.unwrap();
+        }
     }
 
     /// Reads one request head from `conn`; `false` when the connection closed first.
