@@ -771,6 +771,13 @@ fn entry_from(
                 latest: sv.latest,
                 floor_applied: sv.floor_applied,
                 tolerance_factor: sv.factor,
+                calibration: d.calibration.map(|c| crate::snapshot::CalibrationDoc {
+                    outcomes: c.outcomes,
+                    model_peak: c.model_peak,
+                    recent_level: c.recent_level,
+                    base: c.base,
+                    offset: c.offset.is_finite().then_some(c.offset),
+                }),
             }),
         },
     }

@@ -45,6 +45,9 @@ enum Command {
     /// Replay recorded traces through the HPA and node-provisioning model: reactive vs
     /// predictive vs oracle.
     Backtest(cmd::backtest::Args),
+    /// Explain how each served value came about, from a running server
+    /// (`--server`) or offline over a recording (`--config` + `--input`).
+    Explain(cmd::explain::Args),
     /// Print a shell completion script (e.g. `prescale completions bash >
     /// /etc/bash_completion.d/prescale`).
     Completions {
@@ -77,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::Record(args) => cmd::record::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Backtest(args) => cmd::backtest::run(args),
+        Command::Explain(args) => cmd::explain::run(args),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "prescale", &mut out);

@@ -113,6 +113,25 @@ pub struct Why {
     pub floor_applied: bool,
     /// `1 + hpa_tolerance`: what the value was multiplied by for the HPA's band.
     pub tolerance_factor: f64,
+    /// How the quantile's band was calibrated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationDoc>,
+}
+
+/// [`crate::plan::Calibration`] in the wire's camelCase.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CalibrationDoc {
+    /// Past peak forecasts with a known outcome that set the offset (0: the model's own band).
+    pub outcomes: usize,
+    /// The model's largest mean forecast over the lead time.
+    pub model_peak: f64,
+    /// The recent level (median of the last minute) the band stands on at least.
+    pub recent_level: Option<f64>,
+    /// Where the band stands: the larger of the two.
+    pub base: f64,
+    /// The served quantile's offset above `base`.
+    pub offset: Option<f64>,
 }
 
 /// Everything one signal serves.

@@ -1,5 +1,5 @@
-//! The binary's `serve` with no configuration (bundled traces, from any directory)
-//! and `record` against a real Prometheus.
+//! The binary's `serve` with no configuration (bundled traces, from any directory),
+//! `explain` against that server and offline, and `record` against a real Prometheus.
 
 mod common;
 
@@ -58,6 +58,114 @@ async fn serve_without_arguments_serves_the_bundled_traces() {
     assert!(items[0]["metricLabels"]["trace"].is_string());
     let value = prescale::api::quantity::parse(items[0]["value"].as_str().unwrap()).unwrap();
     assert!(value.is_finite() && value >= 0.0);
+
+    // `explain` reads the same server's /debug/signals and says how the value came about.
+    let metric = items[0]["metricName"].as_str().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["explain", "--server", &format!("http://{plain}")])
+        .args(["--signal", metric])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.starts_with(&format!("{metric}{{trace=")), "{text}");
+    assert!(
+        text.contains(": ok, serving ") && text.contains("\n  rule: 1.1 × max(q0.9 forecast "),
+        "{text}"
+    );
+    assert!(text.contains("\n  band: stands on "), "{text}");
+    let out = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args([
+            "explain",
+            "--server",
+            &format!("http://{plain}"),
+            "--signal",
+            "nope",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("404") && err.contains(metric), "{err}");
+}
+
+#[test]
+fn explain_offline_runs_a_configured_signal_over_a_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prescale.yaml");
+    std::fs::write(
+        &config,
+        "prometheus:\n  url: http://127.0.0.1:9090\nsignals:\n  - name: cpu\n    query: cpu\n    step: 5m\n    history: 7d\n    lead_time: 15m\n  - name: other\n    query: other\n",
+    )
+    .unwrap();
+    let trace = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/nab_ec2_cpu_utilization_5f5533.csv"
+    );
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_prescale"))
+            .args(["explain", "--config"])
+            .arg(&config)
+            .args(["--input", trace])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--signal", "cpu"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The last point of the trace (2014-02-28 14:20, 37.718) is "now".
+    assert!(text.starts_with("cpu{}: ok, serving "), "{text}");
+    assert!(
+        text.contains("observed 37.718 at 2014-02-28T14:20:00Z (0 s ago)"),
+        "{text}"
+    );
+    assert!(text.contains("rule: 1.1 × max(q0.9 forecast "), "{text}");
+    // Started before the end, as a running server: the band has peak outcomes.
+    assert!(
+        text.contains(" past peak forecasts of this series"),
+        "{text}"
+    );
+    assert!(
+        text.contains("forecast over the lead time (3 step(s), every 300 s): "),
+        "{text}"
+    );
+
+    let out = run(&["--signal", "cpu", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &doc["metrics"][0]["series"][0];
+    let why = &s["why"];
+    assert_eq!(why["quantile"], 0.9);
+    assert_eq!(why["stepsDue"], 3);
+    assert!(
+        why["calibration"]["outcomes"].as_u64().unwrap() > 0,
+        "{why}"
+    );
+    let served = s["servedValue"].as_f64().unwrap();
+    let peak = why["forecastPeak"].as_f64().unwrap().max(37.718);
+    assert!(
+        (served - 1.1 * peak).abs() < 1e-9,
+        "{served} vs 1.1 × {peak}"
+    );
+
+    // Two signals and none named: which one is asked for.
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("name one with --signal"),
+        "{err}"
+    );
+    let out = run(&["--signal", "nope"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must be one of cpu, other"), "{err}");
 }
 
 #[test]

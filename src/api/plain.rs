@@ -67,6 +67,7 @@ struct MetricDoc<'a> {
 #[serde(rename_all = "camelCase")]
 struct SeriesDoc<'a> {
     labels: &'a Labels,
+    /// The status a request would see now (a value past its expiry is stale).
     status: &'static str,
     reason: &'a Option<String>,
     model: &'a str,
@@ -74,6 +75,11 @@ struct SeriesDoc<'a> {
     backtest_mase: Option<f64>,
     latest: Option<f64>,
     observed_at: String,
+    /// How old the newest grid point is.
+    age_seconds: f64,
+    /// Until the value stops being served (503) unless a refresh renews it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in_seconds: Option<f64>,
     window_seconds: u64,
     forecast_mean: &'a [f64],
     forecast_quantile: &'a [f64],
@@ -82,6 +88,7 @@ struct SeriesDoc<'a> {
     served_value: f64,
     served_quantity: Option<String>,
     /// How the served value came about, in words and parts (absent while warming).
+    #[serde(skip_serializing_if = "Option::is_none")]
     why: Option<&'a crate::snapshot::Why>,
     /// Shadow mode: `servedValue` is the latest observation and this is what the
     /// forecast would have served.
@@ -89,18 +96,50 @@ struct SeriesDoc<'a> {
     shadow_would_serve: Option<f64>,
 }
 
-/// `GET /debug/signals`: per metric and series, the status, the model and its
-/// last fit and backtest score, the latest observation, the forecast path and the
-/// value served — what a platform engineer reads before trusting a scale-up.
-pub async fn signals(State(state): State<AppState>) -> Response {
-    let snapshot = state.shared.load();
-    let ready = state.shared.is_ready();
+/// The query of `/debug/signals`: one signal, and series by label selector.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+pub struct SignalsQuery {
+    /// Only this signal (metric name).
+    pub signal: Option<String>,
+    /// Only the series this label selector matches (`queue=jobs,vhost!=test`).
+    pub series: Option<String>,
+}
+
+/// The `/debug/signals` document of `snapshot` at `now_ms`, narrowed by `query`:
+/// per metric and series, the status, the model and its last fit and backtest
+/// score, the latest observation and its age, the forecast path and the value
+/// served with how it came about. `prescale explain` prints the same document.
+///
+/// # Errors
+/// 400 for a bad selector, 404 for a signal that is not served.
+pub fn signals_doc(
+    snapshot: &crate::snapshot::Snapshot,
+    ready: bool,
+    now_ms: i64,
+    query: &SignalsQuery,
+) -> Result<serde_json::Value, Error> {
+    let selector = match query.series.as_deref() {
+        Some(text) => Some(
+            super::selector::parse(text).map_err(|e| Error::BadRequest(format!("series: {e}")))?,
+        ),
+        None => None,
+    };
+    if let Some(name) = &query.signal {
+        if !snapshot.metrics.contains_key(name) {
+            let known: Vec<&str> = snapshot.metrics.keys().map(String::as_str).collect();
+            return Err(Error::NotFound(format!(
+                "signal {name:?} is not served; served: {}",
+                known.join(", ")
+            )));
+        }
+    }
     let doc = SignalsDoc {
         ready,
         published: ready.then(|| rfc3339(snapshot.published_ms)),
         metrics: snapshot
             .metrics
             .iter()
+            .filter(|(name, _)| query.signal.as_ref().is_none_or(|s| s == *name))
             .map(|(name, entry)| MetricDoc {
                 name,
                 namespaces: &entry.namespaces,
@@ -109,15 +148,19 @@ pub async fn signals(State(state): State<AppState>) -> Response {
                 series: entry
                     .series
                     .iter()
+                    .filter(|s| selector.as_ref().is_none_or(|sel| sel.matches(&s.labels)))
                     .map(|s| SeriesDoc {
                         labels: &s.labels,
-                        status: status_label(s.status),
+                        status: status_label(s.status_at(now_ms)),
                         reason: &s.detail.reason,
                         model: &s.detail.model,
                         last_fit: s.detail.last_fit_ms.map(rfc3339),
                         backtest_mase: s.detail.backtest_mase,
                         latest: s.detail.latest,
                         observed_at: rfc3339(s.timestamp_ms),
+                        age_seconds: (now_ms - s.timestamp_ms) as f64 / 1_000.0,
+                        expires_in_seconds: (s.expires_ms != i64::MAX)
+                            .then(|| (s.expires_ms - now_ms) as f64 / 1_000.0),
                         window_seconds: s.window_s,
                         forecast_mean: &s.detail.forecast_mean,
                         forecast_quantile: &s.detail.forecast_quantile,
@@ -132,8 +175,27 @@ pub async fn signals(State(state): State<AppState>) -> Response {
             })
             .collect(),
     };
-    match serde_json::to_vec_pretty(&doc) {
+    serde_json::to_value(&doc).map_err(|e| Error::Internal(format!("encoding /debug/signals: {e}")))
+}
+
+/// `GET /debug/signals[?signal=NAME][&series=SELECTOR]`: [`signals_doc`] now —
+/// what a platform engineer reads before trusting a scale-up.
+pub async fn signals(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<SignalsQuery>,
+) -> Response {
+    let snapshot = state.shared.load();
+    let doc = signals_doc(
+        &snapshot,
+        state.shared.is_ready(),
+        state.clock.now_ms(),
+        &query,
+    );
+    match doc.and_then(|d| {
+        serde_json::to_vec_pretty(&d)
+            .map_err(|e| Error::Internal(format!("encoding /debug/signals: {e}")))
+    }) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => Error::Internal(format!("encoding /debug/signals: {e}")).into_response(),
+        Err(e) => e.into_response(),
     }
 }

@@ -1295,6 +1295,58 @@ async fn debug_signals_explain_every_series() {
 }
 
 #[tokio::test]
+async fn debug_signals_narrow_to_a_signal_and_series_and_say_how_stale() {
+    let mut entry = snapshot().metrics["queue_depth"].clone();
+    entry.series[0].expires_ms = T0 + 90_000;
+    let now = T0 + 30_000;
+    let url = "/debug/signals?signal=queue_depth&series=queue%20in%20(orders,audit)";
+    let a = send(plain_router(state_at(entry.clone(), now)), get(url)).await;
+    assert_eq!(a.code, StatusCode::OK, "{}", a.body);
+    let metrics = a.body["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 1);
+    let series = metrics[0]["series"].as_array().unwrap();
+    let names: Vec<&str> = series
+        .iter()
+        .map(|s| s["labels"]["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["orders", "audit"]);
+    assert_eq!(series[0]["ageSeconds"], 30.0);
+    assert_eq!(series[0]["expiresInSeconds"], 60.0);
+    assert!(series[1].get("expiresInSeconds").is_none(), "never expires");
+    // Past its expiry the status is what a request would get: failed (503).
+    let a = send(
+        plain_router(state_at(entry.clone(), T0 + 100_000)),
+        get(url),
+    )
+    .await;
+    assert_eq!(a.body["metrics"][0]["series"][0]["status"], "failed");
+    assert_eq!(a.body["metrics"][0]["series"][0]["expiresInSeconds"], -10.0);
+
+    let a = send(
+        plain_router(state_at(entry.clone(), now)),
+        get("/debug/signals?signal=nope"),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::NOT_FOUND);
+    assert!(
+        a.body["message"].as_str().unwrap().contains("queue_depth"),
+        "{}",
+        a.body
+    );
+    let a = send(
+        plain_router(state_at(entry, now)),
+        get("/debug/signals?series=queue%20in%20("),
+    )
+    .await;
+    assert_eq!(a.code, StatusCode::BAD_REQUEST);
+    assert!(
+        a.body["message"].as_str().unwrap().starts_with("series: "),
+        "{}",
+        a.body
+    );
+}
+
+#[tokio::test]
 async fn auth_none_refuses_a_non_loopback_bind() {
     let (cert_pem, key_pem) = super::tls::self_signed(&[]).unwrap();
     let settings = super::Settings::new(

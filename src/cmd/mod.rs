@@ -38,6 +38,7 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
 pub mod backtest;
 pub mod check_config;
 pub mod eval;
+pub mod explain;
 pub mod forecast;
 mod frontier_report;
 pub mod nodepools;

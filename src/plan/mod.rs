@@ -90,6 +90,25 @@ pub struct Served {
     pub factor: f64,
 }
 
+/// How the band of the served quantile was set ([`peak`]): it stands on the
+/// largest mean forecast over the lead time, or on the recent level when that is
+/// higher (with the reactive floor), and reaches up by the quantile of this series'
+/// own recent peak errors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Calibration {
+    /// Past peak forecasts whose outcome is known and that set the offset (0: the
+    /// model's own quantile, as no outcome is known yet).
+    pub outcomes: usize,
+    /// The model's largest mean forecast over the lead time.
+    pub model_peak: f64,
+    /// The recent level the band stands on at least (with the reactive floor).
+    pub recent_level: Option<f64>,
+    /// Where the band stands: the larger of the two.
+    pub base: f64,
+    /// The served quantile's offset above `base` (`NAN` when not among the levels).
+    pub offset: f64,
+}
+
 impl Served {
     /// The rule in words, e.g. `1.1 × max(q0.9 forecast 128.25 at step 1 of 1,
     /// latest 18) = 141.08`.

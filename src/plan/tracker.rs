@@ -77,6 +77,8 @@ pub struct Decision {
     pub step_ms: i64,
     /// How `value` came about (`None` while warming: it is the latest observation).
     pub served: Option<super::Served>,
+    /// How the served quantile's band was calibrated (`None` while warming).
+    pub calibration: Option<super::Calibration>,
 }
 
 impl Decision {
@@ -427,7 +429,7 @@ impl Tracker {
                 } else {
                     None
                 };
-                let fc = self.calibrate(fc, policy.lead_steps, floor);
+                let (fc, calibration) = self.calibrate(fc, policy.lead_steps, floor);
                 let (origin_ms, step_ms) = self.origin(now_ms);
                 let mut d = Decision {
                     value: None,
@@ -440,6 +442,7 @@ impl Tracker {
                     origin_ms,
                     step_ms,
                     served: None,
+                    calibration,
                 };
                 d.served = d.explain_at(&policy, now_ms);
                 d.value = d.served.map(|s| s.value);
@@ -455,7 +458,12 @@ impl Tracker {
     /// Replaces the quantile paths by the mean plus offsets calibrated on this
     /// series' recent peak errors ([`super::peak`]), and registers the forecast so
     /// that its own error is recorded once the lead time has passed.
-    fn calibrate(&mut self, mut fc: Forecast, lead: usize, floor: Option<f64>) -> Forecast {
+    fn calibrate(
+        &mut self,
+        mut fc: Forecast,
+        lead: usize,
+        floor: Option<f64>,
+    ) -> (Forecast, Option<super::Calibration>) {
         let lead = lead.max(1).min(fc.mean.len());
         let peak = |v: &[f64]| {
             v[..lead]
@@ -466,7 +474,7 @@ impl Tracker {
         };
         let model_peak = peak(&fc.mean);
         if !model_peak.is_finite() {
-            return fc;
+            return (fc, None);
         }
         // With the reactive floor on, what is served is never below the latest
         // observation, so the band is calibrated on top of the floored mean.
@@ -490,6 +498,18 @@ impl Tracker {
             })
             .collect();
         let offsets = self.peaks.offsets(&levels, peak_mean, &prior);
+        let q = self.settings.policy.quantile;
+        let calibration = super::Calibration {
+            outcomes: self.peaks.len(),
+            model_peak,
+            recent_level: floor,
+            base: peak_mean,
+            offset: levels
+                .iter()
+                .zip(&offsets)
+                .find(|(l, _)| (**l - q).abs() < 1e-12)
+                .map_or(f64::NAN, |(_, o)| *o),
+        };
         let base = |m: f64| floor.map_or(m, |f| m.max(f));
         for (path, off) in fc.quantiles.iter_mut().zip(offsets) {
             for (v, m) in path.values.iter_mut().zip(&fc.mean) {
@@ -498,7 +518,7 @@ impl Tracker {
                 *v = (base(*m) + off).max(floor);
             }
         }
-        fc
+        (fc, Some(calibration))
     }
 
     /// The value to plan with `steps` steps ahead (node pools look further ahead
@@ -538,6 +558,7 @@ impl Tracker {
             origin_ms: 0,
             step_ms: self.settings.step_ms,
             served: None,
+            calibration: None,
         }
     }
 
