@@ -95,7 +95,6 @@ pub struct SeriesDetail {
 /// How a served value came about, in words and in its parts: the rule of
 /// [`crate::plan::serve`] applied at the moment the value was decided.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct Why {
     /// The rule in words, e.g. `1.1 × max(q0.9 forecast 128.25 at step 1 of 1, latest 18) = 141.08`.
     pub text: String,
@@ -118,9 +117,8 @@ pub struct Why {
     pub calibration: Option<CalibrationDoc>,
 }
 
-/// [`crate::plan::Calibration`] in the wire's camelCase.
+/// [`crate::plan::Calibration`] as `/debug/signals` shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
 pub struct CalibrationDoc {
     /// Past peak forecasts with a known outcome that set the offset (0: the model's own band).
     pub outcomes: usize,

@@ -1,5 +1,7 @@
 //! `prescale backtest` end to end: the real binary on small traces.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -54,6 +56,8 @@ fn replays_a_trace_and_ends_with_one_json_object() {
         String::from_utf8_lossy(&out.stderr)
     );
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bad = common::json::non_snake_keys(&doc);
+    assert!(bad.is_empty(), "not snake_case: {bad:?}");
     for s in ["reactive", "predictive", "oracle"] {
         let m = &doc["aggregate"][s];
         for k in [

@@ -141,16 +141,18 @@ fn explain_offline_runs_a_configured_signal_over_a_recording() {
 
     let out = run(&["--signal", "cpu", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bad = common::json::non_snake_keys(&doc);
+    assert!(bad.is_empty(), "not snake_case: {bad:?}");
     let s = &doc["metrics"][0]["series"][0];
     let why = &s["why"];
     assert_eq!(why["quantile"], 0.9);
-    assert_eq!(why["stepsDue"], 3);
+    assert_eq!(why["steps_due"], 3);
     assert!(
         why["calibration"]["outcomes"].as_u64().unwrap() > 0,
         "{why}"
     );
-    let served = s["servedValue"].as_f64().unwrap();
-    let peak = why["forecastPeak"].as_f64().unwrap().max(37.718);
+    let served = s["served_value"].as_f64().unwrap();
+    let peak = why["forecast_peak"].as_f64().unwrap().max(37.718);
     assert!(
         (served - 1.1 * peak).abs() < 1e-9,
         "{served} vs 1.1 × {peak}"

@@ -1,5 +1,7 @@
 //! The `forecast` and `eval` commands, run as a user runs them.
 
+mod common;
+
 use std::process::Command;
 
 fn prescale(args: &[&str]) -> (bool, String, String) {
@@ -49,6 +51,8 @@ fn forecast_json_has_monotone_quantiles() {
         assert!(qs.windows(2).all(|w| w[0] <= w[1]), "{p}");
     }
     assert!(v["report"]["model"].as_str().is_some());
+    let bad = common::json::non_snake_keys(&v);
+    assert!(bad.is_empty(), "not snake_case: {bad:?}");
 }
 
 #[test]

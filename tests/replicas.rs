@@ -105,17 +105,17 @@ async fn served(
     for metric in doc["metrics"].as_array().into_iter().flatten() {
         for s in metric["series"].as_array().into_iter().flatten() {
             let key = format!("{}{}", metric["name"], s["labels"]);
-            let at = s["observedAt"].as_str().expect("observedAt").to_string();
+            let at = s["observed_at"].as_str().expect("observed_at").to_string();
             // Everything that is a function of the data; not the wall-clock fit
             // time nor the rolling one-step score (it depends on uptime).
             let value = serde_json::json!({
                 "status": s["status"],
                 "model": s["model"],
                 "latest": s["latest"],
-                "forecastMean": s["forecastMean"],
-                "forecastQuantile": s["forecastQuantile"],
-                "servedValue": s["servedValue"],
-                "servedQuantity": s["servedQuantity"],
+                "forecast_mean": s["forecast_mean"],
+                "forecast_quantile": s["forecast_quantile"],
+                "served_value": s["served_value"],
+                "served_quantity": s["served_quantity"],
             });
             out.insert(key, (at, value));
         }
@@ -172,7 +172,9 @@ async fn two_replicas_serve_the_same_values_for_the_same_grid_time() {
                 let vb = &b[key].1;
                 assert_eq!(va, vb, "{key} at {at}: replicas differ");
                 assert!(
-                    va["forecastMean"].as_array().is_some_and(|f| !f.is_empty()),
+                    va["forecast_mean"]
+                        .as_array()
+                        .is_some_and(|f| !f.is_empty()),
                     "{key}: no forecast to compare: {va}"
                 );
             }

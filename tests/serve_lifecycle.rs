@@ -126,7 +126,7 @@ async fn signals(plain: SocketAddr) -> Vec<(String, Option<String>, Vec<(String,
                 .map(|s| {
                     (
                         s["status"].as_str().unwrap().to_string(),
-                        s["lastFit"].as_str().unwrap_or_default().to_string(),
+                        s["last_fit"].as_str().unwrap_or_default().to_string(),
                     )
                 })
                 .collect();

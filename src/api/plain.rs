@@ -43,7 +43,6 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct SignalsDoc<'a> {
     ready: bool,
     published: Option<String>,
@@ -51,7 +50,6 @@ struct SignalsDoc<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct MetricDoc<'a> {
     name: &'a str,
     namespaces: &'a Option<Vec<String>>,
@@ -64,7 +62,6 @@ struct MetricDoc<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct SeriesDoc<'a> {
     labels: &'a Labels,
     /// The status a request would see now (a value past its expiry is stale).

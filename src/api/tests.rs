@@ -1277,21 +1277,80 @@ async fn debug_signals_explain_every_series() {
     assert_eq!(s["labels"], json!({"queue": "payments"}));
     assert_eq!(s["status"], "stale");
     assert_eq!(s["model"], "holt-winters");
-    assert_eq!(s["lastFit"], "2026-09-21T14:03:20Z");
-    assert_eq!(s["backtestMase"], 0.42);
+    assert_eq!(s["last_fit"], "2026-09-21T14:03:20Z");
+    assert_eq!(s["backtest_mase"], 0.42);
     assert!((s["latest"].as_f64().unwrap() - 0.765).abs() < 1e-9);
-    assert_eq!(s["forecastMean"], json!([1.0, 2.0]));
-    assert_eq!(s["forecastQuantile"], json!([1.5, 2.5]));
-    assert_eq!(s["forecastLower"], json!([0.5, 1.0]));
-    assert_eq!(s["forecastUpper"], json!([1.5, 2.5]));
-    assert_eq!(s["servedValue"], 0.85);
-    assert_eq!(s["servedQuantity"], "850m");
+    assert_eq!(s["forecast_mean"], json!([1.0, 2.0]));
+    assert_eq!(s["forecast_quantile"], json!([1.5, 2.5]));
+    assert_eq!(s["forecast_lower"], json!([0.5, 1.0]));
+    assert_eq!(s["forecast_upper"], json!([1.5, 2.5]));
+    assert_eq!(s["served_value"], 0.85);
+    assert_eq!(s["served_quantity"], "850m");
     assert_eq!(
         queue["series"][3]["reason"],
         "prometheus unreachable for 10m"
     );
     let cpu = metrics.iter().find(|m| m["name"] == "cpu").unwrap();
     assert_eq!(cpu["namespaces"], json!(["shop"]));
+}
+
+/// Keys of a JSON document that are not snake_case (label maps hold data, not keys).
+pub(crate) fn non_snake_keys(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                if k.chars().any(|c| c.is_ascii_uppercase() || c == '-') {
+                    out.push(format!("{at}.{k}"));
+                }
+                if k != "labels" {
+                    non_snake_keys(v, &format!("{at}.{k}"), out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                non_snake_keys(v, &format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn debug_signals_keys_are_snake_case_as_the_cli_json() {
+    let mut snap = snapshot();
+    let entry = snap.metrics.get_mut("queue_depth").unwrap();
+    entry.series[0].detail.why = Some(crate::snapshot::Why {
+        text: "1.1 × max(q0.9 forecast 2.5 at step 2 of 2, latest 10.8) = 11.88".into(),
+        quantile: 0.9,
+        steps_due: 2,
+        forecast_peak: Some(2.5),
+        peak_step: Some(2),
+        latest: Some(10.8),
+        floor_applied: true,
+        tolerance_factor: 1.1,
+        calibration: Some(crate::snapshot::CalibrationDoc {
+            outcomes: 3,
+            model_peak: 2.0,
+            recent_level: Some(10.8),
+            base: 10.8,
+            offset: Some(0.5),
+        }),
+    });
+    entry.series[0].detail.shadow = true;
+    let doc = crate::api::plain::signals_doc(&snap, true, T0, &Default::default()).unwrap();
+    let mut bad = Vec::new();
+    non_snake_keys(&doc, "", &mut bad);
+    assert!(bad.is_empty(), "not snake_case: {bad:?}");
+    let queue = doc["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "queue_depth")
+        .unwrap();
+    let s = &queue["series"][0];
+    assert_eq!(s["why"]["calibration"]["recent_level"], 10.8, "{s}");
+    assert_eq!(s["shadow_would_serve"], 12.0, "{s}");
 }
 
 #[tokio::test]
@@ -1310,9 +1369,12 @@ async fn debug_signals_narrow_to_a_signal_and_series_and_say_how_stale() {
         .map(|s| s["labels"]["queue"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["orders", "audit"]);
-    assert_eq!(series[0]["ageSeconds"], 30.0);
-    assert_eq!(series[0]["expiresInSeconds"], 60.0);
-    assert!(series[1].get("expiresInSeconds").is_none(), "never expires");
+    assert_eq!(series[0]["age_seconds"], 30.0);
+    assert_eq!(series[0]["expires_in_seconds"], 60.0);
+    assert!(
+        series[1].get("expires_in_seconds").is_none(),
+        "never expires"
+    );
     // Past its expiry the status is what a request would get: failed (503).
     let a = send(
         plain_router(state_at(entry.clone(), T0 + 100_000)),
@@ -1320,7 +1382,10 @@ async fn debug_signals_narrow_to_a_signal_and_series_and_say_how_stale() {
     )
     .await;
     assert_eq!(a.body["metrics"][0]["series"][0]["status"], "failed");
-    assert_eq!(a.body["metrics"][0]["series"][0]["expiresInSeconds"], -10.0);
+    assert_eq!(
+        a.body["metrics"][0]["series"][0]["expires_in_seconds"],
+        -10.0
+    );
 
     let a = send(
         plain_router(state_at(entry.clone(), now)),

@@ -247,16 +247,16 @@ fn render_series(name: &str, s: &Value) -> String {
     let mut lines = vec![format!(
         "{name}{labels}: {}, serving {} ({})",
         s["status"].as_str().unwrap_or("?"),
-        opt(&s["servedValue"]),
-        s["servedQuantity"].as_str().unwrap_or("-"),
+        opt(&s["served_value"]),
+        s["served_quantity"].as_str().unwrap_or("-"),
     )];
     let mut seen = format!(
         "  observed {} at {} ({} s ago)",
         opt(&s["latest"]),
-        s["observedAt"].as_str().unwrap_or("?"),
-        opt(&s["ageSeconds"]),
+        s["observed_at"].as_str().unwrap_or("?"),
+        opt(&s["age_seconds"]),
     );
-    if let Some(e) = num(&s["expiresInSeconds"]) {
+    if let Some(e) = num(&s["expires_in_seconds"]) {
         if e >= 0.0 {
             seen.push_str(&format!(
                 "; served for {} s more unless refreshed",
@@ -270,14 +270,14 @@ fn render_series(name: &str, s: &Value) -> String {
     if let Some(r) = s["reason"].as_str() {
         lines.push(format!("  reason: {r}"));
     }
-    let mase = num(&s["backtestMase"]).map_or_else(
+    let mase = num(&s["backtest_mase"]).map_or_else(
         || "no rolling score yet".to_string(),
         |m| format!("rolling one-step MASE {}", fmt_num(m)),
     );
     lines.push(format!(
         "  model {}, last fitted {}, {mase}",
         s["model"].as_str().unwrap_or("?"),
-        s["lastFit"].as_str().unwrap_or("never"),
+        s["last_fit"].as_str().unwrap_or("never"),
     ));
     let why = &s["why"];
     if why.is_object() {
@@ -293,20 +293,20 @@ fn render_series(name: &str, s: &Value) -> String {
             lines.push(format!(
                 "  band: stands on {} (model peak {}, recent level {}); q{} offset {} from {from}",
                 opt(&c["base"]),
-                opt(&c["modelPeak"]),
-                opt(&c["recentLevel"]),
+                opt(&c["model_peak"]),
+                opt(&c["recent_level"]),
                 opt(&why["quantile"]),
                 num(&c["offset"]).map_or_else(|| "none".to_string(), |o| format!("{o:+.4}")),
             ));
         }
-        if let Some(path) = s["forecastQuantile"].as_array() {
-            let due = why["stepsDue"].as_u64().unwrap_or(0) as usize;
+        if let Some(path) = s["forecast_quantile"].as_array() {
+            let due = why["steps_due"].as_u64().unwrap_or(0) as usize;
             let steps: Vec<String> = path.iter().take(due.max(1)).map(opt).collect();
             lines.push(format!(
                 "  q{} forecast over the lead time ({} step(s), every {} s): {}",
                 opt(&why["quantile"]),
                 due,
-                opt(&s["windowSeconds"]),
+                opt(&s["window_seconds"]),
                 steps.join(" ")
             ));
         }
@@ -314,7 +314,7 @@ fn render_series(name: &str, s: &Value) -> String {
         lines
             .push("  warming: serving the latest observation until there is enough history".into());
     }
-    if let Some(w) = num(&s["shadowWouldServe"]) {
+    if let Some(w) = num(&s["shadow_would_serve"]) {
         lines.push(format!(
             "  shadow mode: the latest is served; the forecast would serve {}",
             fmt_num(w)

@@ -2,4 +2,5 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod json;
 pub mod prometheus;
