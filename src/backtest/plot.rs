@@ -30,6 +30,34 @@ const MARGIN_BOTTOM: u32 = 40;
 /// Where the legend starts, counted from the right edge.
 const LEGEND_FROM_RIGHT: i32 = 300;
 
+/// Round tick positions from 0 to at most `max`: a step of 1, 2 or 5 times a power
+/// of ten giving 3 to 6 ticks, and how many decimals its labels need.
+fn ticks(max: f64) -> (Vec<f64>, usize) {
+    if !(max.is_finite() && max > 0.0) {
+        return (vec![0.0], 0);
+    }
+    let raw = max / 4.0;
+    let power = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * power)
+        .find(|s| *s >= raw)
+        .unwrap_or(10.0 * power);
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    let n = (max / step + 1e-9).floor() as usize;
+    ((0..=n).map(|k| k as f64 * step).collect(), decimals)
+}
+
+/// Width in pixels a label of `chars` characters takes at `size` (sans-serif
+/// averages about 0.6 em per character).
+fn text_width(chars: usize, size: u32) -> f64 {
+    0.6 * f64::from(size) * chars as f64
+}
+
 fn colour(s: Strategy) -> RGBColor {
     match s {
         Strategy::Reactive => RGBColor(214, 39, 40),
@@ -103,8 +131,7 @@ fn draw_inner<DB: DrawingBackend>(
             .margin_bottom(MARGIN_BOTTOM)
             .build_cartesian_2d(0.0..d.x_max, 0.0..d.y_max)?;
         let grey = RGBColor(220, 220, 220);
-        for k in 0..=4 {
-            let y = d.y_max * f64::from(k) / 4.0;
+        for y in ticks(d.y_max).0 {
             chart.draw_series(LineSeries::new([(0.0, y), (d.x_max, y)], grey))?;
         }
         chart.draw_series(LineSeries::new(
@@ -159,6 +186,9 @@ pub fn svg(result: &TraceResult) -> Result<String> {
             escape(s)
         ));
     };
+    let mut axis_names = String::new();
+    let (y_ticks, y_decimals) = ticks(d.y_max);
+    let (x_ticks, x_decimals) = ticks(d.x_max);
     for (i, (strategy, _)) in d.ready.iter().enumerate() {
         let top = f64::from(i as u32 * panel_h);
         let measures = result
@@ -193,34 +223,37 @@ pub fn svg(result: &TraceResult) -> Result<String> {
             12,
             &format!("ready ({})", strategy.as_str()),
         );
-        for k in 0..=4 {
-            let y = top + f64::from(MARGIN_TOP) + plot_h * (1.0 - f64::from(k) / 4.0);
+        for &v in &y_ticks {
+            let y = top + f64::from(MARGIN_TOP) + plot_h * (1.0 - v / d.y_max);
             label(
                 f64::from(MARGIN_LEFT) - 6.0,
                 y + 4.0,
                 "end",
                 11,
-                &format!("{:.0}", d.y_max * f64::from(k) / 4.0),
+                &format!("{v:.y_decimals$}"),
             );
         }
-        for k in 0..=5 {
-            let x = f64::from(MARGIN_LEFT) + plot_w * f64::from(k) / 5.0;
+        for &v in &x_ticks {
+            let s = format!("{v:.x_decimals$} h");
+            // Centred under its tick, but never past the picture's edges.
+            let half = text_width(s.chars().count(), 11) / 2.0;
+            let x = (f64::from(MARGIN_LEFT) + plot_w * v / d.x_max)
+                .clamp(half, f64::from(WIDTH) - half);
             label(
                 x,
                 top + f64::from(panel_h - MARGIN_BOTTOM) + 16.0,
                 "middle",
                 11,
-                &format!("{:.1} h", d.x_max * f64::from(k) / 5.0),
+                &s,
             );
         }
-        label(
-            14.0,
-            top + f64::from(MARGIN_TOP) + plot_h / 2.0,
-            "middle",
-            11,
-            "replicas",
-        );
+        // The axis name runs upwards along the axis, clear of the tick labels.
+        let (ax, ay) = (14.0, top + f64::from(MARGIN_TOP) + plot_h / 2.0);
+        axis_names.push_str(&format!(
+            "<text x=\"{ax:.1}\" y=\"{ay:.1}\" transform=\"rotate(-90 {ax:.1} {ay:.1})\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"11\">replicas</text>\n"
+        ));
     }
+    text.push_str(&axis_names);
     match buf.rfind("</svg>") {
         Some(end) => buf.insert_str(end, &text),
         None => return Err(Error::Plot("the SVG backend wrote no document".to_string())),

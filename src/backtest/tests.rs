@@ -372,6 +372,90 @@ fn plots_are_drawn_with_labels_in_svg() {
     assert!(svg.trim_end().ends_with("</svg>"));
 }
 
+/// The `<text>` elements of an SVG: (x, y, anchor, size, rotated, content).
+fn svg_labels(svg: &str) -> Vec<(f64, f64, String, u32, bool, String)> {
+    let attr = |tag: &str, name: &str| -> Option<String> {
+        let at = tag.find(&format!(" {name}=\""))? + name.len() + 3;
+        Some(tag[at..].split('"').next()?.to_string())
+    };
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|rest| {
+            let (tag, after) = rest.split_once('>')?;
+            let content = after.split("</text>").next()?.to_string();
+            Some((
+                attr(tag, "x")?.parse().ok()?,
+                attr(tag, "y")?.parse().ok()?,
+                attr(tag, "text-anchor")?,
+                attr(tag, "font-size")?.parse().ok()?,
+                tag.contains("rotate("),
+                content,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn plot_labels_stay_inside_the_picture_and_ticks_are_distinct() {
+    for (len, step_s, level) in [(120, 60, 2.2), (600, 300, 13.0), (2000, 60, 1234.0)] {
+        let v: Vec<f64> = (0..len)
+            .map(|i| level * (1.0 + (i % 20) as f64 / 20.0))
+            .collect();
+        let r = backtest("t", &series(step_s, v), &scenario(180)).unwrap();
+        let svg = plot::svg(&r).unwrap();
+        let labels = svg_labels(&svg);
+        assert!(labels.len() > 20, "{svg}");
+        for (x, y, anchor, size, rotated, s) in &labels {
+            let w = 0.6 * f64::from(*size) * s.chars().count() as f64;
+            if *rotated {
+                // Runs upwards: its length is vertical, centred on y.
+                assert!(*x - f64::from(*size) >= 0.0, "{s} at {x}");
+                assert!(
+                    *y - w / 2.0 >= 0.0 && *y + w / 2.0 <= f64::from(plot::HEIGHT),
+                    "{s}"
+                );
+                continue;
+            }
+            let (left, right) = match anchor.as_str() {
+                "start" => (*x, x + w),
+                "end" => (x - w, *x),
+                _ => (x - w / 2.0, x + w / 2.0),
+            };
+            assert!(
+                left >= 0.0 && right <= f64::from(plot::WIDTH),
+                "{s:?} spans {left:.0}..{right:.0} (level {level})"
+            );
+        }
+        // Tick labels of one panel (same y) are all different numbers.
+        let mut by_row: std::collections::BTreeMap<i64, Vec<&str>> = Default::default();
+        for (_, y, anchor, _, rotated, s) in &labels {
+            if anchor == "end" && !rotated {
+                by_row.entry(0).or_default();
+                let _ = y;
+            }
+            if anchor == "middle" && !rotated && s.ends_with(" h") {
+                by_row.entry(*y as i64).or_default().push(s);
+            }
+        }
+        for row in by_row.values() {
+            let set: std::collections::BTreeSet<&&str> = row.iter().collect();
+            assert_eq!(set.len(), row.len(), "x ticks repeat: {row:?}");
+        }
+        let y_ticks: Vec<&str> = labels
+            .iter()
+            .filter(|l| l.2 == "end" && !l.4)
+            .map(|l| l.5.as_str())
+            .collect();
+        let first_panel = &y_ticks[..y_ticks.len() / 3];
+        let set: std::collections::BTreeSet<&&str> = first_panel.iter().collect();
+        assert_eq!(
+            set.len(),
+            first_panel.len(),
+            "y ticks repeat: {first_panel:?}"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
 
