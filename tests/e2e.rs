@@ -20,7 +20,8 @@
 //! e. Prometheus paused (SIGSTOP) past `max_staleness` → the HPAs' `ScalingActive`
 //!    turns False; resumed (SIGCONT) → True again;
 //! f. `kubectl apply --dry-run=server -k` of every kustomization in deploy/ is accepted,
-//!    and so is the Helm chart rendered by `helm template` (tests/e2e/helm.rs).
+//!    and so is the Helm chart rendered by `helm template`, which also installs,
+//!    upgrades (keeping its self-signed certificate) and uninstalls (tests/e2e/helm.rs).
 //!
 //! Without the peer binaries (or etcd, prometheus) it skips with the reason, except
 //! with `CI=true`, where it fails. Run alone: `bash tests/e2e/peers.sh && cargo test --test e2e
@@ -908,10 +909,7 @@ async fn end_to_end_against_real_kubernetes_peers() {
 
     let mut report: Vec<(&str, Check)> = vec![
         ("f. kubectl apply --dry-run=server -k", f),
-        (
-            "f. helm template | kubectl apply --dry-run=server -f",
-            f_helm,
-        ),
+        ("f. Helm chart: dry-run, install, upgrade", f_helm),
     ];
 
     // a. APIServices Available, aggregated discovery Current.

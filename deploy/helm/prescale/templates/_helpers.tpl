@@ -90,21 +90,27 @@ the pod spec put in (see values.yaml, `config`).
 
 {{/*
 certificates.mode=selfSigned: the CA and serving pair as JSON {ca, crt, key}
-(base64 PEM). Reused from the existing Secret when Helm can see the cluster and
-the Secret is there (upgrades); generated otherwise. Each include of a generated
-pair is a new pair, so one template file includes it once and uses it for both
-the Secret and the caBundles.
+(base64 PEM), for the Secret, the caBundles and the pods' checksum/tls alike.
+Reused from the existing Secret when Helm can see the cluster and the Secret is
+there (upgrades); generated otherwise, once per render: the result is kept on
+the root context, which all templates of the chart share. Call it with the root
+context.
 */}}
 {{- define "prescale.selfSignedPair" -}}
+{{- if not (hasKey . "prescaleSelfSignedPair") -}}
+{{- $pair := "" -}}
 {{- $secret := lookup "v1" "Secret" .Release.Namespace (include "prescale.servingSecretName" .) -}}
 {{- $data := $secret.data | default dict -}}
 {{- if and (index $data "ca.crt") (index $data "tls.crt") (index $data "tls.key") -}}
-{{- dict "ca" (index $data "ca.crt") "crt" (index $data "tls.crt") "key" (index $data "tls.key") | toJson -}}
+{{- $pair = dict "ca" (index $data "ca.crt") "crt" (index $data "tls.crt") "key" (index $data "tls.key") | toJson -}}
 {{- else -}}
 {{- $days := int .Values.certificates.selfSigned.validityDays -}}
 {{- $ca := genCA (printf "%s-ca" (include "prescale.fullname" .)) $days -}}
 {{- $names := include "prescale.serviceDNSNames" . | fromJsonArray -}}
 {{- $cert := genSignedCert (first $names) nil $names $days $ca -}}
-{{- dict "ca" ($ca.Cert | b64enc) "crt" ($cert.Cert | b64enc) "key" ($cert.Key | b64enc) | toJson -}}
+{{- $pair = dict "ca" ($ca.Cert | b64enc) "crt" ($cert.Cert | b64enc) "key" ($cert.Key | b64enc) | toJson -}}
 {{- end -}}
+{{- $_ := set . "prescaleSelfSignedPair" $pair -}}
+{{- end -}}
+{{- get . "prescaleSelfSignedPair" -}}
 {{- end -}}
