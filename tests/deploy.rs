@@ -5,9 +5,12 @@
 //! accepts), the examples against the base config, and the Grafana dashboard's
 //! PromQL against the self-metrics of a running `prescale serve`.
 //!
-//! Needs kubectl (skipped with a message when it is missing).
+//! Needs kubectl (skipped with a message when it is missing). The Helm chart
+//! (deploy/helm/prescale) is compared with these installs in deploy/helm.rs.
 
 mod common;
+#[path = "deploy/helm.rs"]
+mod helm;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

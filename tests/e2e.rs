@@ -19,7 +19,9 @@
 //!    CapacityBuffer is written, and prescale's log shows no forbidden call;
 //! e. Prometheus paused (SIGSTOP) past `max_staleness` → the HPAs' `ScalingActive`
 //!    turns False; resumed (SIGCONT) → True again;
-//! f. `kubectl apply --dry-run=server -k` of every kustomization in deploy/ is accepted.
+//! f. `kubectl apply --dry-run=server -k` of every kustomization in deploy/ is accepted,
+//!    and so is the Helm chart rendered by `helm template`, which also installs,
+//!    upgrades (keeping its self-signed certificate) and uninstalls (tests/e2e/helm.rs).
 //!
 //! Without the peer binaries (or etcd, prometheus) it skips with the reason, except
 //! with `CI=true`, where it fails. Run alone: `bash tests/e2e/peers.sh && cargo test --test e2e
@@ -27,6 +29,8 @@
 //! temporary directory (PKI, kubeconfigs, every process's log) when a check fails.
 
 mod common;
+#[path = "e2e/helm.rs"]
+mod helm;
 #[path = "support/pki.rs"]
 mod pki;
 
@@ -810,6 +814,7 @@ async fn end_to_end_against_real_kubernetes_peers() {
     // before prescale is registered (the dev overlay's insecureSkipTLSVerify may not
     // meet the caBundle this test sets on the live APIServices).
     let f = check_kustomizations(&cluster);
+    let f_helm = helm::check(&cluster);
 
     // prescale's own identity: a TokenRequest for its ServiceAccount.
     let token = cluster
@@ -902,7 +907,10 @@ async fn end_to_end_against_real_kubernetes_peers() {
         stop.clone(),
     ));
 
-    let mut report: Vec<(&str, Check)> = vec![("f. kubectl apply --dry-run=server -k", f)];
+    let mut report: Vec<(&str, Check)> = vec![
+        ("f. kubectl apply --dry-run=server -k", f),
+        ("f. Helm chart: dry-run, install, upgrade", f_helm),
+    ];
 
     // a. APIServices Available, aggregated discovery Current.
     report.push(("a. APIServices Available", check_available(&cluster).await));

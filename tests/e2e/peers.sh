@@ -5,10 +5,18 @@
 #
 #   ${PRESCALE_PEERS_DIR:-~/.cache/prescale-peers}/<name>-<version>   (+ <name>-<version>.stamp)
 #
+# and `helm` (HELM_VERSION below) for the Helm chart's tests (tests/helm.rs and check
+# "f" of tests/e2e.rs), installed with `go install helm.sh/helm/v4/cmd/helm@VERSION`:
+# that uses Helm's own go.mod and go.sum (verified by the checksum database), not
+# tests/e2e/peers/go.mod.
+#
 # A warm run only checks that each binary and its stamp exist (no Go invocation).
 # A cold run needs Go >= 1.26 and the Go module proxy: ~8 min on an idle 2-core
-# machine, ~20 min on a busy one. Nothing is written inside the repository except
-# go.sum being completed when the pinned module graph needs it.
+# machine, ~20 min on a busy one, for the Kubernetes peers; helm then adds ~3 min
+# (180 s measured on a quiet 2-core machine, module downloads included: it shares
+# the k8s.io modules at the same version, so most of them are compiled already).
+# Nothing is written inside the repository except go.sum being completed when the
+# pinned module graph needs it.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 mod="$here/peers"
@@ -20,6 +28,12 @@ if [ -z "$K8S_VERSION" ]; then
 fi
 CACHE="${PRESCALE_PEERS_DIR:-$HOME/.cache/prescale-peers}"
 PEERS=(kube-apiserver kube-controller-manager kubectl)
+HELM_VERSION=v4.3.2
+helm_bin="$CACHE/helm-$HELM_VERSION"
+need_helm=0
+if [ ! -x "$helm_bin" ] || [ ! -f "$helm_bin.stamp" ]; then
+    need_helm=1
+fi
 
 missing=()
 for name in "${PEERS[@]}"; do
@@ -28,46 +42,70 @@ for name in "${PEERS[@]}"; do
         missing+=("$name")
     fi
 done
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "peers: cached in $CACHE (kubernetes $K8S_VERSION)"
+if [ "${#missing[@]}" -eq 0 ] && [ "$need_helm" -eq 0 ]; then
+    echo "peers: cached in $CACHE (kubernetes $K8S_VERSION, helm $HELM_VERSION)"
     exit 0
 fi
 
 if ! command -v go >/dev/null 2>&1; then
-    echo "peers.sh: go is not installed (needed to build ${missing[*]} $K8S_VERSION)" >&2
+    want="${missing[*]} $K8S_VERSION"
+    [ "$need_helm" -eq 1 ] && want="$want helm $HELM_VERSION"
+    echo "peers.sh: go is not installed (needed to build $want)" >&2
     exit 1
 fi
 
-echo "peers: building ${missing[*]} $K8S_VERSION with $(go version) into $CACHE"
-start=$(date +%s)
 mkdir -p "$CACHE"
 work="$(mktemp -d "$CACHE/.build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
-minor="${K8S_VERSION#v1.}"
-minor="${minor%%.*}"
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-    ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "peers: building ${missing[*]} $K8S_VERSION with $(go version) into $CACHE"
+    start=$(date +%s)
 
-pkgs=()
-for name in "${missing[@]}"; do
-    pkgs+=("k8s.io/kubernetes/cmd/$name")
-done
+    minor="${K8S_VERSION#v1.}"
+    minor="${minor%%.*}"
+    ldflags="-s -w"
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+        ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
+    done
 
-# One `go build` for all of them shares the compiled dependency graph.
-# -mod=mod lets go fill go.sum from the proxy (checked by the checksum database).
-(
-    cd "$mod"
-    GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0 \
-        go build -trimpath -ldflags "$ldflags" -o "$work/" "${pkgs[@]}"
-)
+    pkgs=()
+    for name in "${missing[@]}"; do
+        pkgs+=("k8s.io/kubernetes/cmd/$name")
+    done
 
-for name in "${missing[@]}"; do
-    bin="$CACHE/$name-$K8S_VERSION"
-    mv -f "$work/$name" "$bin"
-    printf 'kubernetes %s\n%s\nbuilt %s\n' "$K8S_VERSION" "$(go version)" "$(date -u +%FT%TZ)" > "$bin.stamp"
-done
-echo "peers: built ${missing[*]} in $(( $(date +%s) - start ))s"
+    # One `go build` for all of them shares the compiled dependency graph.
+    # -mod=mod lets go fill go.sum from the proxy (checked by the checksum database).
+    (
+        cd "$mod"
+        GOTOOLCHAIN=local GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0 \
+            go build -trimpath -ldflags "$ldflags" -o "$work/" "${pkgs[@]}"
+    )
+
+    for name in "${missing[@]}"; do
+        bin="$CACHE/$name-$K8S_VERSION"
+        mv -f "$work/$name" "$bin"
+        printf 'kubernetes %s\n%s\nbuilt %s\n' "$K8S_VERSION" "$(go version)" "$(date -u +%FT%TZ)" > "$bin.stamp"
+    done
+    echo "peers: built ${missing[*]} in $(( $(date +%s) - start ))s"
+fi
+
+if [ "$need_helm" -eq 1 ]; then
+    echo "peers: building helm $HELM_VERSION with $(go version) into $CACHE"
+    start=$(date +%s)
+    v=helm.sh/helm/v4/internal/version
+    # `go install pkg@version` ignores any go.mod around it (run from the empty
+    # build directory anyway) and builds Helm's own pinned module graph. The
+    # version variables are the ones Helm's Makefile sets for a release build.
+    (
+        cd "$work"
+        GOTOOLCHAIN=local GOFLAGS="-buildvcs=false" CGO_ENABLED=0 GOBIN="$work" \
+            go install -trimpath \
+            -ldflags "-s -w -X $v.version=$HELM_VERSION -X $v.gitTreeState=clean" \
+            "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
+    )
+    mv -f "$work/helm" "$helm_bin"
+    printf 'helm %s\n%s\nbuilt %s\n' "$HELM_VERSION" "$(go version)" "$(date -u +%FT%TZ)" > "$helm_bin.stamp"
+    echo "peers: built helm $HELM_VERSION in $(( $(date +%s) - start ))s"
+fi
