@@ -35,9 +35,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-# The end-to-end tier's peers (kube-apiserver, kube-controller-manager, kubectl),
+# The end-to-end tier's peers (kube-apiserver, kube-controller-manager, kubectl, helm),
 # built from the pinned k8s.io/kubernetes module into ~/.cache/prescale-peers (cold:
-# ~8 min idle on 2 cores; warm: a file check). In CI (CI=true) tests/e2e.rs fails
+# ~8 min idle on 2 cores, helm ~3 min more; warm: a file check). In CI (CI=true) tests/e2e.rs fails
 # rather than skips when they are missing.
 bash tests/e2e/peers.sh
 
