@@ -951,10 +951,7 @@ async fn end_to_end_against_real_kubernetes_peers() {
 
     // d. (end) no forbidden call in prescale's log over the whole run.
     let log = std::fs::read_to_string(&prescale.log).unwrap_or_default();
-    let forbidden: Vec<&str> = log
-        .lines()
-        .filter(|l| mentions_forbidden(l))
-        .collect();
+    let forbidden: Vec<&str> = log.lines().filter(|l| mentions_forbidden(l)).collect();
     report.push((
         "d. no forbidden call by prescale",
         if forbidden.is_empty() {
@@ -1371,7 +1368,8 @@ fn mentions_forbidden(line: &str) -> bool {
     if rest.to_lowercase().contains("forbidden") {
         return true;
     }
-    rest.split(|c: char| !c.is_ascii_digit()).any(|n| n == "403")
+    rest.split(|c: char| !c.is_ascii_digit())
+        .any(|n| n == "403")
 }
 
 #[test]
@@ -1379,8 +1377,13 @@ fn a_timestamp_is_not_a_403() {
     assert!(!mentions_forbidden(
         "2026-12-05T13:21:33.340305Z  INFO prescale::kube::buffers: leadership changed"
     ));
-    assert!(!mentions_forbidden("2026-12-05T13:21:33Z INFO replicas=14030"));
-    assert!(mentions_forbidden("2026-12-05T13:21:33Z WARN status 403 from the API"));
-    assert!(mentions_forbidden("2026-12-05T13:21:33Z WARN leases is Forbidden"));
+    assert!(!mentions_forbidden(
+        "2026-12-05T13:21:33Z INFO replicas=14030"
+    ));
+    assert!(mentions_forbidden(
+        "2026-12-05T13:21:33Z WARN status 403 from the API"
+    ));
+    assert!(mentions_forbidden(
+        "2026-12-05T13:21:33Z WARN leases is Forbidden"
+    ));
 }
-
