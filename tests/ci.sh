@@ -5,7 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The integration tests start a real Prometheus and backfill it with promtool; the
-# end-to-end tier (tests/e2e.rs) also runs etcd; the plots need a font.
+# end-to-end tier (tests/e2e.rs) also runs etcd; tests/rabbitmq.rs runs a RabbitMQ
+# node of its own (rabbitmq-server, with the rabbitmq_prometheus and
+# rabbitmq_management plugins it ships); the plots need a font.
 missing=()
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     missing+=(prometheus)
@@ -13,25 +15,37 @@ fi
 if ! command -v etcd >/dev/null 2>&1; then
     missing+=(etcd-server)
 fi
+# Debian's /usr/sbin/rabbitmq-server is a wrapper; the test runs the scripts it wraps.
+if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
+    missing+=(rabbitmq-server)
+fi
 if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
     missing+=(fonts-dejavu-core)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
+    # rabbitmq-server pulls in erlang-base, whose epmd.socket listens on :4369.
+    had_epmd=0
+    if command -v epmd >/dev/null 2>&1; then had_epmd=1; fi
     if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
     $SUDO apt-get update
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
     # On a systemd host the packages start and enable their own services (Prometheus
-    # on :9090, etcd on :2379); the tests start their own on free ports, so the
-    # ones installed here (only those) are stopped and disabled, not left running.
+    # on :9090, etcd on :2379, RabbitMQ on :5672); the tests start their own on free
+    # ports, so the ones installed here (only those) are stopped and disabled, not
+    # left running.
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         for pkg in "${missing[@]}"; do
             case "$pkg" in
                 prometheus) unit=prometheus ;;
                 etcd-server) unit=etcd ;;
+                rabbitmq-server) unit=rabbitmq-server ;;
                 *) continue ;;
             esac
             $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
         done
+        if [ "$had_epmd" -eq 0 ] && command -v epmd >/dev/null 2>&1; then
+            $SUDO systemctl disable --now epmd.socket epmd.service >/dev/null 2>&1 || true
+        fi
     fi
 fi
 
