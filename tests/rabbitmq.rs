@@ -24,7 +24,7 @@ use common::prometheus::{available as prometheus_available, free_addr, Prometheu
 use serde_yaml::Value;
 
 /// The signal of `deploy/examples/prescale.yaml` this test serves.
-const SIGNAL: &str = "rabbitmq_queue_messages_ready";
+const SIGNAL: &str = "rabbitmq_queue_messages";
 /// The scrape job of `deploy/examples/prometheus-scrape.yaml` this test uses.
 const JOB: &str = "rabbitmq-per-object";
 /// The queue the publisher drives, and one that stays empty.
@@ -439,7 +439,7 @@ fn scrape_config(target: SocketAddr) -> String {
 }
 
 /// `prescale serve`'s config: the shipped example's `prometheus` section and its
-/// `rabbitmq_queue_messages_ready` signal, as written except for:
+/// `rabbitmq_queue_messages` signal, as written except for:
 /// - `prometheus.url`: the test's Prometheus;
 /// - the signal's time scale, compressed for a test of a few minutes (the example's
 ///   in brackets): `step` 2s (30s), `lead_time` 8s (2m: 4 steps in both), `history`
@@ -748,7 +748,7 @@ async fn served_value_tracks_a_real_rabbitmq_queue() {
             depth,
             served: value,
             latest: entry["latest"].as_f64(),
-            mean1: entry["forecastMean"][0].as_f64(),
+            mean1: entry["forecast_mean"][0].as_f64(),
             status: entry["status"].as_str().unwrap_or("?").to_string(),
             why: entry["why"]["text"].as_str().unwrap_or("-").to_string(),
         };
@@ -784,8 +784,8 @@ async fn served_value_tracks_a_real_rabbitmq_queue() {
     }
     eprintln!(
         "at the end, /debug/signals for queue {BUSY}: model {}, backtestMase {}, lastFit {}, latest {}, forecastMean {}, forecastQuantile {}, forecastLower {}, forecastUpper {}, why {}",
-        last["model"], last["backtestMase"], last["lastFit"], last["latest"], last["forecastMean"],
-        last["forecastQuantile"], last["forecastLower"], last["forecastUpper"], last["why"]
+        last["model"], last["backtest_mase"], last["last_fit"], last["latest"], last["forecast_mean"],
+        last["forecast_quantile"], last["forecast_lower"], last["forecast_upper"], last["why"]
     );
     assert!(
         samples.len() >= MIN_SAMPLES,
