@@ -142,9 +142,8 @@ impl Exporter {
                         }
                     }
                     let v = value_at(&vals, start.load(Ordering::SeqCst), SystemClock.now_ms());
-                    let body = format!(
-                        "# TYPE {SERIES} gauge\n{SERIES}{{trace=\"{TRACE_LABEL}\"}} {v}\n"
-                    );
+                    let body =
+                        format!("# TYPE {SERIES} gauge\n{SERIES}{{trace=\"{TRACE_LABEL}\"}} {v}\n");
                     let response = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n\
                          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -229,6 +228,8 @@ struct Sync {
     /// spec.replicas before and after the sync, when logged.
     before: Option<u32>,
     after: Option<u32>,
+    /// The controller's scale update failed (`failed to rescale`).
+    rescale_failed: bool,
 }
 
 fn rfc3339_ms(s: &str) -> Option<i64> {
@@ -317,13 +318,21 @@ fn parse_syncs(log: &str, now_ms: i64) -> Vec<Sync> {
                 t_ms,
                 ..Sync::default()
             });
+        } else if line.contains(&format!("failed to rescale {target}:")) {
+            if let Some(s) = syncs.last_mut() {
+                s.rescale_failed = true;
+            }
         }
     }
     syncs
 }
 
 /// What prescale fetched: the query on its 1 s grid over `[from, to]`.
-async fn prometheus_grid(prom: &str, from_ms: i64, to_ms: i64) -> Result<BTreeMap<i64, f64>, String> {
+async fn prometheus_grid(
+    prom: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<BTreeMap<i64, f64>, String> {
     let url = format!(
         "{prom}/api/v1/query_range?query={SERIES}&start={}&end={}&step=1",
         from_ms.div_euclid(1000),
@@ -376,12 +385,9 @@ pub async fn check(c: &Cluster, exporter: &Exporter, prom: &str) -> Check {
     loop {
         next += Duration::from_millis(SAMPLE_MS);
         let (_, m) = c.admin_get(&metric_path).await;
-        let served = m["items"].get(0).and_then(|i| {
-            Some((
-                rfc3339_ms(i["timestamp"].as_str()?)?,
-                quantity(&i["value"]),
-            ))
-        });
+        let served = m["items"]
+            .get(0)
+            .and_then(|i| Some((rfc3339_ms(i["timestamp"].as_str()?)?, quantity(&i["value"]))));
         let (_, h) = c.admin_get(&hpa_path).await;
         let status = (|| {
             Some((
@@ -401,7 +407,10 @@ pub async fn check(c: &Cluster, exporter: &Exporter, prom: &str) -> Check {
                 if active && status == Some((r0, r0)) && now - created_ms >= 3_000 {
                     exporter.begin(now);
                     start_ms = Some(now);
-                    eprintln!("g: replay started {} ms after the HPA was created", now - created_ms);
+                    eprintln!(
+                        "g: replay started {} ms after the HPA was created",
+                        now - created_ms
+                    );
                 } else if now - created_ms > 90_000 {
                     return Err(format!(
                         "the replay HPA did not settle at {r0} replicas within 90 s: status {}",
@@ -508,7 +517,7 @@ fn compare(
     let mut causes: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut real_events: Vec<(i64, u32)> = Vec::new();
     let mut model_events: Vec<(i64, u32)> = Vec::new();
-    let (mut lo, mut hi, mut real_scales) = (u32::MAX, 0u32, 0usize);
+    let (mut lo, mut hi, mut real_scales, mut shaped) = (u32::MAX, 0u32, 0usize, 0usize);
     for s in syncs {
         let value = s.metric_ts_ms.and_then(|ts| match served.get(&ts) {
             Some(v) => Some((*v, false)),
@@ -526,6 +535,20 @@ fn compare(
             continue;
         }
         counted += 1;
+        // Did the behavior (stabilization, rate policies) change this sync's outcome?
+        if let Some((v, _)) = value {
+            let wanted = metric_replicas(
+                to_milli(v),
+                target_milli,
+                model_before,
+                TOLERANCE,
+                TOLERANCE,
+            )
+            .clamp(MIN_REPLICAS, MAX_REPLICAS);
+            if wanted != model {
+                shaped += 1;
+            }
+        }
         lo = lo.min(real);
         hi = hi.max(real);
         if real_after != real_before {
@@ -542,15 +565,30 @@ fn compare(
             continue;
         }
         let model_proposal = value.map(|(v, _)| {
-            metric_replicas(to_milli(v), target_milli, model_before, TOLERANCE, TOLERANCE)
+            metric_replicas(
+                to_milli(v),
+                target_milli,
+                model_before,
+                TOLERANCE,
+                TOLERANCE,
+            )
         });
-        let (cause, why) = if model_before != real_before {
+        let (cause, why) = if s.rescale_failed {
+            (
+                "rescale failed",
+                "the controller's update of the scale subresource failed, so it kept the count"
+                    .to_string(),
+            )
+        } else if model_before != real_before {
             (
                 "carried over",
                 format!("the model already had {model_before} before this sync, the controller {real_before} (closed loop)"),
             )
         } else if value.is_none() {
-            ("value unknown", "the served value for this sync's metric timestamp was not recorded".to_string())
+            (
+                "value unknown",
+                "the served value for this sync's metric timestamp was not recorded".to_string(),
+            )
         } else if s.proposal.is_some() && s.proposal != model_proposal {
             (
                 "status lag",
@@ -596,6 +634,21 @@ fn compare(
         (end_ms - start_ms) as f64 / 1000.0,
         pct(equal, counted)
     );
+    eprintln!("g: syncs whose outcome the behavior (stabilization windows, rate policies) changed: {shaped}");
+    let per_minute = |events: &[(i64, u32)]| {
+        (1..=trace_minutes)
+            .map(|m| count_at(events, start_ms + m * PLATEAU_MS, r0).to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    eprintln!(
+        "g: replicas at the end of each trace minute, controller: {}",
+        per_minute(&real_events)
+    );
+    eprintln!(
+        "g: replicas at the end of each trace minute, Hpa replay: {}",
+        per_minute(&model_events)
+    );
     eprintln!(
         "g: values: {} syncs read a timestamp sampled from prescale, {from_grid} from Prometheus' grid, {unknown} unknown; {served_conflicts} sampled timestamps served two values",
         counted - from_grid - unknown
@@ -617,7 +670,9 @@ fn compare(
     // The HPA status samples against the log's trajectory (a check of the parsing).
     let (mut agree, mut looked) = (0usize, 0usize);
     for s in samples.iter().filter(|s| in_window(s.at_ms)) {
-        let Some((_, desired)) = s.status else { continue };
+        let Some((_, desired)) = s.status else {
+            continue;
+        };
         // Skip samples within 500 ms of a sync: the status write may not be in yet.
         let i = real_events.partition_point(|e| e.0 <= s.at_ms);
         if i == 0 || s.at_ms - real_events[i - 1].0 < 500 {
@@ -645,7 +700,10 @@ fn compare(
             continue;
         };
         grid_delay.push(ts - edge);
-        if let Some(s) = syncs.iter().find(|s| s.metric_ts_ms.is_some_and(|t| t >= ts)) {
+        if let Some(s) = syncs
+            .iter()
+            .find(|s| s.metric_ts_ms.is_some_and(|t| t >= ts))
+        {
             sync_delay.push(s.t_ms - edge);
         }
     }
@@ -662,7 +720,10 @@ fn compare(
     // phase), reading what prescale served at each instant.
     let served_at = |t: i64| {
         let i = samples.partition_point(|s| s.at_ms <= t);
-        samples[..i].iter().rev().find_map(|s| s.served.map(|x| x.1))
+        samples[..i]
+            .iter()
+            .rev()
+            .find_map(|s| s.served.map(|x| x.1))
     };
     let real_points: Vec<(i64, u32)> = real_events
         .iter()
@@ -723,7 +784,10 @@ fn compare(
     let fast = sim(PLATEAU_MS, 1_000, SPEEDUP)?;
     let slow = sim(60_000, 15_000, 1)?;
     let same_at_trace_time = fast.len() == slow.len()
-        && fast.iter().zip(&slow).all(|(a, b)| a.replicas == b.replicas);
+        && fast
+            .iter()
+            .zip(&slow)
+            .all(|(a, b)| a.replicas == b.replicas);
     let sim_events: Vec<(i64, u32)> = fast.iter().map(|t| (t.t_ms, t.replicas)).collect();
     let sim_match = |shift: i64| {
         real_points
@@ -737,7 +801,10 @@ fn compare(
         .map(|d| (d, sim_match(d)))
         .max_by_key(|x| (x.1, -x.0))
         .unwrap_or((0, sim_now));
-    let sim_scales = fast.windows(2).filter(|w| w[0].replicas != w[1].replicas).count();
+    let sim_scales = fast
+        .windows(2)
+        .filter(|w| w[0].replicas != w[1].replicas)
+        .count();
     eprintln!(
         "g: trace-level reactive backtest (simulate, same trace, target, behavior, 1 s sync at 15x; {} at trace time with 15 s sync and the unscaled behavior): \
          {sim_scales} scale events; equal to the controller at {:.1} % of its syncs, {:.1} % when shifted by {best_shift} ms \
@@ -754,6 +821,10 @@ fn compare(
         "g: the Hpa replay vs the trace-level backtest at the same instants: {:.1} % equal",
         pct(model_vs_sim, real_points.len())
     );
+    eprintln!(
+        "g: replicas at the end of each trace minute, trace-level backtest: {}",
+        per_minute(&sim_events)
+    );
 
     let causes_text = if causes.is_empty() {
         "none".to_string()
@@ -767,7 +838,7 @@ fn compare(
     let enough = counted >= 100 && trace_minutes >= 30;
     let summary = format!(
         "replicas equal at {equal}/{counted} controller syncs ({:.1} %, need {:.0} %) over a {trace_minutes}-minute trace replayed at {SPEEDUP}x, \
-         replicas {lo}..={hi}, {real_scales} scale events; mismatches: {causes_text}; \
+         replicas {lo}..={hi}, {real_scales} scale events, {shaped} syncs shaped by the behavior; mismatches: {causes_text}; \
          fixed 1 s grid at best phase {:.1} %; trace-level backtest {:.1} % ({:.1} % shifted {best_shift} ms){}",
         100.0 * matched,
         100.0 * REQUIRED,
@@ -799,7 +870,69 @@ E1205 13:21:35.500000   12345 controller.go:1] \"Unhandled Error\" err=\"failed 
     // 14:00:00 less 13:21:33.340305, to the millisecond below.
     assert_eq!(s[0].t_ms, now - 2_306_660);
     assert_eq!(s[0].metric_ts_ms, Some(now - 2_307_000));
-    assert_eq!((s[0].proposal, s[0].before, s[0].after), (Some(8), Some(6), Some(8)));
+    assert_eq!(
+        (s[0].proposal, s[0].before, s[0].after),
+        (Some(8), Some(6), Some(8))
+    );
     assert_eq!((s[1].before, s[1].after), (Some(8), Some(8)));
     assert_eq!((s[2].metric_ts_ms, s[2].after), (None, None));
+}
+
+/// The comparison without a cluster: syncs of a "controller" that is `Hpa` itself,
+/// on a drifting ~1 s cadence reading a delayed pipeline, agree everywhere; a
+/// count the model cannot reach is one mismatch.
+#[test]
+fn the_comparison_finds_an_identical_controller_identical() {
+    let values = trace_minutes();
+    let start = 1_800_000_000_000;
+    let end = start + values.len() as i64 * PLATEAU_MS;
+    let r0 = ((to_milli(values[0]) as f64 / to_milli(TARGET_VALUE) as f64).ceil() as u32)
+        .clamp(MIN_REPLICAS, MAX_REPLICAS);
+    let mut controller = Hpa::new(spec().unwrap());
+    let (mut syncs, mut samples) = (Vec::new(), Vec::new());
+    let (mut t, mut n) = (start - 5_000 + 137, r0);
+    while t < end + TAIL_MS {
+        // The value of 1.5 s ago, on prescale's 1 s grid.
+        let ts = (t - 1_500).div_euclid(1_000) * 1_000;
+        let v = value_at(&values, start, ts);
+        samples.push(Sample {
+            at_ms: t - 100,
+            served: Some((ts, v)),
+            status: None,
+        });
+        let before = n;
+        n = controller.reconcile(t, n, Some(v));
+        syncs.push(Sync {
+            t_ms: t,
+            metric_ts_ms: Some(ts),
+            proposal: Some(metric_replicas(
+                to_milli(v),
+                to_milli(TARGET_VALUE),
+                before,
+                TOLERANCE,
+                TOLERANCE,
+            )),
+            before: Some(before),
+            after: Some(n),
+            rescale_failed: false,
+        });
+        t += 1_000 + (t % 7) * 5;
+    }
+    let grid = BTreeMap::new();
+    let same = compare(&values, start, end, r0, &syncs, &samples, &grid).unwrap();
+    assert!(same.passed, "{}", same.summary);
+    assert!(same.summary.contains("(100.0 %"), "{}", same.summary);
+    // One sync where the "controller" went to the maximum and straight back.
+    let k = syncs.len() / 2;
+    syncs[k].after = Some(MAX_REPLICAS);
+    syncs[k + 1].before = Some(MAX_REPLICAS);
+    let one_off = compare(&values, start, end, r0, &syncs, &samples, &grid).unwrap();
+    let counted = syncs.iter().filter(|s| s.t_ms >= start).count();
+    assert!(
+        one_off
+            .summary
+            .contains(&format!("equal at {}/{counted} ", counted - 1)),
+        "{}",
+        one_off.summary
+    );
 }
