@@ -447,6 +447,9 @@ pub async fn check(c: &Cluster, exporter: &Exporter, prom: &str) -> Check {
     let grid = prometheus_grid(prom, syncs[0].t_ms - 60_000, end_ms + TAIL_MS + 2_000).await?;
     let wall = phase.elapsed();
     let outcome = compare(&values, start_ms, end_ms, r0, &syncs, &samples, &grid)?;
+    for line in &outcome.lines {
+        eprintln!("g: {line}");
+    }
     let summary = format!("{} (phase {:.0?})", outcome.summary, wall);
     if outcome.passed {
         Ok(summary)
@@ -458,6 +461,8 @@ pub async fn check(c: &Cluster, exporter: &Exporter, prom: &str) -> Check {
 struct Outcome {
     passed: bool,
     summary: String,
+    /// The figures behind the summary, one per line.
+    lines: Vec<String>,
 }
 
 fn spec() -> Result<HpaSpec, String> {
@@ -496,6 +501,7 @@ fn compare(
 ) -> Result<Outcome, String> {
     let spec = spec()?;
     let target_milli = spec.target_milli;
+    let mut lines: Vec<String> = Vec::new();
     // timestamp → value, as prescale served it.
     let mut served: BTreeMap<i64, f64> = BTreeMap::new();
     let mut served_conflicts = 0;
@@ -628,33 +634,35 @@ fn compare(
     }
     let matched = equal as f64 / counted.max(1) as f64;
     let trace_minutes = (end_ms - start_ms) / PLATEAU_MS;
-    eprintln!(
-        "g: {counted} controller syncs over {trace_minutes} trace minutes ({:.0} s wall), \
+    lines.push(format!(
+        "{counted} controller syncs over {trace_minutes} trace minutes ({:.0} s wall), \
          replicas {lo}..={hi}, {real_scales} scale events; model equal at {equal} ({:.1} %)",
         (end_ms - start_ms) as f64 / 1000.0,
         pct(equal, counted)
-    );
-    eprintln!("g: syncs whose outcome the behavior (stabilization windows, rate policies) changed: {shaped}");
+    ));
+    lines.push(format!(
+        "syncs whose outcome the behavior (stabilization windows, rate policies) changed: {shaped}"
+    ));
     let per_minute = |events: &[(i64, u32)]| {
         (1..=trace_minutes)
             .map(|m| count_at(events, start_ms + m * PLATEAU_MS, r0).to_string())
             .collect::<Vec<_>>()
             .join(" ")
     };
-    eprintln!(
-        "g: replicas at the end of each trace minute, controller: {}",
+    lines.push(format!(
+        "replicas at the end of each trace minute, controller: {}",
         per_minute(&real_events)
-    );
-    eprintln!(
-        "g: replicas at the end of each trace minute, Hpa replay: {}",
+    ));
+    lines.push(format!(
+        "replicas at the end of each trace minute, Hpa replay: {}",
         per_minute(&model_events)
-    );
-    eprintln!(
-        "g: values: {} syncs read a timestamp sampled from prescale, {from_grid} from Prometheus' grid, {unknown} unknown; {served_conflicts} sampled timestamps served two values",
+    ));
+    lines.push(format!(
+        "values: {} syncs read a timestamp sampled from prescale, {from_grid} from Prometheus' grid, {unknown} unknown; {served_conflicts} sampled timestamps served two values",
         counted - from_grid - unknown
-    );
+    ));
     for m in &mismatches {
-        eprintln!("g: mismatch{m}");
+        lines.push(format!("mismatch{m}"));
     }
 
     // Sync spacing: the controller re-queues 1 s after a sync ends.
@@ -665,7 +673,9 @@ fn compare(
         .collect();
     let mean_gap = gaps.iter().sum::<i64>() as f64 / gaps.len().max(1) as f64;
     let max_gap = gaps.iter().copied().max().unwrap_or(0);
-    eprintln!("g: sync interval mean {mean_gap:.0} ms, max {max_gap} ms");
+    lines.push(format!(
+        "sync interval mean {mean_gap:.0} ms, max {max_gap} ms"
+    ));
 
     // The HPA status samples against the log's trajectory (a check of the parsing).
     let (mut agree, mut looked) = (0usize, 0usize);
@@ -683,7 +693,9 @@ fn compare(
             agree += 1;
         }
     }
-    eprintln!("g: HPA status samples agreeing with the logged trajectory: {agree}/{looked}");
+    lines.push(format!(
+        "HPA status samples agreeing with the logged trajectory: {agree}/{looked}"
+    ));
 
     // Pipeline delay: from a plateau edge to the value on prescale's grid, and to
     // the first sync that read it.
@@ -708,13 +720,13 @@ fn compare(
         }
     }
     let mean = |v: &[i64]| v.iter().sum::<i64>() as f64 / v.len().max(1) as f64;
-    eprintln!(
-        "g: delay from a plateau edge to prescale's grid second: mean {:.0} ms, max {} ms; to the first controller sync reading it: mean {:.0} ms, max {} ms",
+    lines.push(format!(
+        "delay from a plateau edge to prescale's grid second: mean {:.0} ms, max {} ms; to the first controller sync reading it: mean {:.0} ms, max {} ms",
         mean(&grid_delay),
         grid_delay.iter().max().unwrap_or(&0),
         mean(&sync_delay),
         sync_delay.iter().max().unwrap_or(&0)
-    );
+    ));
 
     // The lead's first design, for comparison: the model on a fixed 1 s grid (best
     // phase), reading what prescale served at each instant.
@@ -750,11 +762,11 @@ fn compare(
             best_phase = (phase, ok);
         }
     }
-    eprintln!(
-        "g: the model on a fixed 1 s grid (best phase {} ms) instead of the logged instants: equal at {:.1} % of the syncs",
+    lines.push(format!(
+        "the model on a fixed 1 s grid (best phase {} ms) instead of the logged instants: equal at {:.1} % of the syncs",
         best_phase.0,
         pct(best_phase.1, real_points.len())
-    );
+    ));
 
     // The trace-level reactive backtest, at the replay's speed and at trace time.
     let sim = |step_ms: i64, sync_ms: i64, divide: u32| -> Result<Vec<Tick>, String> {
@@ -805,26 +817,26 @@ fn compare(
         .windows(2)
         .filter(|w| w[0].replicas != w[1].replicas)
         .count();
-    eprintln!(
-        "g: trace-level reactive backtest (simulate, same trace, target, behavior, 1 s sync at 15x; {} at trace time with 15 s sync and the unscaled behavior): \
+    lines.push(format!(
+        "trace-level reactive backtest (simulate, same trace, target, behavior, 1 s sync at 15x; {} at trace time with 15 s sync and the unscaled behavior): \
          {sim_scales} scale events; equal to the controller at {:.1} % of its syncs, {:.1} % when shifted by {best_shift} ms \
          (the backtest reads a minute's value from its first instant; the real pipeline reads it after the scrape, prescale's refresh and the next sync)",
         if same_at_trace_time { "identical" } else { "NOT identical" },
         pct(sim_now, real_points.len()),
         pct(best_sim, real_points.len()),
-    );
+    ));
     let model_vs_sim = real_points
         .iter()
         .filter(|(t, _)| count_at(&model_events, *t, r0) == count_at(&sim_events, *t, r0))
         .count();
-    eprintln!(
-        "g: the Hpa replay vs the trace-level backtest at the same instants: {:.1} % equal",
+    lines.push(format!(
+        "the Hpa replay vs the trace-level backtest at the same instants: {:.1} % equal",
         pct(model_vs_sim, real_points.len())
-    );
-    eprintln!(
-        "g: replicas at the end of each trace minute, trace-level backtest: {}",
+    ));
+    lines.push(format!(
+        "replicas at the end of each trace minute, trace-level backtest: {}",
         per_minute(&sim_events)
-    );
+    ));
 
     let causes_text = if causes.is_empty() {
         "none".to_string()
@@ -850,6 +862,7 @@ fn compare(
     Ok(Outcome {
         passed: enough && matched >= REQUIRED && same_at_trace_time,
         summary,
+        lines,
     })
 }
 
