@@ -21,7 +21,11 @@
 //!    turns False; resumed (SIGCONT) → True again;
 //! f. `kubectl apply --dry-run=server -k` of every kustomization in deploy/ is accepted,
 //!    and so is the Helm chart rendered by `helm template`, which also installs,
-//!    upgrades (keeping its self-signed certificate) and uninstalls (tests/e2e/helm.rs).
+//!    upgrades (keeping its self-signed certificate) and uninstalls (tests/e2e/helm.rs);
+//! g. backtester fidelity: a bundled trace replayed at 15× through an exporter and
+//!    Prometheus into prescale (reactive value) and a real HPA with a sped-up
+//!    behavior; `prescale::backtest::Hpa` replayed at the controller's logged syncs
+//!    gives the same replicas at ≥ 95 % of them (tests/e2e/fidelity.rs).
 //!
 //! Without the peer binaries (or etcd, prometheus) it skips with the reason, except
 //! with `CI=true`, where it fails. Run alone: `bash tests/e2e/peers.sh && cargo test --test e2e
@@ -29,6 +33,8 @@
 //! temporary directory (PKI, kubeconfigs, every process's log) when a check fails.
 
 mod common;
+#[path = "e2e/fidelity.rs"]
+mod fidelity;
 #[path = "e2e/helm.rs"]
 mod helm;
 #[path = "support/pki.rs"]
@@ -415,6 +421,9 @@ impl Cluster {
                 .arg(format!("--root-ca-file={}", cluster.ca_file.display()))
                 .arg("--use-service-account-credentials=true")
                 .arg("--horizontal-pod-autoscaler-sync-period=1s")
+                // Every HPA sync logged (g. reads the replay HPA's from it), in UTC.
+                .arg("--vmodule=horizontal=4")
+                .env("TZ", "UTC")
                 .arg("--leader-elect=false")
                 .arg("--profiling=false")
                 .arg("--v=1"),
@@ -570,7 +579,7 @@ fn prescale_config(prom: &str, https: SocketAddr, plain: SocketAddr, cert_dir: &
         )
     };
     format!(
-        "prometheus:\n  url: {prom}\n  timeout: 1s\nsignals:\n{ext}{pods}    custom:\n      type: Pods\n      resources:\n        overrides:\n\
+        "prometheus:\n  url: {prom}\n  timeout: 1s\nsignals:\n{replay}{ext}{pods}    custom:\n      type: Pods\n      resources:\n        overrides:\n\
          \x20         namespace: {{resource: namespace}}\n          deployment: {{group: apps, resource: deployment}}\n\
          {obj}    custom:\n      type: Object\n      resources:\n        overrides:\n\
          \x20         namespace: {{resource: namespace}}\n          statefulset: {{group: apps, resource: statefulset}}\n\
@@ -583,6 +592,7 @@ fn prescale_config(prom: &str, https: SocketAddr, plain: SocketAddr, cert_dir: &
          capacity_buffers:\n  enabled: true\n  dry_run: false\n  lease_namespace: prescale\n  lease_name: prescale-capacity-buffers\n  lease_duration: 15s\n\
          server:\n  https_address: {https}\n  http_address: {plain}\n  tls:\n    cert_dir: {certs}\n    dns_names: [prescale.prescale.svc]\n\
          \x20 auth:\n    mode: kubernetes\n",
+        replay = fidelity::signal_config(),
         ext = signal(EXTERNAL, "e2e_queue_depth"),
         pods = signal(PODS, "e2e_packets"),
         obj = signal(OBJECT, "e2e_db_latency"),
@@ -834,7 +844,9 @@ async fn end_to_end_against_real_kubernetes_peers() {
         &kubeconfig(&cluster.url, &cluster.ca_file, &token),
     );
 
-    let prom = Prometheus::start(&series());
+    // Prometheus holds the backfilled series and scrapes g.'s trace exporter.
+    let exporter = fidelity::Exporter::start().await;
+    let prom = Prometheus::start_scraping(&series(), &exporter.prometheus_yml());
     let (https, plain) = (free_addr(), free_addr());
     let cert_dir = cluster.path("prescale-certs");
     let config_path = cluster.path("prescale.yaml");
@@ -955,6 +967,12 @@ async fn end_to_end_against_real_kubernetes_peers() {
     report.push((
         "e. staleness → ScalingActive False → True",
         check_staleness(&cluster, &pid).await,
+    ));
+
+    // g. the real HPA controller against the backtest's Hpa, on a replayed trace.
+    report.push((
+        "g. backtester fidelity",
+        fidelity::check(&cluster, &exporter, &prom.url()).await,
     ));
 
     // d. (end) no forbidden call in prescale's log over the whole run.

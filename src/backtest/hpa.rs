@@ -8,7 +8,11 @@
 //! then stabilized over the behavior's windows (the lowest recommendation of the
 //! scale-up window, the highest of the scale-down window) and limited by the
 //! policies' rates, counted from the scale events of each policy's period, and by
-//! min/max replicas.
+//! min/max replicas. Scale events are kept the way the controller keeps them
+//! (`storeScaleEvent`): an event older than the longest period of its own direction
+//! is marked outdated and its slot is reused by the next event of that direction,
+//! so a policy of the other direction with a longer period counts only the events
+//! that are still stored.
 
 use std::collections::VecDeque;
 
@@ -67,13 +71,23 @@ struct Stamped {
     replicas: u32,
 }
 
+/// A scale event as the controller stores it (`timestampedScaleEvent`).
+#[derive(Debug, Clone, Copy)]
+struct ScaleEvent {
+    t_ms: i64,
+    change: u32,
+    /// Older than the longest policy period of its direction when last checked:
+    /// its slot is reused by the next event of that direction.
+    outdated: bool,
+}
+
 /// The HPA controller's state for one HPA.
 #[derive(Debug, Clone)]
 pub struct Hpa {
     spec: HpaSpec,
     recommendations: VecDeque<Stamped>,
-    scale_up_events: VecDeque<Stamped>,
-    scale_down_events: VecDeque<Stamped>,
+    scale_up_events: Vec<ScaleEvent>,
+    scale_down_events: Vec<ScaleEvent>,
     initialized: bool,
 }
 
@@ -83,8 +97,8 @@ impl Hpa {
         Self {
             spec,
             recommendations: VecDeque::new(),
-            scale_up_events: VecDeque::new(),
-            scale_down_events: VecDeque::new(),
+            scale_up_events: Vec::new(),
+            scale_down_events: Vec::new(),
             initialized: false,
         }
     }
@@ -198,8 +212,11 @@ impl Hpa {
         }
     }
 
+    /// `storeScaleEvent`: events older than the longest policy period of their
+    /// direction are marked outdated, and the last outdated slot is overwritten by
+    /// the new event (appended when there is none).
     fn store_event(&mut self, now_ms: i64, from: u32, to: u32) {
-        let (events, change, keep_s) = if to > from {
+        let (events, change, longest_s) = if to > from {
             (
                 &mut self.scale_up_events,
                 to - from,
@@ -212,31 +229,39 @@ impl Hpa {
                 self.spec.behavior.scale_down.longest_period_s(),
             )
         };
-        let cutoff = now_ms - i64::from(keep_s.max(1800)) * 1000;
-        while events.front().is_some_and(|e| e.t_ms <= cutoff) {
-            events.pop_front();
+        let cutoff = now_ms - i64::from(longest_s) * 1000;
+        for e in events.iter_mut() {
+            if e.t_ms < cutoff {
+                e.outdated = true;
+            }
         }
-        events.push_back(Stamped {
+        let event = ScaleEvent {
             t_ms: now_ms,
-            replicas: change,
-        });
+            change,
+            outdated: false,
+        };
+        match events.iter().rposition(|e| e.outdated) {
+            Some(i) => events[i] = event,
+            None => events.push(event),
+        }
     }
 }
 
-/// Sum of the changes recorded strictly after `now - period`.
-fn change_in_period(events: &VecDeque<Stamped>, period_s: u32, now_ms: i64) -> i64 {
+/// `getReplicasChangePerPeriod`: the sum of the stored changes recorded strictly
+/// after `now - period` (outdated ones too, until their slot is reused).
+fn change_in_period(events: &[ScaleEvent], period_s: u32, now_ms: i64) -> i64 {
     let cutoff = now_ms - i64::from(period_s) * 1000;
     events
         .iter()
         .filter(|e| e.t_ms > cutoff)
-        .map(|e| i64::from(e.replicas))
+        .map(|e| i64::from(e.change))
         .sum()
 }
 
 fn period_start(
     current: u32,
-    ups: &VecDeque<Stamped>,
-    downs: &VecDeque<Stamped>,
+    ups: &[ScaleEvent],
+    downs: &[ScaleEvent],
     period_s: u32,
     now_ms: i64,
 ) -> i64 {
@@ -247,8 +272,8 @@ fn period_start(
 /// `calculateScaleUpLimitWithScalingRules`.
 fn scale_up_limit(
     current: u32,
-    ups: &VecDeque<Stamped>,
-    downs: &VecDeque<Stamped>,
+    ups: &[ScaleEvent],
+    downs: &[ScaleEvent],
     rules: &ScalingRules,
     now_ms: i64,
 ) -> i64 {
@@ -275,8 +300,8 @@ fn scale_up_limit(
 /// yields the largest count.
 fn scale_down_limit(
     current: u32,
-    ups: &VecDeque<Stamped>,
-    downs: &VecDeque<Stamped>,
+    ups: &[ScaleEvent],
+    downs: &[ScaleEvent],
     rules: &ScalingRules,
     now_ms: i64,
 ) -> i64 {

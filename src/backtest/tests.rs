@@ -192,6 +192,32 @@ fn scale_up_pods_policy_counts_changes_within_its_period() {
 }
 
 #[test]
+fn scale_events_are_kept_as_the_controller_keeps_them() {
+    // Scale-down: 1 pod per 15 s, no window; scale-up: 1 pod per 60 s, which
+    // counts the scale-downs of its minute in its starting count. The controller
+    // (storeScaleEvent) marks a scale-down older than 15 s outdated and lets the
+    // next scale-down overwrite it, so at 60 s only the downs of 30 s and 45 s are
+    // still stored: the minute started at 6 + 2 = 8, the limit is 9 (counting all
+    // three downs within the minute would allow 10).
+    let mut b = no_windows();
+    b.scale_down.policies = vec![Policy {
+        kind: PolicyKind::Pods,
+        value: 1,
+        period_s: 15,
+    }];
+    b.scale_up.policies = vec![Policy {
+        kind: PolicyKind::Pods,
+        value: 1,
+        period_s: 60,
+    }];
+    let mut h = hpa(1, 100, 1.0, b);
+    assert_eq!(
+        run(&mut h, 10, &[5.0, 5.0, 5.0, 5.0, 10.0]),
+        vec![9, 8, 7, 6, 9]
+    );
+}
+
+#[test]
 fn min_and_max_replicas_clamp() {
     let mut h = hpa(3, 15, 1.0, no_windows());
     assert_eq!(h.reconcile(0, 10, Some(50.0)), 15, "max replicas");
