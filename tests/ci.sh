@@ -19,6 +19,10 @@ fi
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
     missing+=(rabbitmq-server)
 fi
+# tests/image.rs assembles and runs the container image without a Docker daemon.
+if ! command -v umoci >/dev/null 2>&1; then
+    missing+=(umoci)
+fi
 if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
     missing+=(fonts-dejavu-core)
 fi
