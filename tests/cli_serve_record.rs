@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::prometheus::{available, free_addr, Prometheus};
+use common::prometheus::{free_addr, usable, Prometheus};
 use prescale::clock::{Clock, SystemClock};
 use prescale::series::{LabeledSeries, Labels, Series};
 
@@ -172,8 +172,7 @@ fn explain_offline_runs_a_configured_signal_over_a_recording() {
 
 #[test]
 fn record_saves_each_series_as_csv_with_a_labels_sidecar() {
-    if !available() {
-        eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+    if !usable() {
         return;
     }
     const STEP: i64 = 300_000;

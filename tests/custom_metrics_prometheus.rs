@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::prometheus::{available, bundled_trace, Prometheus};
+use common::prometheus::{bundled_trace, usable, Prometheus};
 use prescale::api::auth::AuthMode;
 use prescale::api::pods::{Phase, StaticPod, StaticPods};
 use prescale::api::quantity;
@@ -252,8 +252,7 @@ fn value(item: &Value) -> f64 {
 
 #[tokio::test]
 async fn pods_and_object_metrics_serve_the_forecasts() {
-    if !available() {
-        eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+    if !usable() {
         return;
     }
     let fx = Fixture::new();

@@ -5,7 +5,8 @@
 //! accepts), the examples against the base config, and the Grafana dashboard's
 //! PromQL against the self-metrics of a running `prescale serve`.
 //!
-//! Needs kubectl (skipped with a message when it is missing). The Helm chart
+//! Needs kubectl: the pinned one tests/e2e/peers.sh builds, else one on PATH; missing,
+//! it skips with the reason outside CI and fails with `CI=true`. The Helm chart
 //! (deploy/helm/prescale) is compared with these installs in deploy/helm.rs.
 
 mod common;
@@ -50,18 +51,7 @@ fn repo() -> PathBuf {
 }
 
 fn kubectl() -> Option<PathBuf> {
-    let candidates = [PathBuf::from("/usr/bin/kubectl")];
-    let found = candidates.into_iter().find(|p| p.exists()).or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join("kubectl"))
-                .find(|p| p.exists())
-        })
-    });
-    if found.is_none() {
-        println!("SKIPPED: kubectl not found; the deploy/ kustomizations were not rendered");
-    }
-    found
+    common::peers::kubectl()
 }
 
 /// Every directory under deploy/ that holds a kustomization.yaml.

@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::prometheus::{available, bundled_trace, Prometheus};
+use common::prometheus::{bundled_trace, usable, Prometheus};
 use prescale::clock::SimClock;
 use prescale::config::{Duration, PrometheusConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
@@ -139,8 +139,7 @@ fn signal() -> SignalSettings {
 
 macro_rules! require_prometheus {
     () => {
-        if !available() {
-            eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+        if !usable() {
             return;
         }
     };

@@ -3,6 +3,8 @@
 //! (`MilliValue`, rounding up), divided by the `AverageValue` target with
 //! `ceil`, gives back exactly the planner's count.
 
+mod common;
+
 use std::collections::BTreeMap;
 
 use prescale::api::quantity::format;
@@ -93,15 +95,7 @@ fn a_seed_pool_plan_drives_the_balloon_hpa() {
 /// `kubectl kustomize deploy/examples`, or `None` (with a message) without kubectl.
 fn render_examples() -> Option<Vec<serde_yaml::Value>> {
     use serde::Deserialize;
-    let kubectl = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("kubectl"))
-            .find(|p| p.exists())
-    });
-    let Some(kubectl) = kubectl else {
-        println!("SKIPPED: kubectl not found; the balloon manifests were not rendered");
-        return None;
-    };
+    let kubectl = common::peers::kubectl()?;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples");
     let out = std::process::Command::new(kubectl)
         .arg("kustomize")

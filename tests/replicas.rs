@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::prometheus::{available, bundled_trace, free_addr, http_status, Prometheus};
+use common::prometheus::{bundled_trace, free_addr, http_status, usable, Prometheus};
 use prescale::clock::{Clock, SystemClock};
 use prescale::series::{LabeledSeries, Labels, Series};
 
@@ -125,8 +125,7 @@ async fn served(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_replicas_serve_the_same_values_for_the_same_grid_time() {
-    if !available() {
-        eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+    if !usable() {
         return;
     }
     let prom = Prometheus::start(&fixture());

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::prometheus::{available, free_addr, Prometheus};
+use common::prometheus::{free_addr, usable, Prometheus};
 use prescale::clock::{Clock, SystemClock};
 use prescale::series::{LabeledSeries, Labels, Series};
 
@@ -47,8 +47,7 @@ async fn get(client: &reqwest::Client, url: &str) -> (u16, serde_json::Value) {
 
 #[tokio::test]
 async fn custom_signals_serve_without_a_cluster() {
-    if !available() {
-        eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+    if !usable() {
         return;
     }
     let sts = |name: &str, v: f64| LabeledSeries {

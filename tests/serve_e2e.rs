@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::prometheus::{available, free_addr, http_status, Prometheus};
+use common::prometheus::{free_addr, http_status, usable, Prometheus};
 use prescale::clock::{Clock, SystemClock};
 use prescale::forecast::ModelSpec;
 use prescale::plan::{ServePolicy, Tracker, TrackerSettings};
@@ -169,8 +169,7 @@ async fn wait_for_code(
 
 #[tokio::test]
 async fn serve_against_prometheus_over_https_with_front_proxy_auth() {
-    if !available() {
-        eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+    if !usable() {
         return;
     }
     let (a, b) = fixture();

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::prometheus::{available, bundled_trace, free_addr, http_status, Prometheus};
+use common::prometheus::{bundled_trace, free_addr, http_status, usable, Prometheus};
 use prescale::clock::{Clock, SystemClock};
 use prescale::series::{LabeledSeries, Series};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -193,8 +193,7 @@ fn fixture() -> Series {
 
 #[tokio::test]
 async fn sighup_rejects_invalid_configs_and_swaps_signals_keeping_unchanged_state() {
-    if !available() {
-        eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+    if !usable() {
         return;
     }
     let prom = Prometheus::start(&[LabeledSeries {

@@ -37,6 +37,21 @@ pub fn available() -> bool {
     })
 }
 
+/// Whether a test that needs Prometheus can run. Outside CI a missing binary skips
+/// it with the reason printed; with `CI=true` it is a failure, so that a suite
+/// cannot pass because nothing ran.
+pub fn usable() -> bool {
+    if available() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "prometheus/promtool are not installed and CI=true (tests/ci.sh installs them)"
+    );
+    eprintln!("skipped: prometheus/promtool not installed (tests/ci.sh installs them)");
+    false
+}
+
 impl Prometheus {
     /// Backfills `series` (each with a `__name__` label) and starts Prometheus.
     ///

@@ -67,17 +67,9 @@ fn helm() -> Option<PathBuf> {
     found
 }
 
-/// kubectl for rendering the kustomize base: the pinned one of the peers cache,
-/// else the one deploy.rs finds.
+/// kubectl for rendering the kustomize base (the pinned one of the peers cache first).
 fn kustomize_kubectl() -> Option<PathBuf> {
-    let gomod = std::fs::read_to_string(repo().join("tests/e2e/peers/go.mod")).expect("go.mod");
-    let version = gomod
-        .lines()
-        .find_map(|l| l.strip_prefix("require k8s.io/kubernetes "))
-        .expect("a `require k8s.io/kubernetes` line")
-        .trim()
-        .to_string();
-    cached("kubectl", &version).or_else(kubectl)
+    kubectl()
 }
 
 /// Runs helm with its state directories in a temporary one; stdout and stderr.
