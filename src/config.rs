@@ -1189,7 +1189,7 @@ server:
         let names: Vec<&str> = c.signals.iter().map(|s| s.name.as_str()).collect();
         for want in [
             "cpu_utilisation",
-            "rabbitmq_queue_messages_ready",
+            "rabbitmq_queue_messages",
             "qdrant_search_latency_seconds",
             "packets_per_second",
             "packets-per-second",

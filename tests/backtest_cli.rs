@@ -46,6 +46,44 @@ fn assert_clean_failure(out: &Output, needle: &str) {
 }
 
 #[test]
+fn steps_are_written_as_csv_per_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write_trace(dir.path(), "ramp.csv", &ramp());
+    let out_dir = dir.path().join("steps");
+    let out = prescale(&[
+        "--input",
+        &f,
+        "--target-per-replica",
+        "10",
+        "--steps",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(out_dir.join("ramp.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("step,t_s,demand,reactive_ready,predictive_ready,oracle_ready")
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse::<f64>().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), ramp().len());
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r.len(), 6);
+        assert_eq!(r[0], i as f64);
+        assert!(
+            r[2] >= 0.0 && r[3] >= 0.0 && r[4] >= 0.0 && r[5] >= 0.0,
+            "{r:?}"
+        );
+    }
+}
+
+#[test]
 fn replays_a_trace_and_ends_with_one_json_object() {
     let dir = tempfile::tempdir().unwrap();
     let f = write_trace(dir.path(), "ramp.csv", &ramp());

@@ -116,6 +116,11 @@ pub struct Args {
     /// with several traces, one file per trace named OUT-<trace>.<ext>.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Write each trace's replay step by step as CSV into this directory
+    /// (`<trace>.csv`: step, demand and each strategy's ready replicas), for analysis
+    /// beyond the summary.
+    #[arg(long)]
+    pub steps: Option<PathBuf>,
 }
 
 /// Parses a command-line duration (`30s`, `3m`, `1h30m`, `7d`, `2w`; zero allowed)
@@ -294,6 +299,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(out) = &args.plot {
         write_plots(out, &traces)?;
+    }
+    if let Some(dir) = &args.steps {
+        write_steps(dir, &traces)?;
     }
     for f in &failures {
         eprintln!("skipped {f}");
@@ -534,6 +542,44 @@ fn settings_json(
         "max_replicas": args.max_replicas,
         "unit_scale": results.iter().map(|(r, u)| (r.name.clone(), *u)).collect::<std::collections::BTreeMap<_, _>>(),
     })
+}
+
+/// A trace name as a file name: letters, digits and `-_.` kept, the rest `_`.
+fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn write_steps(dir: &Path, traces: &[TraceResult]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("--steps: creating {}", dir.display()))?;
+    for r in traces {
+        let path = dir.join(format!("{}.csv", file_name(&r.name)));
+        let mut text = String::from("step,t_s,demand");
+        for run in &r.runs {
+            text.push_str(&format!(",{}_ready", run.strategy.as_str()));
+        }
+        text.push('\n');
+        for (i, d) in r.demand.iter().enumerate() {
+            text.push_str(&format!("{i},{},{d}", i as i64 * r.step_ms / 1_000));
+            for run in &r.runs {
+                match run.ready_per_step.get(i) {
+                    Some(v) => text.push_str(&format!(",{v}")),
+                    None => text.push(','),
+                }
+            }
+            text.push('\n');
+        }
+        std::fs::write(&path, text)
+            .with_context(|| format!("--steps: writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn write_plots(out: &Path, traces: &[TraceResult]) -> anyhow::Result<()> {

@@ -546,9 +546,13 @@ impl Tracker {
         }
     }
 
+    /// While there is no forecast: the latest observation, times the HPA tolerance
+    /// factor as every served value (the HPA adds replicas for it exactly when it
+    /// needs them, not only 10 % later).
     fn warming(&self, latest: Option<f64>) -> Decision {
+        let factor = 1.0 + self.settings.policy.tolerance.max(0.0);
         Decision {
-            value: latest,
+            value: latest.map(|l| l * factor),
             warming: true,
             model: "last-value".to_string(),
             forecast: None,
@@ -824,6 +828,20 @@ mod tests {
             v >= daily(24 * 7 - 1),
             "served value below the reactive floor"
         );
+    }
+
+    #[test]
+    fn warming_serves_the_latest_through_the_hpa_tolerance_as_every_value() {
+        let mut s = settings();
+        s.policy.tolerance = 0.1;
+        let mut t = Tracker::new(s);
+        t.observe(&[100.0, 120.0]);
+        let d = t.decide(0);
+        assert!(d.warming);
+        // 132 against replicas × target: the HPA (tolerance 0.1) adds a replica as
+        // soon as the latest 120 exceeds what the replicas carry, not 10 % later.
+        assert!((d.value.unwrap() - 132.0).abs() < 1e-9, "{:?}", d.value);
+        assert_eq!(d.latest, Some(120.0));
     }
 
     #[test]
