@@ -174,6 +174,8 @@ pub struct Snapshot {
 pub struct Shared {
     current: Arc<ArcSwap<Snapshot>>,
     ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Counts publications, for readers that wait for the next one.
+    published: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Default for Shared {
@@ -188,6 +190,7 @@ impl Shared {
         Self {
             current: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
             ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            published: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
@@ -195,6 +198,20 @@ impl Shared {
     pub fn publish(&self, snapshot: Snapshot) {
         self.current.store(Arc::new(snapshot));
         self.ready.store(true, std::sync::atomic::Ordering::Release);
+        // After the store: a woken reader loads the new snapshot.
+        self.published.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that is notified of every publication after this call
+    /// (`changed()` completes; several publications may be seen as one).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// How many receivers from [`Shared::subscribe`] are alive (one per open
+    /// KEDA `StreamIsActive`).
+    pub fn subscribers(&self) -> usize {
+        self.published.receiver_count()
     }
 
     /// The current snapshot.

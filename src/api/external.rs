@@ -15,6 +15,9 @@
 //!   whatever the last snapshot said, so no value older than that is ever served.
 //! - A signal whose source is failing and that has no selected series yet (the
 //!   source was down at start) is a **503** "source failing", not a 404.
+//!
+//! The selection and the serving rule are the pure [`select`] and [`serve`], which
+//! the KEDA external scaler ([`crate::keda`]) calls too, so both answer alike.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -23,11 +26,11 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::discovery::{GROUP_VERSION, LIST_KIND};
-use super::selector;
+use super::selector::{self, Selector};
 use super::status::Error;
 use super::{quantity, AppState};
 use crate::series::Labels;
-use crate::snapshot::Status;
+use crate::snapshot::{SeriesEntry, Snapshot, Status};
 
 /// The query parameters the HPA sends.
 #[derive(Debug, Default, Deserialize)]
@@ -101,17 +104,59 @@ fn answer(
     let selector = selector::parse(&selector_text)
         .map_err(|e| Error::BadRequest(format!("invalid labelSelector {selector_text:?}: {e}")))?;
     if !state.shared.is_ready() {
-        return Err(Error::ServiceUnavailable(
-            "no forecasts published yet: the first refresh is still running".into(),
-        ));
+        return Err(not_ready());
     }
     let snapshot = state.shared.load();
+    let selected = select(&snapshot, &metric, &namespace, &selector, &selector_text)?;
+    let served = serve(&metric, &selected, state.clock.now_ms())?;
+    let items = served
+        .into_iter()
+        .map(|s| Item {
+            metric_name: &metric,
+            metric_labels: &s.series.labels,
+            timestamp: rfc3339(s.series.timestamp_ms),
+            window: s.series.window_s,
+            value: s.quantity,
+        })
+        .collect();
+    let list = ValueList {
+        kind: LIST_KIND,
+        api_version: GROUP_VERSION,
+        metadata: serde_json::Map::new(),
+        items,
+    };
+    serde_json::to_vec(&list).map_err(|e| Error::Internal(format!("encoding the answer: {e}")))
+}
+
+/// The answer before the first snapshot: nothing can be served yet.
+pub fn not_ready() -> Error {
+    Error::ServiceUnavailable(
+        "no forecasts published yet: the first refresh is still running".into(),
+    )
+}
+
+/// The series of external metric `metric` that `selector` (written as
+/// `selector_text`) selects in `snapshot`, for a reader in `namespace`: what
+/// `GET .../namespaces/{namespace}/{metric}?labelSelector=...` reads. Pure; the
+/// KEDA scaler ([`crate::keda`]) selects with it too.
+///
+/// # Errors
+/// `NotFound` for a metric that is not an external one or when no series
+/// matches; `Forbidden` for a namespace outside the metric's allow-list;
+/// `ServiceUnavailable` when nothing matches and the signal's source is failing.
+pub fn select<'a>(
+    snapshot: &'a Snapshot,
+    metric: &str,
+    namespace: &str,
+    selector: &Selector,
+    selector_text: &str,
+) -> Result<Vec<&'a SeriesEntry>, Error> {
     let entry = snapshot
         .metrics
-        .get(&metric)
+        .get(metric)
         .filter(|e| e.custom.is_none())
         .ok_or_else(|| {
-            let custom = snapshot.metrics.get(&metric).is_some_and(|e| e.custom.is_some());
+            let custom = snapshot.metrics.get(metric).is_some_and(|e| e.custom.is_some());
             Error::NotFound(if custom {
                 format!("{metric:?} is a custom metric: it is served by custom.metrics.k8s.io, not {GROUP_VERSION}")
             } else {
@@ -119,13 +164,13 @@ fn answer(
             })
         })?;
     if let Some(allowed) = &entry.namespaces {
-        if !allowed.contains(&namespace) {
+        if !allowed.iter().any(|n| n == namespace) {
             return Err(Error::Forbidden(format!(
                 "external metric {metric:?} is not served to namespace {namespace:?} (it is outside the metric's namespace allow-list)"
             )));
         }
     }
-    let selected: Vec<_> = entry
+    let selected: Vec<&SeriesEntry> = entry
         .series
         .iter()
         .filter(|s| selector.matches(&s.labels))
@@ -149,7 +194,32 @@ fn answer(
             "{why}; an empty list would be an error to the HPA as well, so none is returned"
         )));
     }
-    let now_ms = state.clock.now_ms();
+    Ok(selected)
+}
+
+/// One selected series with the value it is served with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served<'a> {
+    /// The series.
+    pub series: &'a SeriesEntry,
+    /// Its value as a Kubernetes Quantity, as the API writes it.
+    pub quantity: String,
+    /// The same value as a number: exactly what `quantity` denotes
+    /// ([`quantity::rounded`]).
+    pub value: f64,
+}
+
+/// The values of `selected` (series of `metric`) at `now_ms` by the serving rule:
+/// all of them, or none when one is failed or has expired. Pure.
+///
+/// # Errors
+/// `ServiceUnavailable` when a selected series is failed (or its value outlived
+/// `max_staleness`), or has no finite value.
+pub fn serve<'a>(
+    metric: &str,
+    selected: &[&'a SeriesEntry],
+    now_ms: i64,
+) -> Result<Vec<Served<'a>>, Error> {
     if let Some(failed) = selected
         .iter()
         .find(|s| s.status_at(now_ms) == Status::Failed)
@@ -167,27 +237,20 @@ fn answer(
             describe(&failed.labels)
         )));
     }
-    let mut items = Vec::with_capacity(selected.len());
-    for series in selected {
-        let value = quantity::format(series.value).map_err(|e| {
-            Error::ServiceUnavailable(format!(
-                "external metric {metric:?} series {} has no usable value: {e}",
-                describe(&series.labels)
-            ))
-        })?;
-        items.push(Item {
-            metric_name: &metric,
-            metric_labels: &series.labels,
-            timestamp: rfc3339(series.timestamp_ms),
-            window: series.window_s,
-            value,
-        });
-    }
-    let list = ValueList {
-        kind: LIST_KIND,
-        api_version: GROUP_VERSION,
-        metadata: serde_json::Map::new(),
-        items,
-    };
-    serde_json::to_vec(&list).map_err(|e| Error::Internal(format!("encoding the answer: {e}")))
+    selected
+        .iter()
+        .map(|&series| {
+            let unusable = |e: quantity::Error| {
+                Error::ServiceUnavailable(format!(
+                    "external metric {metric:?} series {} has no usable value: {e}",
+                    describe(&series.labels)
+                ))
+            };
+            Ok(Served {
+                series,
+                quantity: quantity::format(series.value).map_err(unusable)?,
+                value: quantity::rounded(series.value).map_err(unusable)?,
+            })
+        })
+        .collect()
 }

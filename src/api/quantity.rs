@@ -32,20 +32,41 @@ pub fn format(value: f64) -> Result<String> {
     if !value.is_finite() {
         return Err(Error::NotFinite(value));
     }
-    if value.abs() >= EXACT_INTEGER_LIMIT {
+    match milli(value) {
         // Exact: `{:.0}` prints the integer the f64 holds, digit for digit.
-        return Ok(format!("{value:.0}"));
+        None => Ok(format!("{value:.0}")),
+        Some(milli) if milli % 1000 == 0 => Ok(format!("{}", milli / 1000)),
+        Some(milli) => Ok(format!("{milli}m")),
+    }
+}
+
+/// The number the Quantity [`format`] writes for `value` denotes, as an `f64`:
+/// `value` rounded to the nearest milli-unit (the nearest `f64` to it). What a
+/// client that reads values as numbers (the KEDA scaler's `metricValueFloat`)
+/// is given, so that it gets what the Quantity says.
+///
+/// # Errors
+/// [`Error::NotFinite`] for NaN and infinities.
+pub fn rounded(value: f64) -> Result<f64> {
+    if !value.is_finite() {
+        return Err(Error::NotFinite(value));
+    }
+    // i128 → f64 is exact below 2^53 * 1000 only to the nearest f64, and the
+    // division is correctly rounded: 407000 / 1000 is 407 exactly.
+    Ok(milli(value).map_or(value, |m| m as f64 / 1000.0))
+}
+
+/// `value` in milli-units, rounded to the nearest; `None` at or above 2^53, where
+/// `value` is an integer already. `value` is finite.
+fn milli(value: f64) -> Option<i128> {
+    if value.abs() >= EXACT_INTEGER_LIMIT {
+        return None;
     }
     // Split off the integer part so that large values keep every digit: the
     // fraction is exact in f64 and only it is scaled. i128 holds 2^53 * 1000.
     let whole = value.trunc();
     let frac_milli = ((value - whole) * 1000.0).round(); // in [-1000, 1000]
-    let milli = whole as i128 * 1000 + frac_milli as i128;
-    if milli % 1000 == 0 {
-        Ok(format!("{}", milli / 1000))
-    } else {
-        Ok(format!("{milli}m"))
-    }
+    Some(whole as i128 * 1000 + frac_milli as i128)
 }
 
 /// Reads a Quantity string back into an `f64` (for tests and clients).
@@ -136,6 +157,16 @@ mod tests {
     }
 
     #[test]
+    fn rounded_is_the_number_the_quantity_writes() {
+        assert_eq!(rounded(407.0).unwrap(), 407.0);
+        assert_eq!(rounded(0.85).unwrap(), 0.85);
+        assert_eq!(rounded(1.0006).unwrap(), 1.001);
+        assert_eq!(rounded(0.0004).unwrap(), 0.0);
+        assert_eq!(rounded(1e20).unwrap(), 1e20);
+        assert!(matches!(rounded(f64::NAN), Err(Error::NotFinite(_))));
+    }
+
+    #[test]
     fn parse_reads_suffixes() {
         assert_eq!(parse("850m").unwrap(), 0.85);
         assert_eq!(parse("12").unwrap(), 12.0);
@@ -155,6 +186,11 @@ mod tests {
             let text = format(v).unwrap();
             let back = parse(&text).unwrap();
             prop_assert!((back - v).abs() <= 0.0005 + v.abs() * 1e-12, "{v} -> {text} -> {back}");
+        }
+
+        #[test]
+        fn rounded_writes_the_same_quantity(v in proptest::num::f64::NORMAL | proptest::num::f64::ZERO) {
+            prop_assert_eq!(format(rounded(v).unwrap()).unwrap(), format(v).unwrap());
         }
 
         #[test]
