@@ -1,4 +1,5 @@
-//! Generates the gRPC code for the cluster-autoscaler expander protocol.
+//! Generates the gRPC code for the cluster-autoscaler expander protocol and for
+//! KEDA's external scaler protocol.
 //!
 //! `protox` parses the .proto files in pure Rust, so building needs no `protoc`.
 //! The protocol as older and newer cluster-autoscalers declare it (under
@@ -11,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=tests/proto");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
-    let fds = protox::compile(["expander.proto"], ["proto"])?;
+    let fds = protox::compile(["expander.proto", "externalscaler.proto"], ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
 
     // Test-only clients: the same package under another output directory each.

@@ -14,9 +14,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod custom;
+pub mod keda;
 pub mod nodepools;
 
 pub use custom::CustomConfig;
+pub use keda::{KedaScalerConfig, KedaTlsConfig};
 pub use nodepools::{
     CapacityBufferRef, CapacityBuffersConfig, ExpanderConfig, NodePoolConfig, ReplicaSelector,
     WorkloadConfig,
@@ -511,6 +513,9 @@ pub struct ServerConfig {
     /// process exits anyway (below the pod's `terminationGracePeriodSeconds`).
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: Duration,
+    /// prescale as a KEDA external scaler (gRPC, TLS); not started when absent.
+    #[serde(default)]
+    pub keda_scaler: Option<KedaScalerConfig>,
 }
 
 const fn default_shutdown_grace() -> Duration {
@@ -629,6 +634,7 @@ impl Default for ServerConfig {
             metrics: MetricsConfig::default(),
             limits: LimitsConfig::default(),
             shutdown_grace: default_shutdown_grace(),
+            keda_scaler: None,
         }
     }
 }
@@ -970,6 +976,9 @@ impl ServerConfig {
         }
         if self.limits.http2_max_streams == 0 {
             problems.push("server.limits.http2_max_streams: must be at least 1, got 0".to_string());
+        }
+        if let Some(keda) = &self.keda_scaler {
+            keda::check(keda, self, problems);
         }
         if self.auth.mode == AuthMode::None {
             for (field, addr) in [

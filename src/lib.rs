@@ -14,6 +14,7 @@ pub mod engine;
 pub mod eval;
 pub mod expander;
 pub mod forecast;
+pub mod keda;
 pub mod kube;
 pub mod plan;
 pub mod quantity;

@@ -714,6 +714,14 @@ fn check_service_matches_config(at: &str, docs: &[Value], config: &prescale::con
         Some(8443),
         "{at}: examples/cluster-autoscaler-flags.yaml dials 8443"
     );
+    // The KEDA scaler listens where the Service's grpc-keda port sends traffic.
+    if let Some(keda) = &config.server.keda_scaler {
+        assert_eq!(
+            by_name.get("grpc-keda"),
+            Some(&u64::from(keda.address.port())),
+            "{at}: grpc-keda targets another port than server.keda_scaler.address"
+        );
+    }
     // The expander serves the API's certificate: it must name the Service.
     if expander.cert_file.is_none() && config.server.tls.cert_file.is_none() {
         assert!(

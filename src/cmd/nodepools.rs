@@ -71,13 +71,15 @@ pub async fn setup(config: Option<&Config>) -> anyhow::Result<Parts> {
     })
 }
 
-/// The expander's certificate files: its own, else the API's (files, or the
-/// self-signed pair the API wrote at start: call after the API is bound).
-fn expander_pem_files(
-    expander: &prescale::config::ExpanderConfig,
+/// The certificate files of a gRPC server (the expander, the KEDA scaler): its
+/// own, else the API's (files, or the self-signed pair the API wrote at start:
+/// call after the API is bound).
+pub fn pem_files(
+    cert: Option<&PathBuf>,
+    key: Option<&PathBuf>,
     server: &ServerConfig,
 ) -> (PathBuf, PathBuf) {
-    match (&expander.cert_file, &expander.key_file) {
+    match (cert, key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
         _ => match (&server.tls.cert_file, &server.tls.key_file) {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
@@ -111,7 +113,7 @@ impl Parts {
         let Some(e) = self.config.as_ref().and_then(|c| c.expander.clone()) else {
             return Ok(None);
         };
-        let (cert, key) = expander_pem_files(&e, server);
+        let (cert, key) = pem_files(e.cert_file.as_ref(), e.key_file.as_ref(), server);
         let read = |p: &PathBuf| {
             std::fs::read(p)
                 .with_context(|| format!("cannot read the expander's TLS file {}", p.display()))

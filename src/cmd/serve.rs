@@ -27,6 +27,7 @@ use prescale::source::file::FileSource;
 use prescale::source::prometheus::PrometheusSource;
 use prescale::source::Source;
 
+mod keda;
 #[cfg(unix)]
 mod reload;
 
@@ -184,6 +185,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::new(&mut registry);
     let shared = Shared::new();
+    // The KEDA scaler's view of the signals; a config reload replaces it.
+    let catalog: prescale::keda::SharedCatalog = Arc::new(arc_swap::ArcSwap::from_pointee(
+        prescale::keda::Catalog::from_signals(&signals),
+    ));
     let mut node_parts = super::nodepools::setup(config.as_ref()).await?;
     SeriesMetrics::new(
         shared.clone(),
@@ -210,7 +215,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if let (Some(path), Some(config)) = (&args.config, &config) {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         engine = engine.with_reloads(rx);
-        let reloader = reload::Reloader::new(path.clone(), config.clone(), tx, &mut registry);
+        let reloader = reload::Reloader::new(path.clone(), config.clone(), tx, &mut registry)
+            .with_catalog(Arc::clone(&catalog));
         tokio::spawn(reloader.run(args.config_check_interval.0));
     }
 
@@ -226,11 +232,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     );
     api_settings.limits = limits(&server);
     let grace = server.shutdown_grace.as_std();
-    let api =
-        prescale::api::Server::bind(api_settings, shared, Arc::new(registry), Arc::clone(&clock))
-            .await
-            .context("cannot start the API")?
-            .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await);
+    let api = prescale::api::Server::bind(
+        api_settings,
+        shared.clone(),
+        Arc::new(registry),
+        Arc::clone(&clock),
+    )
+    .await
+    .context("cannot start the API")?
+    .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await);
     let https = api.https_addr();
     // After the API: the expander may serve the certificate the API generated.
     let expander = node_parts
@@ -241,6 +251,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             stopped(stop_rx.clone()),
         )
         .await?;
+    let keda = keda::start(
+        &server,
+        shared,
+        Arc::clone(&clock),
+        catalog,
+        stopped(stop_rx.clone()),
+    )
+    .await?;
     // The CapacityBuffer writer stops at the shutdown signal and ends with the
     // runtime.
     if let Some(buffers) = node_parts.buffers(Arc::clone(&clock), stopped(stop_rx.clone())) {
@@ -259,6 +277,17 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             }
         }
     });
+    // Without a KEDA scaler this task just waits for the shutdown.
+    let keda_rx = stop_rx.clone();
+    let mut keda_task = tokio::spawn(async move {
+        match keda {
+            Some(run) => run.await,
+            None => {
+                stopped(keda_rx).await;
+                Ok(())
+            }
+        }
+    });
     tracing::info!(signals = signals.len(), %https, "serving");
     if let Some(hint) = curl_hint(&server, https, &signals) {
         // Not `println!`: a closed stdout must not stop the server.
@@ -268,32 +297,38 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     // Any part ending early (an error) stops the others: never serve without a
     // live engine, nor refresh for nobody, nor choose node groups from a plan
     // nobody updates.
-    let (engine_result, api_result, expander_result) = tokio::select! {
+    let (engine_result, api_result, expander_result, keda_result) = tokio::select! {
         () = shutdown_signal() => {
             tracing::info!(grace = ?grace, "shutting down: no new connections, open ones get the grace");
             let _ = stop_tx.send(true);
             exit_after(grace);
-            (engine_task.await, api_task.await, expander_task.await)
+            (engine_task.await, api_task.await, expander_task.await, keda_task.await)
         }
         r = &mut engine_task => {
             tracing::error!("engine stopped; stopping the API");
             let _ = stop_tx.send(true);
-            (r, api_task.await, expander_task.await)
+            (r, api_task.await, expander_task.await, keda_task.await)
         }
         r = &mut api_task => {
             tracing::error!("API stopped; stopping the engine");
             let _ = stop_tx.send(true);
-            (engine_task.await, r, expander_task.await)
+            (engine_task.await, r, expander_task.await, keda_task.await)
         }
         r = &mut expander_task => {
             tracing::error!("gRPC expander stopped; stopping the engine and the API");
             let _ = stop_tx.send(true);
-            (engine_task.await, api_task.await, r)
+            (engine_task.await, api_task.await, r, keda_task.await)
+        }
+        r = &mut keda_task => {
+            tracing::error!("KEDA external scaler stopped; stopping the engine and the API");
+            let _ = stop_tx.send(true);
+            (engine_task.await, api_task.await, expander_task.await, r)
         }
     };
     engine_result.context("engine task")?.context("engine")?;
     api_result.context("API task")?.context("API")?;
     expander_result.context("expander task")??;
+    keda_result.context("KEDA scaler task")??;
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 //! rejected with its reason logged and counted, and the running config keeps
 //! serving. A valid one goes to the engine, which keeps the state of unchanged
 //! signals, drops removed ones and starts new ones ([`prescale::engine::reload`]).
-//! Server settings (addresses, TLS, auth, limits) and the node-pool sections are
+//! Server settings (addresses, TLS, auth, limits, the KEDA scaler) and the node-pool sections are
 //! bound at start: a change to them is logged as needing a restart and otherwise
 //! ignored.
 
@@ -37,6 +37,7 @@ pub struct Reloader {
     current: Config,
     engine: tokio::sync::mpsc::Sender<Reload>,
     reloads: Family<ResultLabel, Counter>,
+    catalog: Option<prescale::keda::SharedCatalog>,
 }
 
 impl Reloader {
@@ -63,7 +64,14 @@ impl Reloader {
             current,
             engine,
             reloads,
+            catalog: None,
         }
+    }
+
+    /// Also replaces the KEDA scaler's catalog of signals on every reload.
+    pub fn with_catalog(mut self, catalog: prescale::keda::SharedCatalog) -> Self {
+        self.catalog = Some(catalog);
+        self
     }
 
     /// Reloads on SIGHUP, and whenever the file's content changes (checked every
@@ -126,6 +134,11 @@ impl Reloader {
                     self.reloads
                         .get_or_create(&ResultLabel { result: "success" })
                         .inc();
+                    if let Some(catalog) = &self.catalog {
+                        catalog.store(Arc::new(prescale::keda::Catalog::from_signals(
+                            &config.signals,
+                        )));
+                    }
                     tracing::info!(signals = config.signals.len(), "config reloaded");
                     self.current = config;
                 }
@@ -162,7 +175,7 @@ impl Reloader {
         };
         if config.server != self.current.server {
             tracing::warn!(
-                "server settings (addresses, TLS, auth, limits, shutdown_grace) changed: they take effect on restart; the running ones are kept"
+                "server settings (addresses, TLS, auth, limits, shutdown_grace, keda_scaler) changed: they take effect on restart; the running ones are kept"
             );
         }
         let nodepools = |c: &Config| {

@@ -80,6 +80,9 @@ the pod spec put in (see values.yaml, `config`).
 {{- if $config.expander -}}
 {{- $_ := set $config.expander "address" "0.0.0.0:8443" -}}
 {{- end -}}
+{{- if $config.server.keda_scaler -}}
+{{- $_ := set $config.server.keda_scaler "address" "0.0.0.0:9443" -}}
+{{- end -}}
 {{- $buffers := $config.capacity_buffers | default dict -}}
 {{- if not $buffers.lease_namespace -}}
 {{- $_ := set $buffers "lease_namespace" .Release.Namespace -}}
