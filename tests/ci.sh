@@ -53,9 +53,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
-# The end-to-end tier's peers (kube-apiserver, kube-controller-manager, kubectl, helm),
-# built from the pinned k8s.io/kubernetes module into ~/.cache/prescale-peers (cold:
-# ~8 min idle on 2 cores, helm ~3 min more; warm: a file check). In CI (CI=true) tests/e2e.rs fails
+# The end-to-end tier's peers (kube-apiserver, kube-controller-manager, kubectl, helm,
+# and the KEDA test client keda-client), built from their pinned Go modules into
+# ~/.cache/prescale-peers (cold: ~8 min idle on 2 cores, helm ~3 min more, keda-client
+# ~1 min; warm: a file check). In CI (CI=true) tests/e2e.rs fails
 # rather than skips when they are missing.
 bash tests/e2e/peers.sh
 

@@ -25,7 +25,9 @@
 //! g. backtester fidelity: a bundled trace replayed at 15× through an exporter and
 //!    Prometheus into prescale (reactive value) and a real HPA with a sped-up
 //!    behavior; `prescale::backtest::Hpa` replayed at the controller's logged syncs
-//!    gives the same replicas at ≥ 95 % of them (tests/e2e/fidelity.rs).
+//!    gives the same replicas at ≥ 95 % of them (tests/e2e/fidelity.rs);
+//! h. KEDA's own generated Go client calls prescale's KEDA external scaler over TLS
+//!    with a client certificate (tests/e2e/keda.rs; the KEDA operator does not run).
 //!
 //! Without the peer binaries (or etcd, prometheus) it skips with the reason, except
 //! with `CI=true`, where it fails. Run alone: `bash tests/e2e/peers.sh && cargo test --test e2e
@@ -37,6 +39,8 @@ mod common;
 mod fidelity;
 #[path = "e2e/helm.rs"]
 mod helm;
+#[path = "e2e/keda.rs"]
+mod keda;
 #[path = "support/pki.rs"]
 mod pki;
 
@@ -846,13 +850,17 @@ async fn end_to_end_against_real_kubernetes_peers() {
 
     // Prometheus holds the backfilled series and scrapes g.'s trace exporter.
     let exporter = fidelity::Exporter::start().await;
-    let prom = Prometheus::start_scraping(&series(), &exporter.prometheus_yml());
+    let prom = Prometheus::start_scraping(
+        &[series(), keda::series()].concat(),
+        &exporter.prometheus_yml(),
+    );
     let (https, plain) = (free_addr(), free_addr());
     let cert_dir = cluster.path("prescale-certs");
     let config_path = cluster.path("prescale.yaml");
+    let keda = keda::Setup::new(&cluster);
     write(
         &config_path,
-        &prescale_config(&prom.url(), https, plain, &cert_dir),
+        &keda.with_scaler(prescale_config(&prom.url(), https, plain, &cert_dir)),
     );
     let mut prescale = Proc::spawn(
         "prescale",
@@ -960,6 +968,12 @@ async fn end_to_end_against_real_kubernetes_peers() {
     report.push((
         "d. node-pool metrics and CapacityBuffer",
         check_nodepool(&cluster).await,
+    ));
+
+    // h. the KEDA external scaler, through KEDA's generated client.
+    report.push((
+        "h. KEDA external scaler (KEDA's Go client)",
+        keda.check(&cluster, plain, &cert_dir).await,
     ));
 
     // e. Prometheus paused past max_staleness: ScalingActive False, then True.

@@ -10,6 +10,13 @@
 # that uses Helm's own go.mod and go.sum (verified by the checksum database), not
 # tests/e2e/peers/go.mod.
 #
+# and `keda-client` (tests/e2e/keda: a small client of prescale's KEDA external
+# scaler built on KEDA's own generated `externalscaler` package, the
+# github.com/kedacore/keda/v2 version pinned in tests/e2e/keda/go.mod, with its
+# committed go.sum), keyed by that version; its stamp also records a hash of the
+# client's sources, so an edited client is rebuilt. Cold: ~1 min (60 s measured
+# with empty Go module and build caches, downloads included).
+#
 # A warm run only checks that each binary and its stamp exist (no Go invocation).
 # A cold run needs Go >= 1.26 and the Go module proxy: ~8 min on an idle 2-core
 # machine, ~20 min on a busy one, for the Kubernetes peers; helm then adds ~3 min
@@ -34,6 +41,18 @@ need_helm=0
 if [ ! -x "$helm_bin" ] || [ ! -f "$helm_bin.stamp" ]; then
     need_helm=1
 fi
+keda_mod="$here/keda"
+KEDA_VERSION="$(sed -n 's/^[[:space:]]*github.com\/kedacore\/keda\/v2 \(v[0-9.]*\)$/\1/p' "$keda_mod/go.mod")"
+if [ -z "$KEDA_VERSION" ]; then
+    echo "peers.sh: no 'github.com/kedacore/keda/v2 vX.Y.Z' requirement in $keda_mod/go.mod" >&2
+    exit 1
+fi
+keda_bin="$CACHE/keda-client-$KEDA_VERSION"
+keda_sources="$(cat "$keda_mod/go.mod" "$keda_mod/go.sum" "$keda_mod/main.go" | sha256sum | cut -c1-16)"
+need_keda=0
+if [ ! -x "$keda_bin" ] || [ ! -f "$keda_bin.stamp" ] || ! grep -qx "sources $keda_sources" "$keda_bin.stamp"; then
+    need_keda=1
+fi
 
 missing=()
 for name in "${PEERS[@]}"; do
@@ -42,14 +61,15 @@ for name in "${PEERS[@]}"; do
         missing+=("$name")
     fi
 done
-if [ "${#missing[@]}" -eq 0 ] && [ "$need_helm" -eq 0 ]; then
-    echo "peers: cached in $CACHE (kubernetes $K8S_VERSION, helm $HELM_VERSION)"
+if [ "${#missing[@]}" -eq 0 ] && [ "$need_helm" -eq 0 ] && [ "$need_keda" -eq 0 ]; then
+    echo "peers: cached in $CACHE (kubernetes $K8S_VERSION, helm $HELM_VERSION, keda-client $KEDA_VERSION)"
     exit 0
 fi
 
 if ! command -v go >/dev/null 2>&1; then
     want="${missing[*]} $K8S_VERSION"
     [ "$need_helm" -eq 1 ] && want="$want helm $HELM_VERSION"
+    [ "$need_keda" -eq 1 ] && want="$want keda-client $KEDA_VERSION"
     echo "peers.sh: go is not installed (needed to build $want)" >&2
     exit 1
 fi
@@ -108,4 +128,18 @@ if [ "$need_helm" -eq 1 ]; then
     mv -f "$work/helm" "$helm_bin"
     printf 'helm %s\n%s\nbuilt %s\n' "$HELM_VERSION" "$(go version)" "$(date -u +%FT%TZ)" > "$helm_bin.stamp"
     echo "peers: built helm $HELM_VERSION in $(( $(date +%s) - start ))s"
+fi
+
+if [ "$need_keda" -eq 1 ]; then
+    echo "peers: building keda-client (github.com/kedacore/keda/v2 $KEDA_VERSION) with $(go version) into $CACHE"
+    start=$(date +%s)
+    # -mod=readonly: the committed go.sum must cover the build; nothing is written.
+    (
+        cd "$keda_mod"
+        GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
+            go build -trimpath -ldflags "-s -w" -o "$work/keda-client" .
+    )
+    mv -f "$work/keda-client" "$keda_bin"
+    printf 'keda %s\nsources %s\n%s\nbuilt %s\n' "$KEDA_VERSION" "$keda_sources" "$(go version)" "$(date -u +%FT%TZ)" > "$keda_bin.stamp"
+    echo "peers: built keda-client $KEDA_VERSION in $(( $(date +%s) - start ))s"
 fi
