@@ -41,7 +41,8 @@ pub fn format(value: f64) -> Result<String> {
 }
 
 /// The number the Quantity [`format`] writes for `value` denotes, as an `f64`:
-/// `value` rounded to the nearest milli-unit (the nearest `f64` to it). What a
+/// `value` rounded to the nearest milli-unit (the nearest `f64` to it that still
+/// writes that quantity). What a
 /// client that reads values as numbers (the KEDA scaler's `metricValueFloat`)
 /// is given, so that it gets what the Quantity says.
 ///
@@ -51,9 +52,15 @@ pub fn rounded(value: f64) -> Result<f64> {
     if !value.is_finite() {
         return Err(Error::NotFinite(value));
     }
-    // i128 → f64 is exact below 2^53 * 1000 only to the nearest f64, and the
-    // division is correctly rounded: 407000 / 1000 is 407 exactly.
-    Ok(milli(value).map_or(value, |m| m as f64 / 1000.0))
+    let Some(m) = milli(value) else {
+        return Ok(value);
+    };
+    // The division is correctly rounded: 407000 / 1000 is 407 exactly. Past 2^53
+    // milli-units (|value| above about 9e12) the nearest f64 to the quantity can
+    // fall on a neighbouring milli-unit; then `value` itself, which writes exactly
+    // that quantity, is the answer.
+    let r = m as f64 / 1000.0;
+    Ok(if milli(r) == Some(m) { r } else { value })
 }
 
 /// `value` in milli-units, rounded to the nearest; `None` at or above 2^53, where
@@ -163,6 +170,9 @@ mod tests {
         assert_eq!(rounded(1.0006).unwrap(), 1.001);
         assert_eq!(rounded(0.0004).unwrap(), 0.0);
         assert_eq!(rounded(1e20).unwrap(), 1e20);
+        // Past 2^53 milli-units: still the same quantity (proptest found this one).
+        let big = 15_193_187_578_496.613;
+        assert_eq!(format(rounded(big).unwrap()).unwrap(), format(big).unwrap());
         assert!(matches!(rounded(f64::NAN), Err(Error::NotFinite(_))));
     }
 
