@@ -81,28 +81,7 @@ const APISERVICES: [&str; 3] = [
 // ---------------------------------------------------------------------------
 // Peers
 
-/// The pinned Kubernetes version, from tests/e2e/peers/go.mod.
-fn k8s_version() -> String {
-    let gomod = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/peers/go.mod"),
-    )
-    .expect("tests/e2e/peers/go.mod");
-    gomod
-        .lines()
-        .find_map(|l| l.strip_prefix("require k8s.io/kubernetes "))
-        .expect("a `require k8s.io/kubernetes vX.Y.Z` line")
-        .trim()
-        .to_string()
-}
-
-fn peers_dir() -> PathBuf {
-    match std::env::var_os("PRESCALE_PEERS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/prescale-peers")
-        }
-    }
-}
+use common::peers::{kubernetes_version as k8s_version, pinned};
 
 struct Peers {
     apiserver: PathBuf,
@@ -114,19 +93,7 @@ struct Peers {
 /// The peers, or why they are missing.
 fn find_peers() -> Result<Peers, String> {
     let version = k8s_version();
-    let dir = peers_dir();
-    let bin = |name: &str| -> Result<PathBuf, String> {
-        let p = dir.join(format!("{name}-{version}"));
-        let stamp = dir.join(format!("{name}-{version}.stamp"));
-        if p.is_file() && stamp.is_file() {
-            Ok(p)
-        } else {
-            Err(format!(
-                "{} (with its .stamp) is missing: run `bash tests/e2e/peers.sh`",
-                p.display()
-            ))
-        }
-    };
+    let bin = |name: &str| pinned(name, &version);
     let etcd = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
         .iter()
         .map(PathBuf::from)

@@ -1294,27 +1294,9 @@ async fn debug_signals_explain_every_series() {
     assert_eq!(cpu["namespaces"], json!(["shop"]));
 }
 
-/// Keys of a JSON document that are not snake_case (label maps hold data, not keys).
-pub(crate) fn non_snake_keys(v: &serde_json::Value, at: &str, out: &mut Vec<String>) {
-    match v {
-        serde_json::Value::Object(m) => {
-            for (k, v) in m {
-                if k.chars().any(|c| c.is_ascii_uppercase() || c == '-') {
-                    out.push(format!("{at}.{k}"));
-                }
-                if k != "labels" {
-                    non_snake_keys(v, &format!("{at}.{k}"), out);
-                }
-            }
-        }
-        serde_json::Value::Array(a) => {
-            for v in a {
-                non_snake_keys(v, &format!("{at}[]"), out);
-            }
-        }
-        _ => {}
-    }
-}
+/// The integration tests' check of prescale's JSON key style, shared.
+#[path = "../../tests/common/json.rs"]
+mod json;
 
 #[tokio::test]
 async fn debug_signals_keys_are_snake_case_as_the_cli_json() {
@@ -1339,8 +1321,7 @@ async fn debug_signals_keys_are_snake_case_as_the_cli_json() {
     });
     entry.series[0].detail.shadow = true;
     let doc = crate::api::plain::signals_doc(&snap, true, T0, &Default::default()).unwrap();
-    let mut bad = Vec::new();
-    non_snake_keys(&doc, "", &mut bad);
+    let bad = json::non_snake_keys(&doc);
     assert!(bad.is_empty(), "not snake_case: {bad:?}");
     let queue = doc["metrics"]
         .as_array()

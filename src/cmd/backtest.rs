@@ -444,18 +444,7 @@ fn prepare_series(
 fn replay_settings(path: &Path, signal: Option<&str>) -> anyhow::Result<Replay> {
     let config = Config::from_file(path)?;
     let chosen = match signal {
-        Some(name) => config
-            .signals
-            .iter()
-            .find(|s| s.name.as_str() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = config.signals.iter().map(|s| s.name.as_str()).collect();
-                anyhow::anyhow!(
-                    "--signal {name:?} is not in {}: must be one of {}",
-                    path.display(),
-                    known.join(", ")
-                )
-            })?,
+        Some(name) => super::signal_named(&config, path, name)?,
         None => config
             .signals
             .first()

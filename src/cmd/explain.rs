@@ -124,18 +124,7 @@ fn offline(
 ) -> anyhow::Result<Value> {
     let config = Config::from_file(config_path)?;
     let chosen = match &query.signal {
-        Some(name) => config
-            .signals
-            .iter()
-            .find(|s| s.name.as_str() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = config.signals.iter().map(|s| s.name.as_str()).collect();
-                anyhow::anyhow!(
-                    "--signal {name:?} is not in {}: must be one of {}",
-                    config_path.display(),
-                    known.join(", ")
-                )
-            })?,
+        Some(name) => super::signal_named(&config, config_path, name)?,
         None if config.signals.len() == 1 => &config.signals[0],
         None => anyhow::bail!(
             "{} configures {} signals: name one with --signal",

@@ -35,6 +35,27 @@ pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// The signal named `name` in `config` (read from `path`), or an error listing
+/// the signals there are.
+pub(crate) fn signal_named<'a>(
+    config: &'a prescale::config::Config,
+    path: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<&'a prescale::config::SignalConfig> {
+    config
+        .signals
+        .iter()
+        .find(|s| s.name.as_str() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = config.signals.iter().map(|s| s.name.as_str()).collect();
+            anyhow::anyhow!(
+                "--signal {name:?} is not in {}: must be one of {}",
+                path.display(),
+                known.join(", ")
+            )
+        })
+}
+
 pub mod backtest;
 pub mod check_config;
 pub mod eval;

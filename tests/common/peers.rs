@@ -28,22 +28,49 @@ pub fn kubernetes_version() -> String {
         .to_string()
 }
 
+/// A binary of the peers cache, or why it is not there (it or its stamp missing).
+pub fn pinned(name: &str, version: &str) -> Result<PathBuf, String> {
+    let bin = cache_dir().join(format!("{name}-{version}"));
+    let stamp = cache_dir().join(format!("{name}-{version}.stamp"));
+    if bin.is_file() && stamp.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "{} (with its .stamp) is missing: run `bash tests/e2e/peers.sh`",
+            bin.display()
+        ))
+    }
+}
+
+/// A binary of the peers cache, if it and its stamp are there.
+pub fn cached(name: &str, version: &str) -> Option<PathBuf> {
+    pinned(name, version).ok()
+}
+
+/// The helm version tests/e2e/peers.sh pins (its `HELM_VERSION=` line).
+pub fn helm_version() -> String {
+    let script =
+        std::fs::read_to_string(repo().join("tests/e2e/peers.sh")).expect("tests/e2e/peers.sh");
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix("HELM_VERSION="))
+        .expect("a HELM_VERSION= line in tests/e2e/peers.sh")
+        .trim()
+        .to_string()
+}
+
 /// kubectl: the pinned one of the peers cache, else one on PATH. Missing: `None`
 /// with the reason printed outside CI, a failure with `CI=true` (tests/ci.sh builds
 /// it first).
 pub fn kubectl() -> Option<PathBuf> {
     let version = kubernetes_version();
-    let pinned = cache_dir().join(format!("kubectl-{version}"));
-    let stamp = cache_dir().join(format!("kubectl-{version}.stamp"));
-    let found = (pinned.is_file() && stamp.is_file())
-        .then_some(pinned)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join("kubectl"))
-                    .find(|p| p.is_file())
-            })
-        });
+    let found = cached("kubectl", &version).or_else(|| {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("kubectl"))
+                .find(|p| p.is_file())
+        })
+    });
     if found.is_none() {
         let why = format!(
             "kubectl {version} is not in {} nor on PATH (run `bash tests/e2e/peers.sh`)",

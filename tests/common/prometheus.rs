@@ -58,21 +58,10 @@ impl Prometheus {
     /// # Panics
     /// When the binaries are missing, backfilling fails or Prometheus does not get ready.
     pub fn start(series: &[LabeledSeries]) -> Self {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        backfill(dir.path(), series);
-        std::fs::write(
-            dir.path().join("prometheus.yml"),
+        Self::start_scraping(
+            series,
             "global:\n  scrape_interval: 1h\nscrape_configs: []\n",
         )
-        .expect("write prometheus.yml");
-        let addr = free_addr();
-        let mut p = Self {
-            child: None,
-            addr,
-            dir,
-        };
-        p.spawn();
-        p
     }
 
     /// Backfills `series` (may be empty) and starts Prometheus with `config` as its
@@ -81,7 +70,6 @@ impl Prometheus {
     ///
     /// # Panics
     /// As [`Prometheus::start`].
-    #[allow(dead_code)]
     pub fn start_scraping(series: &[LabeledSeries], config: &str) -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         if !series.is_empty() {

@@ -23,32 +23,7 @@ const CHART: &str = "deploy/helm/prescale";
 const RELEASE: &str = "prescale";
 const NAMESPACE: &str = "prescale";
 
-fn peers_cache() -> PathBuf {
-    match std::env::var_os("PRESCALE_PEERS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/prescale-peers")
-        }
-    }
-}
-
-/// A binary of the peers cache, if it and its stamp are there.
-fn cached(name: &str, version: &str) -> Option<PathBuf> {
-    let bin = peers_cache().join(format!("{name}-{version}"));
-    let stamp = peers_cache().join(format!("{name}-{version}.stamp"));
-    (bin.is_file() && stamp.is_file()).then_some(bin)
-}
-
-/// The helm version tests/e2e/peers.sh pins (its `HELM_VERSION=` line).
-pub(crate) fn helm_version() -> String {
-    let script = std::fs::read_to_string(repo().join("tests/e2e/peers.sh")).expect("peers.sh");
-    script
-        .lines()
-        .find_map(|l| l.strip_prefix("HELM_VERSION="))
-        .expect("a HELM_VERSION= line in tests/e2e/peers.sh")
-        .trim()
-        .to_string()
-}
+use crate::common::peers::{cache_dir as peers_cache, cached, helm_version};
 
 /// The cached helm; `None` (with the reason printed) outside CI, a failure in CI.
 fn helm() -> Option<PathBuf> {
@@ -65,11 +40,6 @@ fn helm() -> Option<PathBuf> {
         println!("SKIPPED: {why}; the Helm chart was not rendered");
     }
     found
-}
-
-/// kubectl for rendering the kustomize base (the pinned one of the peers cache first).
-fn kustomize_kubectl() -> Option<PathBuf> {
-    kubectl()
 }
 
 /// Runs helm with its state directories in a temporary one; stdout and stderr.
@@ -450,7 +420,7 @@ fn modes(ca_bundle: &str) -> Vec<Mode> {
 #[test]
 fn helm_chart_lints_and_renders_the_kustomize_install() {
     let Some(helm) = helm() else { return };
-    let Some(kubectl) = kustomize_kubectl() else {
+    let Some(kubectl) = kubectl() else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("no kubectl to render deploy/base with (run `bash tests/e2e/peers.sh`)");
         }

@@ -7,24 +7,11 @@
 //! alone): the upgrade keeps the self-signed pair (Helm's `lookup` of the Secret),
 //! so the pods' `checksum/tls` does not change and they do not roll.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use super::{peers_dir, Check, Cluster};
-
-/// The helm version tests/e2e/peers.sh pins (its `HELM_VERSION=` line).
-fn helm_version() -> String {
-    let script = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/peers.sh"),
-    )
-    .expect("tests/e2e/peers.sh");
-    script
-        .lines()
-        .find_map(|l| l.strip_prefix("HELM_VERSION="))
-        .expect("a HELM_VERSION= line in tests/e2e/peers.sh")
-        .trim()
-        .to_string()
-}
+use super::{Check, Cluster};
+use crate::common::peers::{helm_version, pinned};
 
 fn helm_cmd(helm: &Path, c: &Cluster, args: &[&str]) -> Command {
     let mut cmd = Command::new(helm);
@@ -163,18 +150,16 @@ fn install_upgrade_uninstall(helm: &Path, c: &Cluster) -> Check {
 
 pub(crate) fn check(c: &Cluster) -> Check {
     let version = helm_version();
-    let helm = peers_dir().join(format!("helm-{version}"));
-    if !helm.is_file() || !peers_dir().join(format!("helm-{version}.stamp")).is_file() {
-        let why = format!(
-            "{} (with its .stamp) is missing: run `bash tests/e2e/peers.sh`",
-            helm.display()
-        );
-        return if std::env::var("CI").is_ok_and(|v| v == "true") {
-            Err(why)
-        } else {
-            Ok(format!("SKIPPED: {why}"))
-        };
-    }
+    let helm = match pinned("helm", &version) {
+        Ok(helm) => helm,
+        Err(why) => {
+            return if std::env::var("CI").is_ok_and(|v| v == "true") {
+                Err(why)
+            } else {
+                Ok(format!("SKIPPED: {why}"))
+            };
+        }
+    };
     let mut seen = Vec::new();
     for (mode, set) in [
         ("selfSigned", None),

@@ -338,14 +338,5 @@ fn client_binary() -> Result<PathBuf, String> {
         .find_map(|l| l.trim().strip_prefix("github.com/kedacore/keda/v2 "))
         .ok_or("no github.com/kedacore/keda/v2 requirement in tests/e2e/keda/go.mod")?
         .trim();
-    let bin = peers_dir().join(format!("keda-client-{version}"));
-    let stamp = peers_dir().join(format!("keda-client-{version}.stamp"));
-    if bin.is_file() && stamp.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "{} (with its .stamp) is missing: run `bash tests/e2e/peers.sh`",
-            bin.display()
-        ))
-    }
+    crate::common::peers::pinned("keda-client", version)
 }
