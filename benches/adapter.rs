@@ -374,9 +374,8 @@ async fn main() {
 
 async fn run() -> Result<(), String> {
     let peers = find_peers()?;
-    if common::peers::prometheus_adapter().is_none() {
-        return Err("prometheus-adapter is missing (see above)".into());
-    }
+    // A bench is not a test: a missing peer is an error here, in CI or not.
+    common::peers::pinned("prometheus-adapter", &common::peers::adapter_version())?;
     let started = Instant::now();
     let cluster = Cluster::start(&peers).await;
 
