@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 pub mod custom;
 pub mod keda;
 pub mod nodepools;
+pub mod upstream;
 
 pub use custom::CustomConfig;
 pub use keda::{KedaScalerConfig, KedaTlsConfig};
@@ -23,6 +24,7 @@ pub use nodepools::{
     CapacityBufferRef, CapacityBuffersConfig, ExpanderConfig, NodePoolConfig, ReplicaSelector,
     WorkloadConfig,
 };
+pub use upstream::{ServiceRef, UpstreamConfig, UpstreamsConfig};
 
 /// Errors from reading and validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -516,6 +518,10 @@ pub struct ServerConfig {
     /// prescale as a KEDA external scaler (gRPC, TLS); not started when absent.
     #[serde(default)]
     pub keda_scaler: Option<KedaScalerConfig>,
+    /// The adapters that owned `external.metrics.k8s.io` or `custom.metrics.k8s.io`
+    /// before prescale: requests for metrics prescale does not serve go there.
+    #[serde(default)]
+    pub upstream: UpstreamsConfig,
 }
 
 const fn default_shutdown_grace() -> Duration {
@@ -635,6 +641,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             shutdown_grace: default_shutdown_grace(),
             keda_scaler: None,
+            upstream: UpstreamsConfig::default(),
         }
     }
 }
@@ -980,6 +987,7 @@ impl ServerConfig {
         if let Some(keda) = &self.keda_scaler {
             keda::check(keda, self, problems);
         }
+        upstream::check(&self.upstream, problems);
         if self.auth.mode == AuthMode::None {
             for (field, addr) in [
                 ("https_address", self.https_address),

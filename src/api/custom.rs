@@ -210,8 +210,11 @@ pub async fn resource_list(
         ))
         .into_response();
     };
-    let resources: Vec<Value> = listed(&state.shared.load())
+    let own = listed(&state.shared.load());
+    let extra = state.upstreams.custom_extra(version, &own);
+    let resources: Vec<Value> = own
         .into_iter()
+        .chain(extra)
         .map(|l| {
             json!({
                 "name": l.name(),
@@ -280,10 +283,13 @@ fn discovery_names(mapping: &Mapping, metric: &str) -> Vec<Listed> {
     }
 }
 
-/// The value handler, for every path below a version.
+/// The value handler, for every path below a version. A metric prescale does
+/// not serve goes to the group's upstream adapter when there is one
+/// ([`super::upstream`]).
 pub async fn get(
     State(state): State<AppState>,
     uri: Uri,
+    headers: HeaderMap,
     params: Result<Query<Params>, QueryRejection>,
 ) -> Response {
     let Some(path) = parse_path(uri.path()) else {
@@ -293,6 +299,15 @@ pub async fn get(
         ))
         .into_response();
     };
+    if let Some(upstream) = state
+        .upstreams
+        .custom_for(&state.shared, &path.resource, &path.metric)
+    {
+        if let Err(e) = check_names(&path) {
+            return e.into_response();
+        }
+        return upstream.forward(&uri, headers.get(header::ACCEPT)).await;
+    }
     match answer(&state, &path, params).await {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => e.into_response(),

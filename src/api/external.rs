@@ -21,7 +21,7 @@
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -73,12 +73,23 @@ pub(crate) fn describe(labels: &Labels) -> String {
     format!("{{{}}}", parts.join(","))
 }
 
-/// The handler.
+/// The handler. A metric prescale does not serve goes to the group's upstream
+/// adapter when there is one ([`super::upstream`]).
 pub async fn get(
     State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     params: Result<Query<Params>, QueryRejection>,
 ) -> Response {
+    if let Ok(Path((namespace, metric))) = &path {
+        if let Some(upstream) = state.upstreams.external_for(&state.shared, metric) {
+            if let Err(e) = check_namespace(namespace) {
+                return e.into_response();
+            }
+            return upstream.forward(&uri, headers.get(header::ACCEPT)).await;
+        }
+    }
     match answer(&state, path, params) {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => e.into_response(),
@@ -92,13 +103,7 @@ fn answer(
 ) -> Result<Vec<u8>, Error> {
     let Path((namespace, metric)) =
         path.map_err(|e| Error::BadRequest(format!("invalid path: {e}")))?;
-    if !crate::config::is_dns_label(&namespace) {
-        // The kube-apiserver only sends namespace names; anything else (`..`, a NUL,
-        // a slash decoded from %2F) is a client crafting paths.
-        return Err(Error::BadRequest(format!(
-            "invalid namespace {namespace:?}: must be a lowercase RFC 1123 label"
-        )));
-    }
+    check_namespace(&namespace)?;
     let Query(params) = params.map_err(|e| Error::BadRequest(format!("invalid query: {e}")))?;
     let selector_text = params.label_selector.unwrap_or_default();
     let selector = selector::parse(&selector_text)
@@ -126,6 +131,18 @@ fn answer(
         items,
     };
     serde_json::to_vec(&list).map_err(|e| Error::Internal(format!("encoding the answer: {e}")))
+}
+
+/// The kube-apiserver only sends namespace names; anything else (`..`, a NUL, a
+/// slash decoded from %2F) is a client crafting paths: 400.
+fn check_namespace(namespace: &str) -> Result<(), Error> {
+    if crate::config::is_dns_label(namespace) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "invalid namespace {namespace:?}: must be a lowercase RFC 1123 label"
+        )))
+    }
 }
 
 /// The answer before the first snapshot: nothing can be served yet.

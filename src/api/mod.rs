@@ -29,6 +29,7 @@ pub mod selector;
 pub mod server;
 pub mod status;
 pub mod tls;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -167,6 +168,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The pods an HPA's selector picks, for Pods metrics.
     pub pods: Arc<dyn pods::PodLookup>,
+    /// The adapters that answer the metrics prescale does not serve.
+    pub upstreams: upstream::Upstreams,
 }
 
 impl AppState {
@@ -186,7 +189,14 @@ impl AppState {
             limits: Limits::default(),
             clock,
             pods: Arc::new(pods::NoPods),
+            upstreams: upstream::Upstreams::default(),
         }
+    }
+
+    /// Forwards requests for metrics prescale does not serve to `upstreams`.
+    pub fn with_upstreams(mut self, upstreams: upstream::Upstreams) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     /// Lists pods for Pods metrics with `pods` (the default, [`pods::NoPods`],
@@ -307,6 +317,10 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let start = Instant::now();
     let endpoint = endpoint(request.uri().path());
     let response = next.run(request).await;
+    let endpoint = match response.extensions().get::<upstream::Forwarded>() {
+        Some(_) => Endpoint::Upstream,
+        None => endpoint,
+    };
     state.metrics.observe(
         endpoint,
         response.status().as_u16(),
@@ -522,6 +536,12 @@ impl Server {
     /// Lists pods for Pods metrics with `pods` (by default they answer 503).
     pub fn with_pod_lookup(mut self, pods: Arc<dyn pods::PodLookup>) -> Self {
         self.state = self.state.with_pods(pods);
+        self
+    }
+
+    /// Forwards requests for metrics prescale does not serve to `upstreams`.
+    pub fn with_upstreams(mut self, upstreams: upstream::Upstreams) -> Self {
+        self.state = self.state.with_upstreams(upstreams);
         self
     }
 

@@ -30,6 +30,7 @@ use prescale::source::Source;
 mod keda;
 #[cfg(unix)]
 mod reload;
+mod upstream;
 
 /// Arguments of `prescale serve`.
 #[derive(Debug, clap::Args)]
@@ -232,6 +233,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     );
     api_settings.limits = limits(&server);
     let grace = server.shutdown_grace.as_std();
+    let upstreams = upstream::start(&server, &signals, stop_rx.clone()).await?;
+    registry
+        .sub_registry_with_prefix("prescale")
+        .register_collector(upstreams.collector());
     let api = prescale::api::Server::bind(
         api_settings,
         shared.clone(),
@@ -240,7 +245,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the API")?
-    .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await);
+    .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await)
+    .with_upstreams(upstreams);
     let https = api.https_addr();
     // After the API: the expander may serve the certificate the API generated.
     let expander = node_parts
