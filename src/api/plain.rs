@@ -5,8 +5,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::external::rfc3339;
 use super::status::Error;
+use super::wire::rfc3339;
 use super::{metrics::status_label, quantity, AppState};
 use crate::series::Labels;
 
