@@ -289,6 +289,12 @@ impl Watched {
         Arc::new(Self { pods, nodes })
     }
 
+    /// A collector of `prescale_kube_watched_objects{kind}` and
+    /// `prescale_kube_watch_synced{kind}`, for the `/metrics` registry.
+    pub fn collector(self: &Arc<Self>) -> Box<dyn prometheus_client::collector::Collector> {
+        Box::new(WatchCollector(Arc::clone(self)))
+    }
+
     /// Why `/readyz` should wait, if it should: a watch not synced yet.
     pub fn not_ready(&self) -> Option<String> {
         let pods = self.pods.as_ref().filter(|i| !i.is_synced());
@@ -299,6 +305,55 @@ impl Watched {
             (None, Some(_)) => Some("nodes not listed yet".to_string()),
             (Some(_), Some(_)) => Some("pods and nodes not listed yet".to_string()),
         }
+    }
+}
+
+#[derive(Debug)]
+struct WatchCollector(Arc<Watched>);
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+impl prometheus_client::collector::Collector for WatchCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        let objects = Family::<KindLabels, Gauge>::default();
+        let synced = Family::<KindLabels, Gauge>::default();
+        let record = |kind: &'static str, len: usize, is_synced: bool| {
+            objects
+                .get_or_create(&KindLabels { kind })
+                .set(i64::try_from(len).unwrap_or(i64::MAX));
+            synced
+                .get_or_create(&KindLabels { kind })
+                .set(i64::from(is_synced));
+        };
+        if let Some(i) = &self.0.pods {
+            record("pods", i.len(), i.is_synced());
+        }
+        if let Some(i) = &self.0.nodes {
+            record("nodes", i.len(), i.is_synced());
+        }
+        let metric = encoder.encode_descriptor(
+            "kube_watched_objects",
+            "Objects held in memory by the watches (pods, nodes).",
+            None,
+            objects.metric_type(),
+        )?;
+        objects.encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "kube_watch_synced",
+            "Whether a watch's first list is complete (1) or not yet (0).",
+            None,
+            synced.metric_type(),
+        )?;
+        synced.encode(metric)
     }
 }
 
