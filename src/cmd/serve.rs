@@ -190,7 +190,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let catalog: prescale::keda::SharedCatalog = Arc::new(arc_swap::ArcSwap::from_pointee(
         prescale::keda::Catalog::from_signals(&signals),
     ));
-    let mut node_parts = super::nodepools::setup(config.as_ref()).await?;
+    let mut node_parts = super::nodepools::setup(config.as_ref(), shared.clone()).await?;
     SeriesMetrics::new(
         shared.clone(),
         Arc::clone(&clock),

@@ -190,6 +190,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         published_ms: T0,
         metrics,
+        plan: None,
     }
 }
 
