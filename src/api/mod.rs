@@ -170,6 +170,9 @@ pub struct AppState {
     pub pods: Arc<dyn pods::PodLookup>,
     /// The adapters that answer the metrics prescale does not serve.
     pub upstreams: upstream::Upstreams,
+    /// Besides the first snapshot, what `/readyz` waits for (the watched cluster
+    /// state's first lists): the reason while not ready.
+    pub not_ready: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
 }
 
 impl AppState {
@@ -190,7 +193,17 @@ impl AppState {
             clock,
             pods: Arc::new(pods::NoPods),
             upstreams: upstream::Upstreams::default(),
+            not_ready: None,
         }
+    }
+
+    /// Makes `/readyz` wait for `not_ready` to say nothing (besides the first snapshot).
+    pub fn with_readiness(
+        mut self,
+        not_ready: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    ) -> Self {
+        self.not_ready = not_ready;
+        self
     }
 
     /// Forwards requests for metrics prescale does not serve to `upstreams`.
@@ -542,6 +555,15 @@ impl Server {
     /// Forwards requests for metrics prescale does not serve to `upstreams`.
     pub fn with_upstreams(mut self, upstreams: upstream::Upstreams) -> Self {
         self.state = self.state.with_upstreams(upstreams);
+        self
+    }
+
+    /// Makes `/readyz` wait for `not_ready` to say nothing (besides the first snapshot).
+    pub fn with_readiness(
+        mut self,
+        not_ready: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    ) -> Self {
+        self.state = self.state.with_readiness(not_ready);
         self
     }
 

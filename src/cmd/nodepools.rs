@@ -36,7 +36,11 @@ pub struct Parts {
 ///
 /// # Errors
 /// CapacityBuffers are enabled but there is no Kubernetes client.
-pub async fn setup(config: Option<&Config>, snapshot: Shared) -> anyhow::Result<Parts> {
+pub async fn setup(
+    config: Option<&Config>,
+    watched: Option<Arc<prescale::kube::watch::Watched>>,
+    snapshot: Shared,
+) -> anyhow::Result<Parts> {
     let Some(config) = config.filter(|c| !c.nodepools.is_empty()) else {
         return Ok(Parts {
             nodepools: None,
@@ -59,9 +63,9 @@ pub async fn setup(config: Option<&Config>, snapshot: Shared) -> anyhow::Result<
             None
         }
     };
-    let lookup: Arc<dyn ClusterLookup> = match &client {
-        Some(c) => Arc::new(prescale::kube::cluster::KubeCluster::new(c.clone())),
-        None => Arc::new(StaticCluster::new(None)),
+    let lookup: Arc<dyn ClusterLookup> = match (&client, watched) {
+        (Some(_), Some(w)) => w,
+        _ => Arc::new(StaticCluster::new(None)),
     };
     let planner = Planner::new(config.nodepools.clone(), config.workloads.clone());
     Ok(Parts {
