@@ -239,6 +239,7 @@ mod tests {
         let snapshot = Snapshot {
             published_ms: 0,
             metrics,
+            plan: None,
         };
         let doc = aggregated(&snapshot, AggregatedVersion::V2beta1, &Upstreams::default());
         assert_eq!(doc["kind"], "APIGroupDiscoveryList");

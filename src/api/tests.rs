@@ -92,6 +92,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         published_ms: T0,
         metrics,
+        plan: None,
     }
 }
 

@@ -192,7 +192,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     ));
     // Pods and nodes, watched into memory: requests and engine steps read them.
     let watched = watched(&signals, config.as_ref()).await;
-    let mut node_parts = super::nodepools::setup(config.as_ref(), watched.clone()).await?;
+    let mut node_parts =
+        super::nodepools::setup(config.as_ref(), watched.clone(), shared.clone()).await?;
     if let Some(w) = &watched {
         registry
             .sub_registry_with_prefix("prescale")

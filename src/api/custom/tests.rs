@@ -191,6 +191,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         published_ms: T0,
         metrics,
+        plan: None,
     }
 }
 
