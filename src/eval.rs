@@ -291,7 +291,7 @@ pub fn evaluate(spec: &ModelSpec, tasks: &[Task]) -> (Summary, Vec<SeriesScore>)
         *chosen.entry(key).or_insert(0) += 1;
     }
     let summary = Summary {
-        model: spec.name.clone(),
+        model: spec.name().to_string(),
         series: scores.len(),
         smape: mean_of(|s| s.smape),
         mase: mean_of(|s| s.mase),

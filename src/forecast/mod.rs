@@ -25,7 +25,7 @@ mod spec;
 use serde::{Deserialize, Serialize};
 
 pub use calibrate::Calibrated;
-pub use spec::{Combine, ModelKind, ModelSpec};
+pub use spec::{Combine, Family, Member, ModelKind, ModelSpec};
 
 /// Errors from fitting and forecasting.
 #[derive(Debug, thiserror::Error)]

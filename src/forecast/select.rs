@@ -9,8 +9,8 @@ use super::mstl::Mstl;
 use super::seasonal_naive::SeasonalNaive;
 use super::seasonality::{self, Seasons};
 use super::{
-    candidate_periods, fill_gaps, Calibrated, Combine, Error, ModelKind, ModelReport, ModelSpec,
-    PointFit, PointModel, Predict, Result, Score,
+    candidate_periods, fill_gaps, Calibrated, Combine, Error, Family, Member, ModelKind,
+    ModelReport, ModelSpec, PointFit, PointModel, Predict, Result, Score,
 };
 
 /// Candidates whose mean backtest error estimates the chosen model's true error.
@@ -71,12 +71,12 @@ fn simple_candidates() -> Vec<Candidate> {
 
 /// Resolves a model family against the confirmed seasons. `None` when the family
 /// adds nothing here (a weekly naive without a weekly season, inside `auto`).
-fn candidate_for(kind: &ModelKind, seasons: &Seasons, strict: bool) -> Option<Candidate> {
+fn candidate_for(family: Family, seasons: &Seasons, strict: bool) -> Option<Candidate> {
     let daily = seasons.periods.first().copied();
     let longest = seasons.periods.last().copied();
-    match kind {
-        ModelKind::SeasonalNaive { seasons: k, weekly } => {
-            let period = if *weekly {
+    Some(match family {
+        Family::SeasonalNaive { seasons: k, weekly } => {
+            let period = if weekly {
                 match (daily, longest) {
                     (Some(d), Some(l)) if l > d => l,
                     _ if strict => return None,
@@ -85,36 +85,32 @@ fn candidate_for(kind: &ModelKind, seasons: &Seasons, strict: bool) -> Option<Ca
             } else {
                 daily.unwrap_or(1)
             };
-            Some(Candidate::SeasonalNaive(SeasonalNaive {
-                period,
-                seasons: *k,
-            }))
+            Candidate::SeasonalNaive(SeasonalNaive { period, seasons: k })
         }
-        ModelKind::HoltWinters { damped } => Some(Candidate::HoltWinters(HoltWinters {
+        Family::HoltWinters { damped } => Candidate::HoltWinters(HoltWinters {
             period: daily.unwrap_or(0),
-            damped: *damped,
-        })),
-        ModelKind::Mstl { weekly } => Some(Candidate::Mstl(Mstl {
-            periods: if *weekly {
+            damped,
+        }),
+        Family::Mstl { weekly } => Candidate::Mstl(Mstl {
+            periods: if weekly {
                 seasons.periods.clone()
             } else {
                 daily.into_iter().collect()
             },
-        })),
-        ModelKind::LinearLags {
+        }),
+        Family::LinearLags {
             lags,
             fourier,
             ridge,
             log,
-        } => Some(Candidate::Linear(LinearLags {
-            lags: *lags,
+        } => Candidate::Linear(LinearLags {
+            lags,
             periods: seasons.periods.clone(),
-            fourier: *fourier,
-            ridge: *ridge,
-            log: *log,
-        })),
-        ModelKind::Auto { .. } => None,
-    }
+            fourier,
+            ridge,
+            log,
+        }),
+    })
 }
 
 /// Calibration horizon when the spec sets none: two hours of steps, at least 6.
@@ -194,7 +190,6 @@ pub(crate) fn fit_spec(
 /// # Errors
 /// When the history has fewer than two observed points, or no candidate fits.
 pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result<Calibrated> {
-    spec.validate()?;
     let horizon = spec
         .horizon_steps
         .unwrap_or_else(|| default_horizon(step_ms));
@@ -207,25 +202,18 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
     let n = filled.len();
     let seasons = seasonality::confirm(&filled, &candidate_periods(step_ms));
 
-    let (named, combine): (Vec<(String, ModelKind)>, Combine) = match &spec.model {
+    let (named, combine): (Vec<Member>, Combine) = match &spec.model {
         ModelKind::Auto {
             candidates,
             combine,
-        } => {
-            let mut named = Vec::with_capacity(candidates.len());
-            for c in candidates {
-                let s = ModelSpec::by_name(c)?;
-                if matches!(s.model, ModelKind::Auto { .. }) {
-                    return Err(Error::BadSpec {
-                        name: spec.name.clone(),
-                        message: format!("model.candidates: {c:?} is itself an auto model"),
-                    });
-                }
-                named.push((c.clone(), s.model));
-            }
-            (named, *combine)
-        }
-        kind => (vec![(spec.name.clone(), kind.clone())], Combine::Best),
+        } => (candidates.clone(), *combine),
+        ModelKind::Single(family) => (
+            vec![Member {
+                name: spec.name.clone(),
+                family: *family,
+            }],
+            Combine::Best,
+        ),
     };
     let auto = matches!(spec.model, ModelKind::Auto { .. });
 
@@ -236,22 +224,22 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
         }
         if !auto {
             // A single model keeps its own family when it can run without a season.
-            if let Some((_, kind)) = named.first() {
+            if let Some(m) = named.first() {
                 if let Some(c @ (Candidate::HoltWinters(_) | Candidate::Linear(_))) =
-                    candidate_for(kind, &seasons, false)
+                    candidate_for(m.family, &seasons, false)
                 {
                     if c.min_len() <= n {
-                        cands = vec![(named[0].0.clone(), c)];
+                        cands = vec![(m.name.clone(), c)];
                     }
                 }
             }
             cands.truncate(1);
         }
     } else {
-        for (name, kind) in &named {
-            if let Some(c) = candidate_for(kind, &seasons, auto) {
+        for m in named {
+            if let Some(c) = candidate_for(m.family, &seasons, auto) {
                 if !cands.iter().any(|(_, o)| *o == c) {
-                    cands.push((name.clone(), c));
+                    cands.push((m.name, c));
                 }
             }
         }

@@ -209,8 +209,48 @@ fn bad_input_is_an_error_not_a_panic() {
 #[test]
 fn every_bundled_spec_parses() {
     for name in ModelSpec::names() {
-        assert_eq!(ModelSpec::by_name(name).unwrap().name, name);
+        assert_eq!(ModelSpec::by_name(name).unwrap().name(), name);
     }
+}
+
+#[test]
+fn auto_is_resolved_into_its_candidates_once() {
+    let auto = ModelSpec::by_name("auto").unwrap();
+    let ModelKind::Auto {
+        candidates,
+        combine,
+    } = auto.model()
+    else {
+        panic!("auto is not an auto spec: {auto:?}");
+    };
+    let names: Vec<&str> = candidates.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "seasonal-naive",
+            "seasonal-naive-weekly",
+            "holt-winters-damped",
+            "mstl-daily-weekly",
+            "linear-lags"
+        ]
+    );
+    assert_eq!(*combine, Combine::BestOrMean { top: 3 });
+    for m in candidates {
+        let ModelKind::Single(family) = ModelSpec::by_name(&m.name).unwrap().model().clone() else {
+            panic!("{} is not a single model", m.name);
+        };
+        assert_eq!(m.family, family, "{}", m.name);
+    }
+    // A candidate that does not exist is an error when the spec is read, not
+    // when it is first fitted.
+    let err = ModelSpec::from_yaml(
+        "name: x\nmodel:\n  type: auto\n  candidates: [mstl-daily-weekly, prophet]\n  combine: {mode: best}\n",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownModel { name, .. } if name == "prophet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -260,9 +300,7 @@ fn flatish(n: usize, seed: u64) -> Vec<f64> {
 /// at or below the mean, the 90 % at or above it, and the peak of the 90 %
 /// quantile over a short lead within a few MAEs of the last observations.
 fn assert_centred(history: &[f64], label: &str) {
-    let spec = ModelSpec::by_name("auto").unwrap();
-    let mut spec = spec;
-    spec.horizon_steps = Some(120);
+    let spec = ModelSpec::by_name("auto").unwrap().with_horizon(120);
     let model = fit(&spec, history, 60_000).unwrap();
     let fc = model.predict(72, &[0.1, 0.5, 0.9, 0.95]).unwrap();
     let q10 = fc.quantile(0.1).unwrap();
