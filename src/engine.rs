@@ -30,7 +30,6 @@ use rayon::prelude::*;
 use crate::clock::Clock;
 use crate::config::SignalConfig;
 use crate::custom::Mapping;
-use crate::forecast::ModelSpec;
 use crate::plan::tracker::INTERVAL;
 use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
 use crate::series::{format_labels, LabeledSeries, Labels};
@@ -85,19 +84,15 @@ pub struct Shadow {
 }
 
 impl SignalSettings {
-    /// Settings from a validated config entry.
+    /// Settings from a validated config entry (its model is already resolved).
     ///
     /// # Errors
-    /// [`Error::Signal`] when the model is unknown.
+    /// [`Error::Signal`] when the custom metric's mapping is invalid.
     pub fn from_config(c: &SignalConfig) -> Result<Self> {
         let step_ms = c.step.as_ms().max(1);
         let steps = |ms: i64| usize::try_from(ms.div_euclid(step_ms)).unwrap_or(usize::MAX);
         let ceil_steps =
             |ms: i64| usize::try_from((ms + step_ms - 1).div_euclid(step_ms)).unwrap_or(usize::MAX);
-        let spec = ModelSpec::by_name(&c.model).map_err(|e| Error::Signal {
-            signal: c.name.to_string(),
-            message: e.to_string(),
-        })?;
         let custom = match &c.custom {
             Some(custom) => Some(Arc::new(custom.mapping("custom").map_err(|problems| {
                 Error::Signal {
@@ -118,7 +113,7 @@ impl SignalSettings {
                 hpa_target: c.hpa_target,
             }),
             tracker: TrackerSettings {
-                spec,
+                spec: c.model.clone(),
                 step_ms,
                 policy: ServePolicy {
                     lead_steps: ceil_steps(c.lead_time.as_ms()).max(1),

@@ -19,6 +19,7 @@ use prescale::clock::{Clock, SystemClock};
 use prescale::config::custom::MetricTypeConfig;
 use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
+use prescale::forecast::ModelSpec;
 use prescale::kube::watch::Watched;
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
 use prescale::snapshot::metrics::SeriesMetrics;
@@ -558,6 +559,7 @@ async fn shutdown_signal() {
 fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
     let mut source = FileSource::new(now_ms);
     let mut signals = Vec::new();
+    let auto = ModelSpec::by_name("auto")?;
     for (name, text) in BUNDLED {
         let raw = read_csv(text).with_context(|| format!("bundled trace {name}"))?;
         let (series, _) = raw
@@ -579,7 +581,7 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             history: ms(history_ms)?,
             lead_time: ms(step_ms.max(180_000))?,
             quantile: Quantile::try_new(0.9).map_err(anyhow::Error::msg)?,
-            model: "auto".to_string(),
+            model: auto.clone(),
             reactive_floor: true,
             hpa_tolerance: 0.1,
             mode: config::SignalMode::Predictive,
