@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use prescale::clock::SimClock;
-use prescale::expander::{self, k8s, pb, Expander, SharedPlan};
+use prescale::expander::{self, k8s, pb, Expander};
 use prescale::plan::nodepool::{plan, Plan, PoolSpec, PoolState, Resources, WorkloadSpec};
+use prescale::snapshot::{Shared, Snapshot};
 use prost::Message;
 
 const GROUPS: usize = 1000;
@@ -152,7 +152,11 @@ fn seed_plan() -> Plan {
 }
 
 fn service() -> Expander {
-    let shared: SharedPlan = Arc::new(ArcSwapOption::from_pointee(seed_plan()));
+    let shared = Shared::new();
+    shared.publish(Snapshot {
+        plan: Some(Arc::new(seed_plan())),
+        ..Snapshot::default()
+    });
     Expander::new(
         shared,
         Arc::new(SimClock::new(1)),

@@ -4,7 +4,7 @@
 //! length of a long M4 hourly series); only fitting or predicting is measured.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
-use prescale::forecast::{self, ModelSpec};
+use prescale::forecast::{Fit, ModelSpec, Predict};
 
 const HOUR_MS: i64 = 3_600_000;
 const LEN: usize = 960;
@@ -42,7 +42,7 @@ fn fit_one(c: &mut Criterion) {
     for name in ModelSpec::names() {
         let spec = spec(name);
         group.bench_function(name, |b| {
-            b.iter(|| forecast::fit(black_box(&spec), black_box(&y), HOUR_MS))
+            b.iter(|| black_box(&spec).fit(black_box(&y), HOUR_MS))
         });
     }
     group.finish();
@@ -52,7 +52,7 @@ fn predict_one(c: &mut Criterion) {
     let y = series(2);
     let mut group = c.benchmark_group("predict_one_series");
     for name in ModelSpec::names() {
-        let fitted = match forecast::fit(&spec(name), &y, HOUR_MS) {
+        let fitted = match spec(name).fit(&y, HOUR_MS) {
             Ok(f) => f,
             Err(e) => panic!("fit {name}: {e}"),
         };
@@ -72,7 +72,7 @@ fn batch(c: &mut Criterion) {
         b.iter(|| {
             batch
                 .iter()
-                .map(|y| forecast::fit(&auto, y, HOUR_MS).is_ok())
+                .map(|y| auto.fit(y, HOUR_MS).is_ok())
                 .filter(|ok| *ok)
                 .count()
         })
@@ -82,7 +82,7 @@ fn batch(c: &mut Criterion) {
             || {
                 batch
                     .iter()
-                    .filter_map(|y| forecast::fit(&auto, y, HOUR_MS).ok())
+                    .filter_map(|y| auto.fit(y, HOUR_MS).ok())
                     .collect::<Vec<_>>()
             },
             |fitted| {

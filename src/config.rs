@@ -1,8 +1,9 @@
 //! The `prescale serve` configuration file: YAML, validated up front.
 //!
 //! Every value that can be wrong on its own is a newtype that cannot hold a bad value
-//! ([`Duration`], [`Quantile`], [`MetricName`]); `Deserialize` goes through their
-//! `try_new`, so serde reports the field path (`signals[2].quantile: ...`). Problems
+//! ([`Duration`], [`Quantile`], [`MetricName`]), and a model name is read as the
+//! resolved [`ModelSpec`]; `Deserialize` goes through their `try_new` (or
+//! [`ModelSpec::by_name`]), so serde reports the field path (`signals[2].quantile: ...`). Problems
 //! that involve several fields (a lead time shorter than the step, two signals with
 //! one name) are found by [`Config::validate`], which reports all of them at once,
 //! each with its field path.
@@ -13,9 +14,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::forecast::ModelSpec;
+
 pub mod custom;
 pub mod keda;
 pub mod nodepools;
+pub mod upstream;
 
 pub use custom::CustomConfig;
 pub use keda::{KedaScalerConfig, KedaTlsConfig};
@@ -23,6 +27,7 @@ pub use nodepools::{
     CapacityBufferRef, CapacityBuffersConfig, ExpanderConfig, NodePoolConfig, ReplicaSelector,
     WorkloadConfig,
 };
+pub use upstream::{ServiceRef, UpstreamConfig, UpstreamsConfig};
 
 /// Errors from reading and validating a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +272,23 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
+/// A model is written as the name of a bundled spec and read as that spec, resolved.
+fn model_by_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<ModelSpec, D::Error> {
+    d.deserialize_str(StrVisitor(
+        |name| ModelSpec::by_name(name).map_err(|e| e.to_string()),
+        "a model name",
+    ))
+}
+
+fn model_name<S: serde::Serializer>(
+    spec: &ModelSpec,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(spec.name())
+}
+
 impl<'de> Deserialize<'de> for MetricName {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         d.deserialize_str(StrVisitor(Self::try_new, "a metric name"))
@@ -390,9 +412,14 @@ pub struct SignalConfig {
     /// Which forecast quantile to serve; higher means more head-room.
     #[serde(default = "default_quantile")]
     pub quantile: Quantile,
-    /// Model name (see `models/`), or `auto` to pick per series by backtest.
-    #[serde(default = "default_model")]
-    pub model: String,
+    /// Model name (see `models/`), or `auto` to pick per series by backtest;
+    /// resolved into its spec when the config is read.
+    #[serde(
+        default = "default_model",
+        deserialize_with = "model_by_name",
+        serialize_with = "model_name"
+    )]
+    pub model: ModelSpec,
     /// Never serve less than the latest observation (what a reactive HPA would see).
     #[serde(default = "default_true")]
     pub reactive_floor: bool,
@@ -466,8 +493,9 @@ const fn default_lead_time() -> Duration {
 const fn default_quantile() -> Quantile {
     Quantile(0.9)
 }
-fn default_model() -> String {
-    "auto".to_string()
+fn default_model() -> ModelSpec {
+    // Bundled in the binary, and a unit test resolves every bundled spec.
+    ModelSpec::by_name("auto").expect("the bundled auto spec resolves")
 }
 const fn default_true() -> bool {
     true
@@ -516,6 +544,10 @@ pub struct ServerConfig {
     /// prescale as a KEDA external scaler (gRPC, TLS); not started when absent.
     #[serde(default)]
     pub keda_scaler: Option<KedaScalerConfig>,
+    /// The adapters that owned `external.metrics.k8s.io` or `custom.metrics.k8s.io`
+    /// before prescale: requests for metrics prescale does not serve go there.
+    #[serde(default)]
+    pub upstream: UpstreamsConfig,
 }
 
 const fn default_shutdown_grace() -> Duration {
@@ -635,6 +667,7 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             shutdown_grace: default_shutdown_grace(),
             keda_scaler: None,
+            upstream: UpstreamsConfig::default(),
         }
     }
 }
@@ -926,9 +959,6 @@ impl SignalConfig {
                 self.history, self.min_history
             ));
         }
-        if let Err(e) = crate::forecast::ModelSpec::by_name(&self.model) {
-            problems.push(format!("{at}.model: {e}"));
-        }
         if let Some(custom) = &self.custom {
             if let Err(ps) = custom.mapping(&format!("{at}.custom")) {
                 problems.extend(ps);
@@ -980,6 +1010,7 @@ impl ServerConfig {
         if let Some(keda) = &self.keda_scaler {
             keda::check(keda, self, problems);
         }
+        upstream::check(&self.upstream, problems);
         if self.auth.mode == AuthMode::None {
             for (field, addr) in [
                 ("https_address", self.https_address),
@@ -1060,7 +1091,7 @@ signals:
         let s = &c.signals[0];
         assert_eq!(s.step.as_ms(), 60_000);
         assert_eq!(s.quantile.get(), 0.9);
-        assert_eq!(s.model, "auto");
+        assert_eq!(s.model, ModelSpec::by_name("auto").unwrap());
         assert!(s.reactive_floor);
         assert_eq!(c.server.https_address.port(), 6443);
         assert_eq!(c.server.auth.mode, AuthMode::Kubernetes);
@@ -1085,6 +1116,20 @@ signals:
             err.contains("signals[2].quantile: must be in (0, 1), got 1.5"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn unknown_model_names_its_field_path() {
+        // The model is resolved while the file is read, like the other values
+        // that can be wrong on their own.
+        let text = format!(
+            "{MINIMAL}    model: seasonal-naive\n  - name: two\n    query: up\n  - name: three\n    query: up\n    model: prophet\n"
+        );
+        let err = Config::from_yaml(&text).unwrap_err();
+        let err = std::error::Error::source(&err).unwrap().to_string();
+        assert!(err.contains("signals[2].model: unknown model"), "{err}");
+        let c = Config::from_yaml(&format!("{MINIMAL}    model: mstl-daily-weekly\n")).unwrap();
+        assert_eq!(c.signals[0].model.name(), "mstl-daily-weekly");
     }
 
     #[test]
@@ -1134,7 +1179,6 @@ signals:
     lead_time: 9999999999s
   - name: cpu
     query: ' '
-    model: prophet
     namespaces: [Default]
 server:
   https_address: 0.0.0.0:6443
@@ -1158,7 +1202,6 @@ server:
             "signals[1].lead_time: must not exceed history (7d)",
             "signals[2].name: \"cpu\" is used by an earlier signal",
             "signals[2].query: must not be empty",
-            "signals[2].model: unknown model",
             "signals[2].namespaces[0]: not a namespace name",
             "server.https_address: auth mode none only binds to loopback",
         ] {

@@ -12,7 +12,7 @@
 //!   workload's current pods, so the HPA's own averaging sees the total.
 //!
 //! Pure: no I/O; the API edge asks the questions and the pod look-up lives in
-//! `api::pods` and `kube::pods`.
+//! `api::pods` and `kube::watch`.
 
 use std::collections::BTreeMap;
 

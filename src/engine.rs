@@ -30,7 +30,6 @@ use rayon::prelude::*;
 use crate::clock::Clock;
 use crate::config::SignalConfig;
 use crate::custom::Mapping;
-use crate::forecast::ModelSpec;
 use crate::plan::tracker::INTERVAL;
 use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
 use crate::series::{format_labels, LabeledSeries, Labels};
@@ -85,19 +84,15 @@ pub struct Shadow {
 }
 
 impl SignalSettings {
-    /// Settings from a validated config entry.
+    /// Settings from a validated config entry (its model is already resolved).
     ///
     /// # Errors
-    /// [`Error::Signal`] when the model is unknown.
+    /// [`Error::Signal`] when the custom metric's mapping is invalid.
     pub fn from_config(c: &SignalConfig) -> Result<Self> {
         let step_ms = c.step.as_ms().max(1);
         let steps = |ms: i64| usize::try_from(ms.div_euclid(step_ms)).unwrap_or(usize::MAX);
         let ceil_steps =
             |ms: i64| usize::try_from((ms + step_ms - 1).div_euclid(step_ms)).unwrap_or(usize::MAX);
-        let spec = ModelSpec::by_name(&c.model).map_err(|e| Error::Signal {
-            signal: c.name.to_string(),
-            message: e.to_string(),
-        })?;
         let custom = match &c.custom {
             Some(custom) => Some(Arc::new(custom.mapping("custom").map_err(|problems| {
                 Error::Signal {
@@ -118,7 +113,7 @@ impl SignalSettings {
                 hpa_target: c.hpa_target,
             }),
             tracker: TrackerSettings {
-                spec,
+                spec: c.model.clone(),
                 step_ms,
                 policy: ServePolicy {
                     lead_steps: ceil_steps(c.lead_time.as_ms()).max(1),
@@ -915,7 +910,8 @@ impl Core {
         all
     }
 
-    /// The snapshot to publish at `now_ms`.
+    /// The snapshot to publish at `now_ms`: the signals' metrics, no node-pool plan
+    /// (the engine adds its own).
     pub fn snapshot(&self, now_ms: i64) -> Snapshot {
         Snapshot {
             published_ms: now_ms,
@@ -924,11 +920,47 @@ impl Core {
                 .iter()
                 .map(|s| (s.settings.name.clone(), s.entry()))
                 .collect(),
+            plan: None,
         }
+    }
+
+    /// What `signal` is forecast to be `horizon_ms` from its newest point, summed
+    /// over its series whose labels include all of `selector` (every series when it
+    /// is empty): each series' [`Tracker::value_ahead`] over the steps that cover
+    /// the horizon, the serving rule over a longer lead time.
+    ///
+    /// `None` when no signal is called `signal`, no series matches, or a matching
+    /// series has failed or has no value yet: a partial sum would understate the
+    /// demand.
+    pub fn value_ahead(
+        &self,
+        signal: &str,
+        selector: &BTreeMap<String, String>,
+        horizon_ms: i64,
+    ) -> Option<f64> {
+        let signal = self.signals.iter().find(|s| s.settings.name == signal)?;
+        let step = signal.settings.step_ms();
+        let steps = usize::try_from((horizon_ms.max(1) + step - 1) / step).unwrap_or(usize::MAX);
+        let mut total = None;
+        for (labels, st) in &signal.series {
+            let matches = selector
+                .iter()
+                .all(|(k, v)| labels.get(k).is_some_and(|have| have == v));
+            if !matches {
+                continue;
+            }
+            if st.status == Status::Failed {
+                return None;
+            }
+            let v = st.tracker.value_ahead(steps)?;
+            total = Some(total.unwrap_or(0.0) + v);
+        }
+        total
     }
 }
 
-/// The async shell around [`Core`]: fetches, updates, publishes, on a tick.
+/// The async shell around [`Core`]: fetches, updates, plans node pools, publishes,
+/// on a tick.
 pub struct Engine {
     core: Option<Core>,
     nodepools: Option<nodepools::NodePools>,
@@ -995,7 +1027,10 @@ impl Engine {
             removed = ?summary.removed,
             "signals reloaded"
         );
-        self.shared.publish(core.snapshot(self.clock.now_ms()));
+        let mut snapshot = core.snapshot(self.clock.now_ms());
+        // The node pools are not reconfigured: their plan stands until the next step.
+        snapshot.plan = self.nodepools.as_ref().and_then(nodepools::NodePools::plan);
+        self.shared.publish(snapshot);
         summary
     }
 
@@ -1060,7 +1095,7 @@ impl Engine {
         let nodepool_input = self.nodepools.as_ref().map(nodepools::NodePools::input);
         results.sort_by_key(|r| r.0);
         let results: Vec<_> = results.into_iter().map(|(_, p, r, d)| (p, r, d)).collect();
-        let (core, transitions, snapshot, plan) = tokio::task::spawn_blocking(move || {
+        let (core, transitions, mut snapshot, plan) = tokio::task::spawn_blocking(move || {
             let mut core = core;
             let t = core.apply(now_ms, results);
             let mut snap = core.snapshot(now_ms);
@@ -1075,10 +1110,11 @@ impl Engine {
         .await
         .map_err(Error::Update)?;
         self.core = Some(core);
-        self.shared.publish(snapshot);
-        if let Some(np) = &self.nodepools {
-            np.publish(plan);
+        if let Some(np) = self.nodepools.as_mut() {
+            snapshot.plan = np.keep(plan);
         }
+        // One publication: readers see the metrics and the plan of the same step.
+        self.shared.publish(snapshot);
         Ok(transitions)
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::forecast::{self, accuracy, ModelSpec};
+use crate::forecast::{accuracy, Fit, ModelSpec, Predict};
 
 /// Errors from loading and evaluating data sets.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +248,8 @@ pub fn evaluate(spec: &ModelSpec, tasks: &[Task]) -> (Summary, Vec<SeriesScore>)
         .map(|t| {
             let h = t.actual.len();
             let spec = spec.clone().with_horizon(h.max(1));
-            match forecast::fit(&spec, &t.history, t.step_ms)
+            match spec
+                .fit(&t.history, t.step_ms)
                 .and_then(|m| m.predict(h, &[0.9]).map(|f| (m.name(), f)))
             {
                 Ok((name, f)) => {
@@ -291,7 +292,7 @@ pub fn evaluate(spec: &ModelSpec, tasks: &[Task]) -> (Summary, Vec<SeriesScore>)
         *chosen.entry(key).or_insert(0) += 1;
     }
     let summary = Summary {
-        model: spec.name.clone(),
+        model: spec.name().to_string(),
         series: scores.len(),
         smape: mean_of(|s| s.smape),
         mase: mean_of(|s| s.mase),

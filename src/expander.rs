@@ -3,8 +3,8 @@
 //! The edge decodes the wire into plain structs — template nodes and pending pods
 //! arrive as Kubernetes core/v1 protobuf, in fields 3/5 (cluster-autoscaler ≥ 1.34)
 //! or 2/4 (≤ 1.34); 3/5 are preferred — and hands them to
-//! [`crate::plan::choice::choose`] together with the current node-pool plan, read
-//! from shared state that the engine swaps whole. The answer is the preferred
+//! [`crate::plan::choice::choose`] together with the node-pool plan of the current
+//! snapshot ([`crate::snapshot::Snapshot::plan`]). The answer is the preferred
 //! options, or every option when the plan cannot vouch for the choice: an empty
 //! answer would make newer cluster-autoscalers skip the scale-up.
 
@@ -13,7 +13,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -26,8 +25,9 @@ use prometheus_client::registry::Registry;
 
 use crate::clock::Clock;
 use crate::plan::choice::{self, Abstention, Candidate, Choice, Freshness, TemplateNode};
-use crate::plan::nodepool::{Plan, Resources};
+use crate::plan::nodepool::Resources;
 use crate::quantity;
+use crate::snapshot::Shared;
 
 /// Code generated from `proto/expander.proto` (package `grpcplugin`).
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -234,9 +234,6 @@ impl From<Error> for Status {
     }
 }
 
-/// The node-pool plan the engine publishes and the expander reads (swapped whole).
-pub type SharedPlan = Arc<ArcSwapOption<Plan>>;
-
 /// Labels of the decision counter: every value comes from a fixed set or from the
 /// configured pool names, never from the request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -372,7 +369,7 @@ impl Outcome {
 /// The expander service.
 #[derive(Clone)]
 pub struct Expander {
-    plan: SharedPlan,
+    snapshot: Shared,
     clock: Arc<dyn Clock>,
     max_plan_age_ms: i64,
     metrics: Metrics,
@@ -381,7 +378,7 @@ pub struct Expander {
 impl std::fmt::Debug for Expander {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Expander")
-            .field("has_plan", &self.plan.load().is_some())
+            .field("has_plan", &self.snapshot.load().plan.is_some())
             .field("max_plan_age_ms", &self.max_plan_age_ms)
             .finish()
     }
@@ -391,10 +388,11 @@ impl std::fmt::Debug for Expander {
 pub const DEFAULT_MAX_PLAN_AGE_MS: i64 = 5 * 60 * 1000;
 
 impl Expander {
-    /// An expander reading `plan`, trusting plans up to `max_plan_age_ms` old by `clock`.
-    pub fn new(plan: SharedPlan, clock: Arc<dyn Clock>, max_plan_age_ms: i64) -> Self {
+    /// An expander reading the plan of `snapshot`'s current snapshot, trusting plans
+    /// up to `max_plan_age_ms` old by `clock`.
+    pub fn new(snapshot: Shared, clock: Arc<dyn Clock>, max_plan_age_ms: i64) -> Self {
         Self {
-            plan,
+            snapshot,
             clock,
             max_plan_age_ms,
             metrics: Metrics::unregistered(),
@@ -433,7 +431,7 @@ impl Expander {
         request: pb::BestOptionsRequest,
     ) -> Result<(pb::BestOptionsResponse, Outcome)> {
         let candidates = decode_candidates(&request)?;
-        let plan = self.plan.load_full();
+        let snapshot = self.snapshot.load();
         let freshness = Freshness {
             now_ms: self.clock.now_ms(),
             max_age_ms: self.max_plan_age_ms,
@@ -443,7 +441,7 @@ impl Expander {
         // answer stays small however many pods the request carried (the
         // cluster-autoscaler receives at most 4 MiB).
         let mut options: Vec<pb::Option> = request.options.into_iter().map(without_pods).collect();
-        match choice::choose(&candidates, plan.as_deref(), freshness) {
+        match choice::choose(&candidates, snapshot.plan.as_deref(), freshness) {
             Choice::Prefer {
                 indices,
                 reason,
@@ -752,6 +750,7 @@ mod tests {
     use super::*;
     use crate::clock::SimClock;
     use crate::plan::nodepool::{plan, PoolSpec, PoolState, WorkloadSpec};
+    use crate::snapshot::Snapshot;
     use prost::Message;
 
     const GI: u64 = 1 << 30;
@@ -888,7 +887,7 @@ mod tests {
         );
     }
 
-    fn seed() -> (Expander, SharedPlan) {
+    fn seed() -> (Expander, Shared) {
         let pools = [
             PoolSpec {
                 name: "app".into(),
@@ -927,7 +926,11 @@ mod tests {
         }];
         let state = BTreeMap::from([("app".to_string(), PoolState { current_nodes: 3 })]);
         let p = plan(&pools, &workloads, &state, 0).unwrap();
-        let shared: SharedPlan = Arc::new(ArcSwapOption::from_pointee(p));
+        let shared = Shared::new();
+        shared.publish(Snapshot {
+            plan: Some(Arc::new(p)),
+            ..Snapshot::default()
+        });
         let clock = Arc::new(SimClock::new(1000));
         (
             Expander::new(shared.clone(), clock, DEFAULT_MAX_PLAN_AGE_MS),
@@ -1051,7 +1054,7 @@ mod tests {
             resp.options, req.options,
             "unknown node group: all options, untouched"
         );
-        shared.store(None);
+        shared.publish(Snapshot::default());
         let resp = e
             .answer(pb::BestOptionsRequest {
                 options: vec![option("app-asg", 1, vec![])],

@@ -46,10 +46,10 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
-use crate::api::external;
 use crate::api::quantity;
 use crate::api::selector::{self, Selector};
 use crate::api::status::Error as ApiError;
+use crate::api::{external, wire};
 use crate::clock::Clock;
 use crate::config::SignalConfig;
 use crate::snapshot::Shared;
@@ -375,12 +375,13 @@ impl Scaler {
             namespace,
             &trigger.series,
             &trigger.series_text,
-        )?;
+        )
+        .map_err(ApiError::from)?;
         if selected.len() > 1 {
             let some: Vec<String> = selected
                 .iter()
                 .take(3)
-                .map(|s| external::describe(&s.labels))
+                .map(|s| wire::describe(&s.labels))
                 .collect();
             return Err(Error::metadata(
                 SERIES,
@@ -393,7 +394,8 @@ impl Scaler {
                 ),
             ));
         }
-        let served = external::serve(signal, &selected, self.clock.now_ms())?;
+        let served =
+            external::serve(signal, &selected, self.clock.now_ms()).map_err(ApiError::from)?;
         let one = served
             .first()
             .ok_or_else(|| Error::Refused(ApiError::Internal("no series selected".into())))?;

@@ -1,19 +1,17 @@
 //! The Kubernetes side of the API's authentication and authorization: the
 //! TokenReview and SubjectAccessReview implementations of the `api::auth` traits,
 //! and the reader of the front-proxy (request-header) settings the kube-apiserver
-//! publishes in `kube-system/extension-apiserver-authentication`. Pods by
-//! selector, for Pods metrics, are in [`pods`]. The node-pool look-ups
-//! ([`cluster`]), the leader Lease ([`lease`]) and the CapacityBuffer writer
+//! publishes in `kube-system/extension-apiserver-authentication`. The watched
+//! pods and nodes (Pods metrics, node-pool sizes, workload replicas) are in
+//! [`watch`]; the leader Lease ([`lease`]) and the CapacityBuffer writer
 //! ([`buffers`]) are submodules too.
-
-pub mod pods;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub mod buffers;
-pub mod cluster;
 pub mod lease;
+pub mod watch;
 
 use ::kube::api::{Api, PostParams};
 use ::kube::Client;

@@ -1,8 +1,9 @@
 //! The immutable set of everything the server answers with.
 //!
 //! The engine loop builds a new [`Snapshot`] every step and swaps it in whole;
-//! request handlers only ever read the current one, so serving never waits on
-//! Prometheus or on a model.
+//! request handlers, the gRPC expander and the CapacityBuffer writer only ever read
+//! the current one, so serving never waits on Prometheus or on a model, and the
+//! metrics and the node-pool plan a reader sees always come from the same step.
 
 pub mod metrics;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::custom::Mapping;
+use crate::plan::nodepool::Plan;
 use crate::series::Labels;
 
 /// How far a series' served value can be trusted.
@@ -167,6 +169,12 @@ pub struct Snapshot {
     pub published_ms: i64,
     /// Metric (signal) name to what it serves.
     pub metrics: BTreeMap<String, MetricEntry>,
+    /// The node-pool plan, which the gRPC expander and the CapacityBuffer writer
+    /// read; published with the `prescale_nodepool_*` metrics it came from. `None`
+    /// without node pools or before a first plan. Readers judge its age by its
+    /// `computed_at_ms`: a step that can plan no pool keeps the previous plan.
+    #[serde(skip)]
+    pub plan: Option<Arc<Plan>>,
 }
 
 /// The handle through which the engine publishes and handlers read snapshots.

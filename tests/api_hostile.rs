@@ -132,6 +132,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         published_ms: 1_790_000_000_000,
         metrics,
+        plan: None,
     }
 }
 

@@ -79,6 +79,7 @@ fn snapshot(value: f64) -> Snapshot {
     Snapshot {
         published_ms: 1_790_000_000_000,
         metrics,
+        plan: None,
     }
 }
 

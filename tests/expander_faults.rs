@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use prescale::clock::SimClock;
-use prescale::expander::{self, Expander, SharedPlan};
+use prescale::expander::{self, Expander};
+use prescale::snapshot::Shared;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use tonic::Code;
@@ -88,7 +88,7 @@ async fn start() -> Running {
         .unwrap();
     let identity = Identity::from_pem(cert.pem(), key.serialize_pem());
     // No plan: the expander abstains and returns every option it can decode.
-    let shared: SharedPlan = Arc::new(ArcSwapOption::empty());
+    let shared = Shared::new();
     let service = Expander::new(
         shared,
         Arc::new(SimClock::new(1_000)),

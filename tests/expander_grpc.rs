@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use prescale::clock::SimClock;
-use prescale::expander::{self, Expander, SharedPlan};
+use prescale::expander::{self, Expander};
 use prescale::plan::nodepool::{plan, Plan, PoolSpec, PoolState, Resources, WorkloadSpec};
+use prescale::snapshot::{Shared, Snapshot};
 use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -147,7 +147,11 @@ async fn start(plan: Option<Plan>) -> Running {
 
 async fn start_with(plan: Option<Plan>, metrics: expander::Metrics) -> Running {
     let (ca_pem, identity) = certificates();
-    let shared: SharedPlan = Arc::new(ArcSwapOption::from(plan.map(Arc::new)));
+    let shared = Shared::new();
+    shared.publish(Snapshot {
+        plan: plan.map(Arc::new),
+        ..Snapshot::default()
+    });
     let service = Expander::new(
         shared,
         Arc::new(SimClock::new(1_000)),

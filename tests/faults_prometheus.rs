@@ -320,7 +320,7 @@ async fn a_misbehaving_prometheus_walks_ok_stale_failed_ok_and_never_serves_old_
     let ts = timestamps(&body);
     assert_eq!(
         ts,
-        vec![prescale::api::external::rfc3339(end + STEP)],
+        vec![prescale::api::wire::rfc3339(end + STEP)],
         "the value rests on the newest point"
     );
     let (code, body) = api.get("cpu", None).await;

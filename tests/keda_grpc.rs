@@ -112,6 +112,7 @@ fn snapshot(orders: f64) -> Snapshot {
     Snapshot {
         published_ms: NOW,
         metrics,
+        plan: None,
     }
 }
 

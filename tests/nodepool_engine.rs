@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use prost::Message;
@@ -21,7 +20,7 @@ use prescale::engine::nodepools::{
     NodePools, Observation, Planner, PoolObservation, StaticCluster, BALLOONS_METRIC, NODES_METRIC,
 };
 use prescale::engine::{Engine, Metrics, SignalSettings};
-use prescale::expander::{k8s, pb, Expander, SharedPlan};
+use prescale::expander::{k8s, pb, Expander};
 use prescale::plan::nodepool::hpa_replicas;
 use prescale::quantity::Quantity;
 use prescale::series::{LabeledSeries, Series};
@@ -171,7 +170,6 @@ async fn a_workload_forecast_becomes_nodepool_metrics_and_drives_the_expander() 
         FileSource::new(NOW).with_recording("rps", vec![recording("web"), recording("search")]);
     let clock = Arc::new(SimClock::new(NOW));
     let shared = Shared::new();
-    let plan: SharedPlan = Arc::new(ArcSwapOption::empty());
     // Now: the application pool has 3 nodes and 20 web pods; the database pool
     // 2 nodes; qdrant's pods are not counted (its minimum is assumed).
     let cluster = Arc::new(StaticCluster::new(Some(Observation {
@@ -196,7 +194,6 @@ async fn a_workload_forecast_becomes_nodepool_metrics_and_drives_the_expander() 
     let nodepools = NodePools::new(
         Planner::new(config.nodepools.clone(), config.workloads.clone()),
         cluster,
-        Arc::clone(&plan),
     );
     let mut engine = Engine::new(
         settings,
@@ -229,7 +226,7 @@ async fn a_workload_forecast_becomes_nodepool_metrics_and_drives_the_expander() 
     // (the tolerance factor, as the HPA will see it) -> the 37 pods of 1 cpu / 2Gi
     // the HPA will ask for. Room per node 7760m / 14244Mi: 6 pods by memory -> 7
     // nodes. The 20 running pods take 4 nodes: 3 balloons; 7 - 3 = 4 nodes to add.
-    let p = plan.load_full().expect("a plan is published");
+    let p = snapshot.plan.clone().expect("a plan is published");
     assert_eq!(p.computed_at_ms, NOW);
     let app = p.pool("application").unwrap();
     let w = &app.workloads[0];
@@ -288,7 +285,7 @@ async fn a_workload_forecast_becomes_nodepool_metrics_and_drives_the_expander() 
     }
 
     // The expander prefers the pool the plan says is short, whatever the order.
-    let expander = Expander::new(Arc::clone(&plan), clock.clone(), 5 * 60 * 1000);
+    let expander = Expander::new(shared.clone(), clock.clone(), 5 * 60 * 1000);
     let option = |id: &str| pb::Option {
         node_group_id: id.into(),
         node_count: 1,
@@ -332,7 +329,7 @@ async fn a_workload_forecast_becomes_nodepool_metrics_and_drives_the_expander() 
     // The next engine step plans again from the new time.
     engine.step().await.unwrap();
     assert_eq!(
-        plan.load_full().unwrap().computed_at_ms,
+        shared.load().plan.clone().unwrap().computed_at_ms,
         NOW + 6 * 60 * 1000
     );
     let answer = expander.answer(request).unwrap();
@@ -354,7 +351,6 @@ async fn a_pool_without_a_forecast_answers_503_and_the_expander_abstains() {
     let source = FileSource::new(NOW).with_recording("rps", vec![recording("web")]);
     let clock = Arc::new(SimClock::new(NOW));
     let shared = Shared::new();
-    let plan: SharedPlan = Arc::new(ArcSwapOption::empty());
     let mut engine = Engine::new(
         settings,
         Arc::new(source),
@@ -366,7 +362,6 @@ async fn a_pool_without_a_forecast_answers_503_and_the_expander_abstains() {
         Planner::new(config.nodepools.clone(), config.workloads.clone()),
         // The cluster cannot be read: pools count as their minimum.
         Arc::new(StaticCluster::new(None)),
-        Arc::clone(&plan),
     ));
     engine.step().await.unwrap();
 
@@ -400,7 +395,7 @@ async fn a_pool_without_a_forecast_answers_503_and_the_expander_abstains() {
     .await;
     assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
 
-    let expander = Expander::new(Arc::clone(&plan), clock, 5 * 60 * 1000);
+    let expander = Expander::new(shared.clone(), clock, 5 * 60 * 1000);
     let request = pb::BestOptionsRequest {
         options: vec![
             pb::Option {

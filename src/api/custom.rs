@@ -31,17 +31,20 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::Target;
-use super::external::{describe, rfc3339};
 use super::pods::Pod;
 use super::selector::{self, Op, Selector};
+use super::serving::{self, Unservable};
 use super::status::Error;
-use super::{media, percent_decode, quantity, AppState};
+use super::wire::percent_decode;
+use super::wire::{describe, rfc3339};
+use super::{media, AppState, Route};
 use crate::custom::{Mapping, MetricType, Resource};
-use crate::snapshot::{MetricEntry, SeriesEntry, Snapshot, Status};
+use crate::snapshot::{MetricEntry, SeriesEntry, Snapshot};
 
 /// The API group served.
 pub const GROUP: &str = "custom.metrics.k8s.io";
@@ -210,8 +213,11 @@ pub async fn resource_list(
         ))
         .into_response();
     };
-    let resources: Vec<Value> = listed(&state.shared.load())
+    let own = listed(&state.shared.load());
+    let extra = state.upstreams.custom_extra(version, &own);
+    let resources: Vec<Value> = own
         .into_iter()
+        .chain(extra)
         .map(|l| {
             json!({
                 "name": l.name(),
@@ -280,19 +286,33 @@ fn discovery_names(mapping: &Mapping, metric: &str) -> Vec<Listed> {
     }
 }
 
-/// The value handler, for every path below a version.
+/// The value handler, for every path below a version. A metric prescale does
+/// not serve goes to the group's upstream adapter when there is one
+/// ([`super::upstream`]).
 pub async fn get(
     State(state): State<AppState>,
+    route: Option<Extension<Route>>,
     uri: Uri,
+    headers: HeaderMap,
     params: Result<Query<Params>, QueryRejection>,
 ) -> Response {
-    let Some(path) = parse_path(uri.path()) else {
+    let route = route.map_or_else(|| Route::parse(uri.path()), |Extension(r)| r);
+    let Route::Custom(path) = route else {
         return Error::NotFound(format!(
             "the server could not find the requested resource {:?}: expected .../namespaces/{{ns}}/{{resource}}/{{name}}/{{metric}}, .../namespaces/{{ns}}/metrics/{{metric}} or .../{{resource}}/{{name}}/{{metric}} under {PREFIX}/v1beta2 or /v1beta1",
             uri.path()
         ))
         .into_response();
     };
+    if let Some(upstream) = state
+        .upstreams
+        .custom_for(&state.shared, &path.resource, &path.metric)
+    {
+        if let Err(e) = check_names(&path) {
+            return e.into_response();
+        }
+        return upstream.forward(&uri, headers.get(header::ACCEPT)).await;
+    }
     match answer(&state, &path, params).await {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => e.into_response(),
@@ -388,20 +408,12 @@ async fn answer(
             path.version.group_version()
         )));
     };
-    if let Some(allowed) = &entry.namespaces {
-        let namespace = path.scope_namespace();
-        if namespace.is_empty() {
-            return Err(Error::Forbidden(format!(
-                "custom metric {metric:?} is served only to the namespaces of its allow-list, not for cluster-scoped {}",
-                path.resource
-            )));
-        }
-        if !allowed.iter().any(|a| a == namespace) {
-            return Err(Error::Forbidden(format!(
-                "custom metric {metric:?} is not served to namespace {namespace:?} (it is outside the metric's namespace allow-list)"
-            )));
-        }
-    }
+    let scope = path.scope_namespace();
+    serving::allowed(
+        &format!("custom metric {metric:?}"),
+        entry,
+        (!scope.is_empty()).then_some(scope),
+    )?;
     let items = match mapping.metric_type() {
         MetricType::Pods => {
             let Some(namespace) = path
@@ -511,50 +523,30 @@ fn label_selector_json(selector: &Selector) -> Option<Value> {
     Some(Value::Object(out))
 }
 
-/// The one usable series among `candidates` at `now_ms`, or the error the HPA
-/// should see: a value past its `expires_ms` is failed (503) whatever the
-/// snapshot said, and no series while the source fails is 503, not 404.
+/// The one series of `entry` for the object `what` names that `matches` picks,
+/// by the serving rule ([`serving`]): none is 404 (503 while the source
+/// fails), more than one is 400, a failed or expired one is 503.
 fn one_series<'a>(
     metric: &str,
     what: &str,
-    candidates: Vec<&'a SeriesEntry>,
-    entry: &MetricEntry,
+    entry: &'a MetricEntry,
+    matches: impl Fn(&SeriesEntry) -> bool,
     now_ms: i64,
-) -> Result<&'a SeriesEntry, Error> {
-    match candidates.as_slice() {
-        [] if entry.error.is_some() => Err(Error::ServiceUnavailable(format!(
-            "custom metric {metric:?}: source failing, no series for {what}: {}; the HPA holds its replica count until it recovers",
-            entry.error.as_deref().unwrap_or_default()
-        ))),
-        [] => Err(Error::NotFound(format!(
-            "custom metric {metric:?} has no series for {what} ({} series served{}); an empty list would be an error to the HPA as well",
-            entry.series.len(),
-            if entry.series.is_empty() { ": its query currently returns nothing" } else { "" }
-        ))),
-        [one] if one.status_at(now_ms) == Status::Failed => {
-            let reason = match (&one.detail.reason, one.status) {
-                (Some(r), Status::Failed) => r.as_str(),
-                _ => "its data is older than the allowed staleness",
-            };
-            Err(Error::ServiceUnavailable(format!(
-                "custom metric {metric:?} for {what} is failed: {reason}; the HPA holds its replica count until it recovers"
-            )))
-        }
-        [one] => Ok(one),
-        many => Err(Error::BadRequest(format!(
-            "custom metric {metric:?} has {} series for {what} ({}): an object has one value; narrow them with the HPA's metric.selector or aggregate them in the signal's query",
-            many.len(),
-            many.iter().map(|s| describe(&s.labels)).collect::<Vec<_>>().join(", ")
-        ))),
-    }
-}
-
-fn value_of(metric: &str, what: &str, value: f64) -> Result<String, Error> {
-    quantity::format(value).map_err(|e| {
-        Error::ServiceUnavailable(format!(
-            "custom metric {metric:?} for {what} has no usable value: {e}"
-        ))
-    })
+) -> Result<&'a SeriesEntry, Unservable> {
+    let subject = format!("custom metric {metric:?} for {what}");
+    let selected = serving::select(&subject, entry, matches, |n| {
+        format!(
+            "custom metric {metric:?} has no series for {what} ({n} series served{})",
+            if n == 0 {
+                ": its query currently returns nothing"
+            } else {
+                ""
+            }
+        )
+    })?;
+    let one = serving::one(&subject, selected)?;
+    serving::current(&subject, vec![one], now_ms)?;
+    Ok(one)
 }
 
 fn object_item(
@@ -602,15 +594,13 @@ fn object_item(
         Some(ns) => format!("{} {ns}/{}", resource.qualified(), path.name),
         None => format!("{} {}", resource.qualified(), path.name),
     };
-    let candidates: Vec<&SeriesEntry> = entry
-        .series
-        .iter()
-        .filter(|s| {
-            mapping.names(&s.labels, label, path.namespace.as_deref(), &path.name)
-                && metric_selector.matches(&s.labels)
-        })
-        .collect();
-    let series = one_series(metric, &what, candidates, entry, now_ms)?;
+    let matches = |s: &SeriesEntry| {
+        mapping.names(&s.labels, label, path.namespace.as_deref(), &path.name)
+            && metric_selector.matches(&s.labels)
+    };
+    let series = one_series(metric, &what, entry, matches, now_ms)?;
+    let subject = format!("custom metric {metric:?} for {what}");
+    let (value, _) = serving::quantity_of(&subject, Some(&describe(&series.labels)), series.value)?;
     Ok(Item {
         kind: resource.kind.clone(),
         api_version: resource.api_version(),
@@ -618,7 +608,7 @@ fn object_item(
         name: path.name.clone(),
         timestamp_ms: series.timestamp_ms,
         window_s: series.window_s,
-        value: value_of(metric, &what, series.value)?,
+        value,
     })
 }
 
@@ -660,28 +650,29 @@ async fn pods_items(
     let mut window_s = 0;
     for name in &workloads {
         let what = format!("{} {namespace}/{name}", workload.qualified());
-        let candidates: Vec<&SeriesEntry> = entry
-            .series
-            .iter()
-            .filter(|s| {
-                mapping.names(&s.labels, workload_label, Some(namespace), name)
-                    && selectors.metric.matches(&s.labels)
-            })
-            .collect();
-        let series = one_series(metric, &what, candidates, entry, now_ms)?;
+        let matches = |s: &SeriesEntry| {
+            mapping.names(&s.labels, workload_label, Some(namespace), name)
+                && selectors.metric.matches(&s.labels)
+        };
+        let series = one_series(metric, &what, entry, matches, now_ms)?;
         if !series.value.is_finite() {
-            return Err(Error::ServiceUnavailable(format!(
-                "custom metric {metric:?} for {what} has no usable value: {}",
-                series.value
-            )));
+            return Err(Unservable::Unusable {
+                subject: format!("custom metric {metric:?} for {what}"),
+                labels: Some(describe(&series.labels)),
+                why: format!("{} is not a finite number", series.value),
+            }
+            .into());
         }
         total += series.value;
         timestamp_ms = timestamp_ms.min(series.timestamp_ms);
         window_s = window_s.max(series.window_s);
     }
     let per_pod = share(total, &pods);
-    let what = format!("the pods of {}", workloads.join(", "));
-    let value = value_of(metric, &what, per_pod)?;
+    let subject = format!(
+        "custom metric {metric:?} for the pods of {}",
+        workloads.join(", ")
+    );
+    let (value, _) = serving::quantity_of(&subject, None, per_pod)?;
     let items: Vec<Item> = pods
         .into_iter()
         .filter(|p| path.name == "*" || p.name == path.name)

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::media::{self, AggregatedVersion, Discovery};
+use super::upstream::Upstreams;
 use super::{custom, AppState};
 use crate::snapshot::Snapshot;
 
@@ -41,13 +42,30 @@ fn api_group() -> Value {
 }
 
 /// The external metrics of `snapshot`, by name (custom metrics are listed by
-/// custom.metrics.k8s.io, not here).
-fn external_metrics(snapshot: &Snapshot) -> impl Iterator<Item = &str> {
-    snapshot
+/// custom.metrics.k8s.io, not here), then those only the upstream adapter lists.
+fn external_metrics(snapshot: &Snapshot, upstreams: &Upstreams) -> Vec<String> {
+    let own: std::collections::BTreeSet<&str> = snapshot
         .metrics
         .iter()
         .filter(|(_, entry)| entry.custom.is_none())
         .map(|(name, _)| name.as_str())
+        .collect();
+    let extra = upstreams.external_extra(&own);
+    own.into_iter()
+        .map(str::to_string)
+        .chain(extra.into_iter().map(|r| r.name))
+        .collect()
+}
+
+/// The custom metrics of `version` as discovery lists them: prescale's, then
+/// those only the upstream adapter lists.
+fn custom_listed(
+    own: &[custom::Listed],
+    version: custom::Version,
+    upstreams: &Upstreams,
+) -> Vec<custom::Listed> {
+    let extra = upstreams.custom_extra(version, own);
+    own.iter().cloned().chain(extra).collect()
 }
 
 /// A `metav1.GroupVersionKind`.
@@ -98,8 +116,9 @@ fn custom_resources(listed: &[custom::Listed], version: custom::Version) -> Vec<
 /// `/apis` in aggregated form: both groups, every version (preferred first)
 /// with its resources: one namespaced resource per external metric, and the
 /// custom metrics under the resources they describe.
-pub fn aggregated(snapshot: &Snapshot, version: AggregatedVersion) -> Value {
-    let external: Vec<Value> = external_metrics(snapshot)
+pub fn aggregated(snapshot: &Snapshot, version: AggregatedVersion, upstreams: &Upstreams) -> Value {
+    let external: Vec<Value> = external_metrics(snapshot, upstreams)
+        .into_iter()
         .map(|name| {
             json!({
                 "resource": name,
@@ -116,7 +135,7 @@ pub fn aggregated(snapshot: &Snapshot, version: AggregatedVersion) -> Value {
         .map(|v| {
             json!({
                 "version": v.as_str(),
-                "resources": custom_resources(&listed, *v),
+                "resources": custom_resources(&custom_listed(&listed, *v, upstreams), *v),
                 "freshness": "Current",
             })
         })
@@ -144,7 +163,7 @@ pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Re
     match media::discovery(&headers, true) {
         Some(Discovery::Aggregated(version)) => media::cached_json(
             &headers,
-            &aggregated(&state.shared.load(), version),
+            &aggregated(&state.shared.load(), version, &state.upstreams),
             version.content_type(),
         ),
         Some(Discovery::Plain) => media::json(
@@ -185,7 +204,8 @@ pub async fn resource_list(State(state): State<AppState>, headers: HeaderMap) ->
         return e.into_response();
     }
     let snapshot = state.shared.load();
-    let resources: Vec<_> = external_metrics(&snapshot)
+    let resources: Vec<_> = external_metrics(&snapshot, &state.upstreams)
+        .into_iter()
         .map(|name| {
             json!({
                 "name": name,
@@ -219,8 +239,9 @@ mod tests {
         let snapshot = Snapshot {
             published_ms: 0,
             metrics,
+            plan: None,
         };
-        let doc = aggregated(&snapshot, AggregatedVersion::V2beta1);
+        let doc = aggregated(&snapshot, AggregatedVersion::V2beta1, &Upstreams::default());
         assert_eq!(doc["kind"], "APIGroupDiscoveryList");
         assert_eq!(doc["apiVersion"], "apidiscovery.k8s.io/v2beta1");
         assert_eq!(doc["items"][0]["metadata"]["name"], GROUP);

@@ -36,6 +36,8 @@ pub enum Endpoint {
     External,
     /// A custom metric value (Pods or Object).
     Custom,
+    /// A metric value answered by the group's upstream adapter.
+    Upstream,
     /// `/healthz`, `/livez`, `/readyz`.
     Health,
     /// `/metrics`.
@@ -54,6 +56,7 @@ impl Endpoint {
             Endpoint::OpenApi => "openapi",
             Endpoint::External => "external",
             Endpoint::Custom => "custom",
+            Endpoint::Upstream => "upstream",
             Endpoint::Health => "health",
             Endpoint::Metrics => "metrics",
             Endpoint::Debug => "debug",

@@ -27,8 +27,11 @@ pub mod pods;
 pub mod quantity;
 pub mod selector;
 pub mod server;
+pub mod serving;
 pub mod status;
 pub mod tls;
+pub mod upstream;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -167,6 +170,11 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The pods an HPA's selector picks, for Pods metrics.
     pub pods: Arc<dyn pods::PodLookup>,
+    /// The adapters that answer the metrics prescale does not serve.
+    pub upstreams: upstream::Upstreams,
+    /// Besides the first snapshot, what `/readyz` waits for (the watched cluster
+    /// state's first lists): the reason while not ready.
+    pub not_ready: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
 }
 
 impl AppState {
@@ -186,7 +194,24 @@ impl AppState {
             limits: Limits::default(),
             clock,
             pods: Arc::new(pods::NoPods),
+            upstreams: upstream::Upstreams::default(),
+            not_ready: None,
         }
+    }
+
+    /// Makes `/readyz` wait for `not_ready` to say nothing (besides the first snapshot).
+    pub fn with_readiness(
+        mut self,
+        not_ready: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    ) -> Self {
+        self.not_ready = not_ready;
+        self
+    }
+
+    /// Forwards requests for metrics prescale does not serve to `upstreams`.
+    pub fn with_upstreams(mut self, upstreams: upstream::Upstreams) -> Self {
+        self.upstreams = upstreams;
+        self
     }
 
     /// Lists pods for Pods metrics with `pods` (the default, [`pods::NoPods`],
@@ -225,88 +250,132 @@ fn is_openapi(path: &str) -> bool {
     path == "/openapi/v2" || path == "/openapi/v3" || path.starts_with("/openapi/v3/")
 }
 
-/// Which endpoint a path is, without allocating for the common ones (for metrics).
-fn endpoint(path: &str) -> Endpoint {
-    match path {
-        "/healthz" | "/livez" | "/readyz" => Endpoint::Health,
-        "/metrics" => Endpoint::Metrics,
-        p if is_openapi(p) => Endpoint::OpenApi,
-        "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
-            Endpoint::Discovery
-        }
-        p if is_custom_discovery(p) => Endpoint::Discovery,
-        p if p.starts_with(custom::PREFIX) => match custom::parse_path(p) {
-            Some(_) => Endpoint::Custom,
-            None => Endpoint::Other,
-        },
-        p if p.starts_with("/debug/") => Endpoint::Debug,
-        p => match p
-            .strip_prefix(VALUE_PREFIX)
-            .and_then(|rest| rest.split_once('/'))
-        {
-            Some((namespace, metric))
-                if !namespace.is_empty() && !metric.is_empty() && !metric.contains('/') =>
-            {
-                Endpoint::External
+/// What a request path is, parsed once per request (the `route` middleware puts
+/// it in the request's extensions): the metrics middleware reads its endpoint
+/// kind, authorization its attributes, and the value handlers their parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/healthz`, `/livez`, `/readyz`.
+    Health,
+    /// `/metrics`.
+    Metrics,
+    /// The OpenAPI documents.
+    OpenApi,
+    /// `/apis`, a group or a group-version.
+    Discovery,
+    /// `/debug/...`.
+    Debug,
+    /// An external metric value; both parts percent-decoded.
+    External {
+        /// The namespace asked about.
+        namespace: String,
+        /// The metric.
+        metric: String,
+    },
+    /// A custom metric value.
+    Custom(custom::ValuePath),
+    /// Anything else (404 or 405).
+    Other,
+}
+
+impl Route {
+    /// The route of `path`.
+    pub fn parse(path: &str) -> Self {
+        match path {
+            "/healthz" | "/livez" | "/readyz" => Route::Health,
+            "/metrics" => Route::Metrics,
+            p if is_openapi(p) => Route::OpenApi,
+            "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
+                Route::Discovery
             }
-            _ => Endpoint::Other,
-        },
+            p if is_custom_discovery(p) => Route::Discovery,
+            p if p.starts_with(custom::PREFIX) => {
+                custom::parse_path(p).map_or(Route::Other, Route::Custom)
+            }
+            p if p.starts_with("/debug/") => Route::Debug,
+            p => match p
+                .strip_prefix(VALUE_PREFIX)
+                .and_then(|rest| rest.split_once('/'))
+            {
+                Some((namespace, metric))
+                    if !namespace.is_empty() && !metric.is_empty() && !metric.contains('/') =>
+                {
+                    Route::External {
+                        namespace: percent_decode(namespace),
+                        metric: percent_decode(metric),
+                    }
+                }
+                _ => Route::Other,
+            },
+        }
+    }
+
+    /// The endpoint kind, for the request metrics.
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Route::Health => Endpoint::Health,
+            Route::Metrics => Endpoint::Metrics,
+            Route::OpenApi => Endpoint::OpenApi,
+            Route::Discovery => Endpoint::Discovery,
+            Route::Debug => Endpoint::Debug,
+            Route::External { .. } => Endpoint::External,
+            Route::Custom(_) => Endpoint::Custom,
+            Route::Other => Endpoint::Other,
+        }
+    }
+
+    /// What authorization asks about a request for `path` on this route
+    /// (`None`: always allowed). Discovery and OpenAPI are non-resource paths,
+    /// asked about as k8s.io/apiserver asks (path and verb `get`); RBAC's
+    /// `system:discovery` role grants them to every authenticated user.
+    pub fn target(&self, path: &str) -> Option<auth::Target> {
+        let non_resource = || auth::Target::NonResource {
+            path: path.to_string(),
+        };
+        match self {
+            Route::Health => None,
+            Route::External { namespace, metric } => Some(auth::Target::Resource {
+                group: discovery::GROUP.to_string(),
+                version: discovery::VERSION.to_string(),
+                resource: metric.clone(),
+                subresource: None,
+                name: None,
+                namespace: namespace.clone(),
+            }),
+            Route::Custom(value) => Some(value.target()),
+            Route::Metrics | Route::OpenApi | Route::Discovery | Route::Debug | Route::Other => {
+                Some(non_resource())
+            }
+        }
     }
 }
 
-/// Which endpoint a path is, and what authorization has to ask about it
-/// (`None`: always allowed). Discovery and OpenAPI are non-resource paths, asked
-/// about as k8s.io/apiserver asks (path and verb `get`); RBAC's
-/// `system:discovery` role grants them to every authenticated user.
-fn classify(path: &str) -> (Endpoint, Option<auth::Target>) {
-    match path {
-        "/healthz" | "/livez" | "/readyz" => (Endpoint::Health, None),
-        "/metrics" => (Endpoint::Metrics, Some(non_resource(path))),
-        p if is_openapi(p) => (Endpoint::OpenApi, Some(non_resource(path))),
-        "/apis" | "/apis/external.metrics.k8s.io" | "/apis/external.metrics.k8s.io/v1beta1" => {
-            (Endpoint::Discovery, Some(non_resource(path)))
-        }
-        p if is_custom_discovery(p) => (Endpoint::Discovery, Some(non_resource(path))),
-        p if p.starts_with(custom::PREFIX) => match custom::parse_path(p) {
-            Some(value) => (Endpoint::Custom, Some(value.target())),
-            None => (Endpoint::Other, Some(non_resource(path))),
-        },
-        p if p.starts_with("/debug/") => (Endpoint::Debug, Some(non_resource(path))),
-        p => match p
-            .strip_prefix(VALUE_PREFIX)
-            .and_then(|rest| rest.split_once('/'))
-        {
-            Some((namespace, metric))
-                if !namespace.is_empty() && !metric.is_empty() && !metric.contains('/') =>
-            {
-                (
-                    Endpoint::External,
-                    Some(auth::Target::Resource {
-                        group: discovery::GROUP.to_string(),
-                        version: discovery::VERSION.to_string(),
-                        resource: metric.to_string(),
-                        subresource: None,
-                        name: None,
-                        namespace: namespace.to_string(),
-                    }),
-                )
-            }
-            _ => (Endpoint::Other, Some(non_resource(path))),
-        },
-    }
+/// Parses the path once and keeps the [`Route`] with the request.
+async fn route(mut request: Request, next: Next) -> Response {
+    let route = Route::parse(request.uri().path());
+    request.extensions_mut().insert(route);
+    next.run(request).await
 }
 
-fn non_resource(path: &str) -> auth::Target {
-    auth::Target::NonResource {
-        path: path.to_string(),
-    }
+/// The request's route, as the `route` middleware parsed it (parsed here when a
+/// router was built without it).
+fn route_of(request: &Request) -> Route {
+    request
+        .extensions()
+        .get::<Route>()
+        .cloned()
+        .unwrap_or_else(|| Route::parse(request.uri().path()))
 }
 
 /// Records the request's endpoint kind, code and latency.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let endpoint = endpoint(request.uri().path());
+    let endpoint = route_of(&request).endpoint();
     let response = next.run(request).await;
+    let endpoint = match response.extensions().get::<upstream::Forwarded>() {
+        Some(_) => Endpoint::Upstream,
+        None => endpoint,
+    };
     state.metrics.observe(
         endpoint,
         response.status().as_u16(),
@@ -335,11 +404,9 @@ async fn limit_body(State(state): State<AppState>, request: Request, next: Next)
 
 /// Authenticates and authorizes every request but the health probes.
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let (_, target) = classify(request.uri().path());
-    if let Some(target) = target {
-        // Percent-encoded path segments are authorized as decoded, like the
-        // router sees them.
-        let target = decode_target(target);
+    // Percent-encoded path segments are authorized as decoded, as the handlers
+    // read them.
+    if let Some(target) = route_of(&request).target(request.uri().path()) {
         let peer = request.extensions().get::<auth::PeerCert>();
         match state.auth.check(request.headers(), peer, target).await {
             Ok(()) => {}
@@ -354,51 +421,7 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
     next.run(request).await
 }
 
-fn decode_target(target: auth::Target) -> auth::Target {
-    match target {
-        // External targets are cut raw from the path; custom ones arrive decoded
-        // from their parser and are left alone.
-        auth::Target::Resource {
-            group,
-            version,
-            resource,
-            subresource,
-            name,
-            namespace,
-        } if group == discovery::GROUP => auth::Target::Resource {
-            group,
-            version,
-            resource: percent_decode(&resource),
-            subresource: subresource.as_deref().map(percent_decode),
-            name: name.as_deref().map(percent_decode),
-            namespace: percent_decode(&namespace),
-        },
-        other => other,
-    }
-}
-
-/// Decodes `%XX` escapes; leaves malformed ones as written.
-pub(crate) fn percent_decode(s: &str) -> String {
-    if !s.contains('%') {
-        return s.to_string();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
+pub(crate) use wire::percent_decode;
 
 async fn not_found(request: Request) -> Response {
     status::Error::NotFound(format!(
@@ -446,6 +469,7 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(route))
         .with_state(state)
 }
 
@@ -462,6 +486,7 @@ pub fn plain_router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), limit_body))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn(route))
         .with_state(state)
 }
 
@@ -522,6 +547,21 @@ impl Server {
     /// Lists pods for Pods metrics with `pods` (by default they answer 503).
     pub fn with_pod_lookup(mut self, pods: Arc<dyn pods::PodLookup>) -> Self {
         self.state = self.state.with_pods(pods);
+        self
+    }
+
+    /// Forwards requests for metrics prescale does not serve to `upstreams`.
+    pub fn with_upstreams(mut self, upstreams: upstream::Upstreams) -> Self {
+        self.state = self.state.with_upstreams(upstreams);
+        self
+    }
+
+    /// Makes `/readyz` wait for `not_ready` to say nothing (besides the first snapshot).
+    pub fn with_readiness(
+        mut self,
+        not_ready: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    ) -> Self {
+        self.state = self.state.with_readiness(not_ready);
         self
     }
 

@@ -5,8 +5,8 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::external::rfc3339;
 use super::status::Error;
+use super::wire::rfc3339;
 use super::{metrics::status_label, quantity, AppState};
 use crate::series::Labels;
 
@@ -15,15 +15,23 @@ pub async fn healthz() -> Response {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
 }
 
-/// `/readyz`: ready once the first snapshot is published. Not tied to the source:
-/// with Prometheus down the metrics answer 503, but the pod stays ready, since an
+/// `/readyz`: ready once the first snapshot is published and the watched pods and
+/// nodes are listed. Not tied to the source or to the watches after that: with
+/// Prometheus down the metrics answer 503, but the pod stays ready, since an
 /// APIService without endpoints breaks discovery (and namespace deletion)
 /// cluster-wide.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.shared.is_ready() {
+    let mut waiting = Vec::new();
+    if !state.shared.is_ready() {
+        waiting.push("no snapshot published yet".to_string());
+    }
+    if let Some(why) = state.not_ready.as_ref().and_then(|f| f()) {
+        waiting.push(why);
+    }
+    if waiting.is_empty() {
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "ok").into_response()
     } else {
-        Error::ServiceUnavailable("not ready: no snapshot published yet".into()).into_response()
+        Error::ServiceUnavailable(format!("not ready: {}", waiting.join("; "))).into_response()
     }
 }
 

@@ -1,7 +1,7 @@
 //! The pods an HPA's selector picks, for Pods metrics.
 //!
 //! The API asks a [`PodLookup`] (owned here, by its consumer): the Kubernetes
-//! API in the cluster (`kube::pods`, with a short cache), [`StaticPods`] in tests
+//! API in the cluster (`kube::watch`, an index kept by a watch), [`StaticPods`] in tests
 //! and local runs. A lookup returns only *current* pods: pods being deleted and
 //! pods that have finished (phase `Failed` or `Succeeded`) are left out. The HPA
 //! leaves deleted and failed pods out of its own count too; `Succeeded` does not

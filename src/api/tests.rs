@@ -92,6 +92,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         published_ms: T0,
         metrics,
+        plan: None,
     }
 }
 
@@ -1190,7 +1191,7 @@ fn openapi_documents_describe_every_served_value_path() {
     for path in served {
         assert!(
             matches!(
-                super::endpoint(path),
+                super::Route::parse(path).endpoint(),
                 super::Endpoint::External | super::Endpoint::Custom
             ),
             "{path}"
@@ -1218,7 +1219,7 @@ fn openapi_documents_describe_every_served_value_path() {
         let path = instantiate(template);
         assert!(
             matches!(
-                super::endpoint(&path),
+                super::Route::parse(&path).endpoint(),
                 super::Endpoint::External | super::Endpoint::Custom
             ),
             "{template} is not a value path"
@@ -1414,23 +1415,67 @@ async fn auth_none_refuses_a_non_loopback_bind() {
 }
 
 #[test]
-fn endpoint_and_classify_agree() {
-    for path in [
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/apis",
-        "/apis/external.metrics.k8s.io/v1beta1",
-        "/debug/signals",
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b",
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces//b",
-        "/openapi/v2",
-        "/openapi/v3",
-        "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
-        "/openapi/v1",
-        "/nope",
+fn routes_are_parsed_once_with_their_parts_decoded() {
+    use super::{Endpoint, Route};
+    for (path, endpoint) in [
+        ("/healthz", Endpoint::Health),
+        ("/readyz", Endpoint::Health),
+        ("/metrics", Endpoint::Metrics),
+        ("/apis", Endpoint::Discovery),
+        ("/apis/external.metrics.k8s.io/v1beta1", Endpoint::Discovery),
+        ("/apis/custom.metrics.k8s.io/v1beta2", Endpoint::Discovery),
+        ("/debug/signals", Endpoint::Debug),
+        (
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b",
+            Endpoint::External,
+        ),
+        (
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/a/b/c",
+            Endpoint::Other,
+        ),
+        (
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces//b",
+            Endpoint::Other,
+        ),
+        (
+            "/apis/custom.metrics.k8s.io/v1beta1/namespaces/a/pods/*/m",
+            Endpoint::Custom,
+        ),
+        (
+            "/apis/custom.metrics.k8s.io/v1alpha1/namespaces/a/pods/*/m",
+            Endpoint::Other,
+        ),
+        ("/openapi/v2", Endpoint::OpenApi),
+        ("/openapi/v3", Endpoint::OpenApi),
+        (
+            "/openapi/v3/apis/external.metrics.k8s.io/v1beta1",
+            Endpoint::OpenApi,
+        ),
+        ("/openapi/v1", Endpoint::Other),
+        ("/nope", Endpoint::Other),
     ] {
-        assert_eq!(super::endpoint(path), super::classify(path).0, "{path}");
+        assert_eq!(Route::parse(path).endpoint(), endpoint, "{path}");
     }
+    let route = Route::parse("/apis/external.metrics.k8s.io/v1beta1/namespaces/sh%6Fp/q%2Fx");
+    assert_eq!(
+        route,
+        Route::External {
+            namespace: "shop".into(),
+            metric: "q/x".into()
+        }
+    );
+    let Some(super::auth::Target::Resource {
+        resource,
+        namespace,
+        ..
+    }) = route.target("/ignored")
+    else {
+        panic!("an external value is a resource");
+    };
+    assert_eq!((resource.as_str(), namespace.as_str()), ("q/x", "shop"));
+    assert_eq!(Route::Health.target("/healthz"), None);
+    assert!(matches!(
+        Route::Discovery.target("/apis"),
+        Some(super::auth::Target::NonResource { path }) if path == "/apis"
+    ));
 }

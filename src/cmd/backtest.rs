@@ -276,7 +276,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 report::human_ms(r.tracker.step_ms),
                 report::human_ms(r.lead_time_ms),
                 r.tracker.policy.quantile,
-                r.tracker.spec.name
+                r.tracker.spec.name()
             );
         }
         for (r, unit) in &results {
@@ -500,7 +500,7 @@ fn settings_json(
             "lead_time_s": r.lead_time_ms as f64 / 1000.0,
             "lead_steps": t.policy.lead_steps,
             "quantile": t.policy.quantile,
-            "model": t.spec.name,
+            "model": t.spec.name(),
             "reactive_floor": t.policy.reactive_floor,
             "history_steps": t.history_steps,
             "refit_every_steps": t.refit_every_steps,

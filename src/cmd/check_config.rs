@@ -51,7 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             s.history,
             s.lead_time,
             s.quantile.get(),
-            s.model,
+            s.model.name(),
             if s.reactive_floor { "on" } else { "off" }
         );
     }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use prescale::forecast::{self, Forecast, ModelReport, ModelSpec};
+use prescale::forecast::{Fit, Forecast, ModelReport, ModelSpec, Predict};
 use prescale::series::{self, LabeledSeries, ResampleOptions};
 use serde::Serialize;
 
@@ -88,7 +88,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let steps = usize::try_from((args.horizon + s.step_ms - 1) / s.step_ms)
             .unwrap_or(1)
             .max(1);
-        let fitted = forecast::fit(&spec.clone().with_horizon(steps), &s.values, s.step_ms)
+        let fitted = spec
+            .clone()
+            .with_horizon(steps)
+            .fit(&s.values, s.step_ms)
             .with_context(|| format!("{source}: fitting {}", args.model))?;
         let fc = fitted
             .predict(steps, &args.quantiles)

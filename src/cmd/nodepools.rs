@@ -8,12 +8,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwapOption;
 
 use prescale::clock::Clock;
 use prescale::config::{Config, ServerConfig};
 use prescale::engine::nodepools::{ClusterLookup, NodePools, Planner, StaticCluster};
-use prescale::expander::{self, Expander, SharedPlan};
+use prescale::expander::{self, Expander};
+use prescale::snapshot::Shared;
 
 /// A task to run until shutdown.
 pub type Task = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
@@ -22,24 +22,29 @@ pub type Task = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 pub struct Parts {
     /// The planner to hand to the engine; `None` without `nodepools`.
     pub nodepools: Option<NodePools>,
-    /// The plan the engine publishes and the expander reads.
-    pub plan: SharedPlan,
+    /// The engine's snapshots, whose node-pool plan the expander and the
+    /// CapacityBuffer writer read.
+    snapshot: Shared,
     client: Option<::kube::Client>,
     config: Option<Config>,
 }
 
 /// The engine side: the planner, reading the cluster through Kubernetes when a
 /// client can be made (else planning with configured shapes and minimum sizes, and
-/// saying so).
+/// saying so). The readers read the plan from `snapshot`, where the engine
+/// publishes.
 ///
 /// # Errors
 /// CapacityBuffers are enabled but there is no Kubernetes client.
-pub async fn setup(config: Option<&Config>) -> anyhow::Result<Parts> {
-    let plan: SharedPlan = Arc::new(ArcSwapOption::empty());
+pub async fn setup(
+    config: Option<&Config>,
+    watched: Option<Arc<prescale::kube::watch::Watched>>,
+    snapshot: Shared,
+) -> anyhow::Result<Parts> {
     let Some(config) = config.filter(|c| !c.nodepools.is_empty()) else {
         return Ok(Parts {
             nodepools: None,
-            plan,
+            snapshot,
             client: None,
             config: None,
         });
@@ -58,14 +63,14 @@ pub async fn setup(config: Option<&Config>) -> anyhow::Result<Parts> {
             None
         }
     };
-    let lookup: Arc<dyn ClusterLookup> = match &client {
-        Some(c) => Arc::new(prescale::kube::cluster::KubeCluster::new(c.clone())),
-        None => Arc::new(StaticCluster::new(None)),
+    let lookup: Arc<dyn ClusterLookup> = match (&client, watched) {
+        (Some(_), Some(w)) => w,
+        _ => Arc::new(StaticCluster::new(None)),
     };
     let planner = Planner::new(config.nodepools.clone(), config.workloads.clone());
     Ok(Parts {
-        nodepools: Some(NodePools::new(planner, lookup, Arc::clone(&plan))),
-        plan,
+        nodepools: Some(NodePools::new(planner, lookup)),
+        snapshot,
         client,
         config: Some(config.clone()),
     })
@@ -124,7 +129,7 @@ impl Parts {
             .with_context(|| format!("cannot bind the expander to {}", e.address))?;
         let addr = listener.local_addr().unwrap_or(e.address);
         tracing::info!(%addr, cert = %cert.display(), "gRPC expander listening");
-        let service = Expander::new(Arc::clone(&self.plan), clock, e.max_plan_age.as_ms())
+        let service = Expander::new(self.snapshot.clone(), clock, e.max_plan_age.as_ms())
             .with_metrics(metrics);
         Ok(Some(Box::pin(async move {
             expander::serve(listener, identity, service, shutdown)
@@ -164,7 +169,7 @@ impl Parts {
             client,
             config.capacity_buffers.clone(),
             config.nodepools.clone(),
-            Arc::clone(&self.plan),
+            self.snapshot.clone(),
             clock,
             identity,
             max_age,

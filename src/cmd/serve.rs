@@ -19,7 +19,8 @@ use prescale::clock::{Clock, SystemClock};
 use prescale::config::custom::MetricTypeConfig;
 use prescale::config::{self, Config, Duration, MetricName, Quantile, ServerConfig, SignalConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
-use prescale::kube::pods::KubePods;
+use prescale::forecast::ModelSpec;
+use prescale::kube::watch::Watched;
 use prescale::series::{read_csv, LabeledSeries, ResampleOptions};
 use prescale::snapshot::metrics::SeriesMetrics;
 use prescale::snapshot::Shared;
@@ -30,6 +31,7 @@ use prescale::source::Source;
 mod keda;
 #[cfg(unix)]
 mod reload;
+mod upstream;
 
 /// Arguments of `prescale serve`.
 #[derive(Debug, clap::Args)]
@@ -189,7 +191,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let catalog: prescale::keda::SharedCatalog = Arc::new(arc_swap::ArcSwap::from_pointee(
         prescale::keda::Catalog::from_signals(&signals),
     ));
-    let mut node_parts = super::nodepools::setup(config.as_ref()).await?;
+    // Pods and nodes, watched into memory: requests and engine steps read them.
+    let watched = watched(&signals, config.as_ref()).await;
+    let mut node_parts =
+        super::nodepools::setup(config.as_ref(), watched.clone(), shared.clone()).await?;
+    if let Some(w) = &watched {
+        registry
+            .sub_registry_with_prefix("prescale")
+            .register_collector(w.collector());
+    }
     SeriesMetrics::new(
         shared.clone(),
         Arc::clone(&clock),
@@ -232,15 +242,27 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     );
     api_settings.limits = limits(&server);
     let grace = server.shutdown_grace.as_std();
-    let api = prescale::api::Server::bind(
-        api_settings,
-        shared.clone(),
-        Arc::new(registry),
-        Arc::clone(&clock),
-    )
-    .await
-    .context("cannot start the API")?
-    .with_pod_lookup(pod_lookup(&signals, Arc::clone(&clock)).await);
+    let upstreams = upstream::start(&server, &signals, stop_rx.clone()).await?;
+    registry
+        .sub_registry_with_prefix("prescale")
+        .register_collector(upstreams.collector());
+    let api =
+        prescale::api::Server::bind(
+            api_settings,
+            shared.clone(),
+            Arc::new(registry),
+            Arc::clone(&clock),
+        )
+        .await
+        .context("cannot start the API")?
+        .with_pod_lookup(match &watched {
+            Some(w) if w.pods.is_some() => Arc::clone(w) as Arc<dyn PodLookup>,
+            _ => Arc::new(NoPods),
+        })
+        .with_readiness(watched.map(|w| {
+            Arc::new(move || w.not_ready()) as Arc<dyn Fn() -> Option<String> + Send + Sync>
+        }))
+        .with_upstreams(upstreams);
     let https = api.https_addr();
     // After the API: the expander may serve the certificate the API generated.
     let expander = node_parts
@@ -468,10 +490,11 @@ fn exit_after(grace: std::time::Duration) {
     });
 }
 
-/// The pod look-up for Pods metrics: the Kubernetes API (in-cluster config or
-/// kubeconfig) when a Pods metric is configured and a client can be built; else
-/// one that answers Pods metrics with 503 and says why.
-async fn pod_lookup(signals: &[SignalConfig], clock: Arc<dyn Clock>) -> Arc<dyn PodLookup> {
+/// The watched pods and nodes: pods when a Pods metric or a node-pool workload
+/// is configured, nodes when node pools are; `None` when nothing needs them or no
+/// Kubernetes client can be built (Pods metrics then answer 503 saying why, and
+/// node pools are planned without current nodes).
+async fn watched(signals: &[SignalConfig], config: Option<&Config>) -> Option<Arc<Watched>> {
     let pods_metrics = signals
         .iter()
         .filter(|s| {
@@ -480,18 +503,26 @@ async fn pod_lookup(signals: &[SignalConfig], clock: Arc<dyn Clock>) -> Arc<dyn 
                 .is_some_and(|c| c.metric_type == MetricTypeConfig::Pods)
         })
         .count();
-    if pods_metrics == 0 {
-        return Arc::new(NoPods);
+    let pools = config.is_some_and(|c| !c.nodepools.is_empty());
+    let workloads = pools && config.is_some_and(|c| !c.workloads.is_empty());
+    if pods_metrics == 0 && !pools {
+        return None;
     }
     match ::kube::Client::try_default().await {
-        Ok(client) => Arc::new(KubePods::new(client, clock)),
+        Ok(client) => Some(Watched::start(
+            &client,
+            pods_metrics > 0 || workloads,
+            pools,
+        )),
         Err(e) => {
-            tracing::warn!(
-                error = %e,
-                pods_metrics,
-                "Pods metrics are configured but no Kubernetes client can be built: they will answer 503"
-            );
-            Arc::new(NoPods)
+            if pods_metrics > 0 {
+                tracing::warn!(
+                    error = %e,
+                    pods_metrics,
+                    "Pods metrics are configured but no Kubernetes client can be built: they will answer 503"
+                );
+            }
+            None
         }
     }
 }
@@ -528,6 +559,7 @@ async fn shutdown_signal() {
 fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
     let mut source = FileSource::new(now_ms);
     let mut signals = Vec::new();
+    let auto = ModelSpec::by_name("auto")?;
     for (name, text) in BUNDLED {
         let raw = read_csv(text).with_context(|| format!("bundled trace {name}"))?;
         let (series, _) = raw
@@ -549,7 +581,7 @@ fn bundled(now_ms: i64) -> anyhow::Result<(Vec<SignalConfig>, FileSource)> {
             history: ms(history_ms)?,
             lead_time: ms(step_ms.max(180_000))?,
             quantile: Quantile::try_new(0.9).map_err(anyhow::Error::msg)?,
-            model: "auto".to_string(),
+            model: auto.clone(),
             reactive_floor: true,
             hpa_tolerance: 0.1,
             mode: config::SignalMode::Predictive,

@@ -392,45 +392,68 @@ pub fn check(
 ) {
     let mut names = BTreeSet::new();
     for (i, p) in pools.iter().enumerate() {
-        let at = format!("nodepools[{i}]");
-        if !is_dns_label(&p.name) {
+        p.check(&format!("nodepools[{i}]"), &mut names, problems);
+    }
+    let mut workload_names = BTreeSet::new();
+    for (i, w) in workloads.iter().enumerate() {
+        w.check(
+            &format!("workloads[{i}]"),
+            &mut workload_names,
+            pools,
+            signals,
+            problems,
+        );
+    }
+    if buffers.enabled {
+        buffers.check(pools, problems);
+    }
+    if let Some(e) = expander {
+        e.check(pools, problems);
+    }
+}
+
+impl NodePoolConfig {
+    /// The pool's problems, at `at` (`nodepools[i]`); its name joins `names`, the
+    /// earlier pools' names.
+    fn check<'a>(&'a self, at: &str, names: &mut BTreeSet<&'a str>, problems: &mut Vec<String>) {
+        if !is_dns_label(&self.name) {
             problems.push(format!(
                 "{at}.name: must be a lowercase RFC 1123 label (it is a label value and an object name), got {:?}",
-                p.name
+                self.name
             ));
         }
-        if !names.insert(p.name.as_str()) {
+        if !names.insert(self.name.as_str()) {
             problems.push(format!(
                 "{at}.name: {:?} is used by an earlier pool",
-                p.name
+                self.name
             ));
         }
-        if p.node_group_ids.is_empty() && p.node_labels.is_empty() {
+        if self.node_group_ids.is_empty() && self.node_labels.is_empty() {
             problems.push(format!(
                 "{at}: needs node_group_ids or node_labels to identify its nodes and node groups"
             ));
         }
-        if p.node_group_label.is_some() && p.node_group_ids.is_empty() {
+        if self.node_group_label.is_some() && self.node_group_ids.is_empty() {
             problems.push(format!(
                 "{at}.node_group_label: needs node_group_ids (the label's values)"
             ));
         }
-        if p.max_nodes == 0 {
+        if self.max_nodes == 0 {
             problems.push(format!("{at}.max_nodes: must be at least 1"));
         }
-        if p.min_nodes > p.max_nodes {
+        if self.min_nodes > self.max_nodes {
             problems.push(format!(
                 "{at}.min_nodes: must not exceed max_nodes ({}), got {}",
-                p.max_nodes, p.min_nodes
+                self.max_nodes, self.min_nodes
             ));
         }
-        if p.daemonset_overhead.pods >= p.max_pods_per_node {
+        if self.daemonset_overhead.pods >= self.max_pods_per_node {
             problems.push(format!(
                 "{at}.daemonset_overhead.pods: must leave room under max_pods_per_node ({}), got {}",
-                p.max_pods_per_node, p.daemonset_overhead.pods
+                self.max_pods_per_node, self.daemonset_overhead.pods
             ));
         }
-        if let Some(a) = &p.allocatable {
+        if let Some(a) = &self.allocatable {
             let a = a.resources();
             if a.cpu_milli == 0 || a.memory_bytes == 0 {
                 problems.push(format!(
@@ -438,8 +461,8 @@ pub fn check(
                 ));
             }
             let overhead = Resources::new(
-                p.daemonset_overhead.cpu.get(),
-                p.daemonset_overhead.memory.get(),
+                self.daemonset_overhead.cpu.get(),
+                self.daemonset_overhead.memory.get(),
             );
             if !overhead.fits_in(a) {
                 problems.push(format!(
@@ -448,83 +471,99 @@ pub fn check(
             }
         }
         // The rule is the planner's own, so the two cannot disagree.
-        if Balloon::try_new(p.balloon_target.get()).is_err() {
+        if Balloon::try_new(self.balloon_target.get()).is_err() {
             problems.push(format!(
                 "{at}.balloon_target: must be at least 10m, got {}m",
-                p.balloon_target.get()
+                self.balloon_target.get()
             ));
         }
-        if let Some(b) = &p.capacity_buffer {
-            if !is_dns_label(&b.namespace) {
-                problems.push(format!(
-                    "{at}.capacity_buffer.namespace: not a namespace name, got {:?}",
-                    b.namespace
-                ));
-            }
-            if b.pod_template.trim().is_empty() {
-                problems.push(format!(
-                    "{at}.capacity_buffer.pod_template: must not be empty"
-                ));
-            }
+        if let Some(b) = &self.capacity_buffer {
+            b.check(&format!("{at}.capacity_buffer"), problems);
         }
     }
-    let signal_names: BTreeSet<&str> = signals.iter().map(|s| s.name.as_str()).collect();
-    let mut wnames = BTreeSet::new();
-    for (i, w) in workloads.iter().enumerate() {
-        let at = format!("workloads[{i}]");
-        if w.name.trim().is_empty() {
+}
+
+impl CapacityBufferRef {
+    /// The reference's problems, at `at` (`nodepools[i].capacity_buffer`).
+    fn check(&self, at: &str, problems: &mut Vec<String>) {
+        if !is_dns_label(&self.namespace) {
+            problems.push(format!(
+                "{at}.namespace: not a namespace name, got {:?}",
+                self.namespace
+            ));
+        }
+        if self.pod_template.trim().is_empty() {
+            problems.push(format!("{at}.pod_template: must not be empty"));
+        }
+    }
+}
+
+impl WorkloadConfig {
+    /// The workload's problems, at `at` (`workloads[i]`), its pool and signal
+    /// looked up in `pools` and `signals`; its name joins `names`, the earlier
+    /// workloads' names.
+    fn check<'a>(
+        &'a self,
+        at: &str,
+        names: &mut BTreeSet<&'a str>,
+        pools: &[NodePoolConfig],
+        signals: &[SignalConfig],
+        problems: &mut Vec<String>,
+    ) {
+        if self.name.trim().is_empty() {
             problems.push(format!("{at}.name: must not be empty"));
         }
-        if !wnames.insert(w.name.as_str()) {
+        if !names.insert(self.name.as_str()) {
             problems.push(format!(
                 "{at}.name: {:?} is used by an earlier workload",
-                w.name
+                self.name
             ));
         }
-        if !signal_names.contains(w.signal.as_str()) {
+        let signal = signals.iter().find(|s| s.name == self.signal);
+        if signal.is_none() {
             problems.push(format!(
                 "{at}.signal: no signal is called {:?}",
-                w.signal.as_str()
+                self.signal.as_str()
             ));
         }
-        if !names.contains(w.pool.as_str()) {
-            problems.push(format!("{at}.pool: no node pool is called {:?}", w.pool));
+        let pool = pools.iter().find(|p| p.name == self.pool);
+        if pool.is_none() {
+            problems.push(format!("{at}.pool: no node pool is called {:?}", self.pool));
         }
-        let signal = signals.iter().find(|s| s.name == w.signal);
-        if let (Some(s), Some(p)) = (signal, pools.iter().find(|p| p.name == w.pool)) {
+        if let (Some(s), Some(p)) = (signal, pool) {
             let horizon = p
                 .provisioning_delay
                 .as_ms()
-                .saturating_add(w.pod_startup.as_ms());
+                .saturating_add(self.pod_startup.as_ms());
             if horizon > s.history.as_ms() {
                 problems.push(format!(
                     "{at}.pod_startup: with the pool's provisioning_delay ({}) the plan looks {}s ahead, more than the signal's history ({}) it forecasts from, got {}",
                     p.provisioning_delay,
                     horizon / 1000,
                     s.history,
-                    w.pod_startup
+                    self.pod_startup
                 ));
             }
         }
-        if !(w.target_per_replica.is_finite() && w.target_per_replica > 0.0) {
+        if !(self.target_per_replica.is_finite() && self.target_per_replica > 0.0) {
             problems.push(format!(
                 "{at}.target_per_replica: must be a finite number > 0, got {}",
-                w.target_per_replica
+                self.target_per_replica
             ));
         }
-        if w.min_replicas > w.max_replicas {
+        if self.min_replicas > self.max_replicas {
             problems.push(format!(
                 "{at}.min_replicas: must not exceed max_replicas ({}), got {}",
-                w.max_replicas, w.min_replicas
+                self.max_replicas, self.min_replicas
             ));
         }
-        let r = w.pod_requests.resources();
+        let r = self.pod_requests.resources();
         if r.cpu_milli == 0 && r.memory_bytes == 0 {
             problems.push(format!(
                 "{at}.pod_requests: set cpu or memory (pods without requests take no room)"
             ));
         }
-        if let Some(sel) = &w.replicas {
+        if let Some(sel) = &self.replicas {
             if !is_dns_label(&sel.namespace) {
                 problems.push(format!(
                     "{at}.replicas.namespace: not a namespace name, got {:?}",
@@ -538,27 +577,35 @@ pub fn check(
             }
         }
     }
-    if buffers.enabled {
+}
+
+impl CapacityBuffersConfig {
+    /// The section's problems when enabled: something to write, where to elect.
+    fn check(&self, pools: &[NodePoolConfig], problems: &mut Vec<String>) {
         if !pools.iter().any(|p| p.capacity_buffer.is_some()) {
             problems.push(
                 "capacity_buffers.enabled: no node pool has a capacity_buffer to write".to_string(),
             );
         }
-        if !is_dns_label(&buffers.lease_namespace) {
+        if !is_dns_label(&self.lease_namespace) {
             problems.push(format!(
                 "capacity_buffers.lease_namespace: not a namespace name, got {:?}",
-                buffers.lease_namespace
+                self.lease_namespace
             ));
         }
-        if buffers.lease_duration.as_ms() < 2_000 {
+        if self.lease_duration.as_ms() < 2_000 {
             problems.push(format!(
                 "capacity_buffers.lease_duration: must be at least 2s, got {}",
-                buffers.lease_duration
+                self.lease_duration
             ));
         }
     }
-    if let Some(e) = expander {
-        match (&e.cert_file, &e.key_file) {
+}
+
+impl ExpanderConfig {
+    /// The section's problems: a whole certificate pair, and pools to plan.
+    fn check(&self, pools: &[NodePoolConfig], problems: &mut Vec<String>) {
+        match (&self.cert_file, &self.key_file) {
             (Some(_), None) => problems.push("expander.key_file: required with cert_file".into()),
             (None, Some(_)) => problems.push("expander.cert_file: required with key_file".into()),
             _ => {}

@@ -5,12 +5,14 @@
 //! rule as the served value, over that longer horizon: [`Tracker::value_ahead`]),
 //! the pools' current nodes and the workloads' current replicas come from a
 //! [`ClusterLookup`] (Kubernetes in production, [`StaticCluster`] in tests), and
-//! [`crate::plan::nodepool::plan`] packs the forecast pods into nodes. The plan is
-//! published twice: as the external metrics `prescale_nodepool_nodes` and
-//! `prescale_nodepool_balloons` (label `nodepool`) in the snapshot, and whole in the
-//! [`SharedPlan`] the expander and the CapacityBuffer writer read.
+//! [`crate::plan::nodepool::plan`] packs the forecast pods into nodes. The plan goes
+//! into the step's one snapshot twice over: as the external metrics
+//! `prescale_nodepool_nodes` and `prescale_nodepool_balloons` (label `nodepool`),
+//! and whole as [`Snapshot::plan`], which the expander and the CapacityBuffer writer
+//! read.
 //!
 //! [`Tracker::value_ahead`]: crate::plan::Tracker::value_ahead
+//! [`Snapshot::plan`]: crate::snapshot::Snapshot::plan
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,7 +21,6 @@ use std::sync::{Arc, Mutex};
 
 use super::Core;
 use crate::config::{NodePoolConfig, WorkloadConfig};
-use crate::expander::SharedPlan;
 use crate::plan::nodepool::{self, Balloon, Plan, PoolState, Resources, WorkloadSpec};
 use crate::series::Labels;
 use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Status};
@@ -241,7 +242,7 @@ impl Planner {
                 Some(WorkloadSpec {
                     name: w.name.clone(),
                     pool: w.pool.clone(),
-                    forecast: workload_forecast(core, w, horizon_ms),
+                    forecast: core.value_ahead(w.signal.as_str(), &w.series, horizon_ms),
                     target_per_replica: w.target_per_replica,
                     pod_requests: w.pod_requests.resources(),
                     min_replicas: w.min_replicas,
@@ -328,40 +329,13 @@ impl Planner {
     }
 }
 
-/// A workload's forecast `horizon_ms` ahead: the sum over the signal's series that
-/// match its `series` labels. `None` when the signal is unknown, no series matches,
-/// or a matching series has failed (its value is too old to plan with).
-fn workload_forecast(core: &Core, w: &WorkloadConfig, horizon_ms: i64) -> Option<f64> {
-    let signal = core
-        .signals
-        .iter()
-        .find(|s| s.settings.name == w.signal.as_str())?;
-    let step = signal.settings.step_ms();
-    let steps = usize::try_from((horizon_ms.max(1) + step - 1) / step).unwrap_or(usize::MAX);
-    let mut total = None;
-    for (labels, st) in &signal.series {
-        let matches = w
-            .series
-            .iter()
-            .all(|(k, v)| labels.get(k).is_some_and(|have| have == v));
-        if !matches {
-            continue;
-        }
-        if st.status == Status::Failed {
-            return None;
-        }
-        let v = st.tracker.value_ahead(steps)?;
-        total = Some(total.unwrap_or(0.0) + v);
-    }
-    total
-}
-
-/// The node-pool part of the engine: the planner, the lookup, and where the plan
-/// is published.
+/// The node-pool part of the engine: the planner, the lookup, and the plan to
+/// publish.
 pub struct NodePools {
     planner: Arc<Planner>,
     lookup: Arc<dyn ClusterLookup>,
-    shared: SharedPlan,
+    /// The last plan made: published with every snapshot until a newer one.
+    plan: Option<Arc<Plan>>,
     pool_queries: Vec<PoolQuery>,
     replica_queries: Vec<ReplicaQuery>,
     observe_every_ms: i64,
@@ -374,6 +348,7 @@ impl std::fmt::Debug for NodePools {
         f.debug_struct("NodePools")
             .field("planner", &self.planner)
             .field("observed", &self.observed)
+            .field("plan", &self.plan)
             .finish()
     }
 }
@@ -383,14 +358,14 @@ impl std::fmt::Debug for NodePools {
 pub const DEFAULT_OBSERVE_EVERY_MS: i64 = 15_000;
 
 impl NodePools {
-    /// Plans `planner`'s pools with `lookup`, publishing to `shared`.
-    pub fn new(planner: Planner, lookup: Arc<dyn ClusterLookup>, shared: SharedPlan) -> Self {
+    /// Plans `planner`'s pools, reading the cluster with `lookup`.
+    pub fn new(planner: Planner, lookup: Arc<dyn ClusterLookup>) -> Self {
         Self {
             pool_queries: planner.pool_queries(),
             replica_queries: planner.replica_queries(),
             planner: Arc::new(planner),
             lookup,
-            shared,
+            plan: None,
             observe_every_ms: DEFAULT_OBSERVE_EVERY_MS,
             last_attempt_ms: None,
             observed: None,
@@ -431,12 +406,19 @@ impl NodePools {
         (Arc::clone(&self.planner), self.observed.clone())
     }
 
-    /// Publishes a plan to the expander and the CapacityBuffer writer. A pass that
-    /// planned nothing leaves the previous plan, which ages out.
-    pub fn publish(&self, plan: Option<Plan>) {
+    /// Takes a pass's plan and returns the plan to publish: that one, or when the
+    /// pass planned nothing the previous one, which ages out (readers judge it by
+    /// its `computed_at_ms`).
+    pub fn keep(&mut self, plan: Option<Plan>) -> Option<Arc<Plan>> {
         if let Some(p) = plan {
-            self.shared.store(Some(Arc::new(p)));
+            self.plan = Some(Arc::new(p));
         }
+        self.plan.clone()
+    }
+
+    /// The last plan made, if any.
+    pub fn plan(&self) -> Option<Arc<Plan>> {
+        self.plan.clone()
     }
 }
 
@@ -451,8 +433,8 @@ mod tests {
 
     const STEP: i64 = 60_000;
 
-    fn core_with(values: &[(&str, f64)]) -> Core {
-        let settings = SignalSettings {
+    fn settings() -> SignalSettings {
+        SignalSettings {
             shadow: None,
             name: "rps".into(),
             query: "rps".into(),
@@ -477,8 +459,11 @@ mod tests {
                 fit_steps: 1,
                 spread_refits: false,
             },
-        };
-        let mut core = Core::new(vec![settings], Metrics::unregistered());
+        }
+    }
+
+    fn core_with(values: &[(&str, f64)]) -> Core {
+        let mut core = Core::new(vec![settings()], Metrics::unregistered());
         let range = Range::try_new(0, 9 * STEP, STEP).unwrap();
         let fetched = values
             .iter()
@@ -604,5 +589,78 @@ mod tests {
                 s.detail.reason
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_plan_is_published_in_the_snapshot_of_its_metrics() {
+        use crate::clock::SimClock;
+        use crate::engine::{Engine, Reload};
+        use crate::series::Series;
+        use crate::snapshot::Shared;
+        use crate::source::file::FileSource;
+
+        let now = 9 * STEP;
+        let web = LabeledSeries {
+            labels: [("service".to_string(), "web".to_string())].into(),
+            series: Series {
+                start_ms: 0,
+                step_ms: STEP,
+                values: vec![500.0; 10],
+            },
+        };
+        let source = FileSource::new(now).with_recording("rps", vec![web]);
+        let clock = Arc::new(SimClock::new(now));
+        let shared = Shared::new();
+        // DaemonSets take 100m of each node: nodes read with less cannot be planned.
+        let mut p = planner();
+        p.pools[0].daemonset_overhead.cpu =
+            crate::config::nodepools::Millicores::try_new("100m").unwrap();
+        let seen = |cpu_milli| Observation {
+            pools: BTreeMap::from([(
+                "app".to_string(),
+                PoolObservation {
+                    nodes: 2,
+                    allocatable: Some(Resources::new(cpu_milli, 8 << 30)),
+                },
+            )]),
+            replicas: BTreeMap::new(),
+        };
+        let cluster = Arc::new(StaticCluster::new(Some(seen(4000))));
+        let mut engine = Engine::new(
+            vec![settings()],
+            Arc::new(source),
+            shared.clone(),
+            clock.clone(),
+            crate::engine::Metrics::unregistered(),
+        )
+        .with_nodepools(NodePools::new(p, cluster.clone()).with_observe_every_ms(0));
+
+        engine.step().await.unwrap();
+        let first = shared.load();
+        let plan = first.plan.clone().expect("a plan");
+        assert_eq!(plan.computed_at_ms, first.published_ms);
+        let nodes = &first.metrics[NODES_METRIC].series[0];
+        assert_eq!(nodes.timestamp_ms, plan.computed_at_ms);
+        assert_eq!(nodes.status, Status::Ok);
+
+        // A pass that cannot plan keeps the last plan (it ages out), beside its
+        // failed metrics.
+        cluster.set(Some(seen(50)));
+        clock.advance(STEP);
+        engine.step().await.unwrap();
+        let second = shared.load();
+        assert_eq!(second.published_ms, now + STEP);
+        assert!(Arc::ptr_eq(second.plan.as_ref().unwrap(), &plan));
+        assert_eq!(
+            second.metrics[NODES_METRIC].series[0].status,
+            Status::Failed
+        );
+
+        // A reload publishes at once, and the plan stands.
+        engine.reload(Reload {
+            signals: vec![settings()],
+            source: None,
+        });
+        assert!(Arc::ptr_eq(shared.load().plan.as_ref().unwrap(), &plan));
     }
 }

@@ -1,5 +1,6 @@
 use super::*;
 use crate::clock::SimClock;
+use crate::forecast::ModelSpec;
 use crate::series::Series;
 use crate::source::file::FileSource;
 

@@ -9,8 +9,8 @@
 //! step by construction.
 
 use super::{
-    checked_quantiles, empirical_quantile, fill_gaps, Fit, Forecast, ModelReport, PointFit,
-    PointModel, Predict, QuantilePath, Result, Score,
+    checked_quantiles, empirical_quantile, Forecast, ModelReport, PointFit, PointModel, Predict,
+    QuantilePath, Result,
 };
 
 /// The per-step spread and the pooled standardised errors.
@@ -176,7 +176,7 @@ pub(crate) fn normal_quantile(p: f64) -> f64 {
     }
 }
 
-/// A point model with calibrated quantiles: what [`super::fit`] returns.
+/// A point model with calibrated quantiles: what [`super::Fit::fit`] gives.
 pub struct Calibrated {
     model: Box<dyn PointModel>,
     calibration: Calibration,
@@ -325,67 +325,6 @@ pub(crate) fn naive_scale(filled: &[f64], period: usize) -> f64 {
         .map(|t| (filled[t] - filled[t - p]).abs())
         .sum();
     s / (filled.len() - p) as f64
-}
-
-/// Any [`PointFit`] with quantiles calibrated by a rolling-origin backtest over
-/// `windows` windows of `horizon` steps: the typed way to fit one model.
-#[derive(Debug, Clone)]
-pub struct Calibrate<S> {
-    /// The point model spec.
-    pub spec: S,
-    /// Steps per backtest window (the horizon the quantiles are calibrated for).
-    pub horizon: usize,
-    /// Backtest windows.
-    pub windows: usize,
-}
-
-impl<S: PointFit> Fit for Calibrate<S> {
-    type Fitted = Calibrated;
-
-    fn fit(&self, history: &[f64]) -> Result<Calibrated> {
-        let history = &history[super::usable_start(history, self.horizon.max(1))..];
-        let got = history.iter().filter(|v| v.is_finite()).count();
-        if got == 0 {
-            return Err(super::Error::TooShort {
-                needed: self.spec.min_len(),
-                got,
-            });
-        }
-        let filled = fill_gaps(history);
-        let horizon = self.horizon.max(1);
-        let starts: Vec<usize> = origins(filled.len(), horizon, self.windows, self.spec.min_len())
-            .into_iter()
-            .filter(|&o| history[o - 1].is_finite())
-            .collect();
-        let runs = backtest(&self.spec, &filled, &starts, horizon);
-        let (ok_starts, forecasts): (Vec<usize>, Vec<Vec<f64>>) = starts
-            .iter()
-            .zip(runs)
-            .filter_map(|(&o, f)| f.map(|f| (o, f)))
-            .unzip();
-        let errs = errors(history, &ok_starts, &forecasts);
-        let model = self.spec.fit_point(&filled)?;
-        let sigma = naive_scale(&filled, 1);
-        let mae = mean_abs(&errs);
-        let report = ModelReport {
-            model: model.name(),
-            scores: vec![Score {
-                model: model.name(),
-                mae,
-                scaled: mae / sigma,
-            }],
-            periods: Vec::new(),
-            season_notes: Vec::new(),
-            backtest_windows: ok_starts.len(),
-            fell_back_to_simple: false,
-        };
-        Ok(Calibrated::new(
-            Box::new(model),
-            Calibration::from_errors(&errs, horizon, sigma),
-            report,
-            history.iter().filter(|v| v.is_finite()).all(|&v| v >= 0.0),
-        ))
-    }
 }
 
 impl PointModel for Box<dyn PointModel> {

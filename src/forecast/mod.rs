@@ -1,16 +1,20 @@
 //! Forecasting: models behind one trait family, pure and synchronous.
 //!
-//! A model spec ([`Fit`]) turns history into a fitted model ([`Predict`]); only a
+//! A resolved model spec ([`ModelSpec`], read once from `models/` or a file)
+//! implements [`Fit`]: it turns history into a fitted model ([`Predict`]); only a
 //! fitted model can forecast, so an unfitted model cannot be asked for one. Fitted
 //! models take new points with [`Predict::update`] without a full refit, which is
-//! what the serving loop does between scheduled refits.
+//! what the serving loop does between scheduled refits. There is one fit: the
+//! serving [`crate::plan::Tracker`], the backtest, `eval` and the tests all call
+//! [`Fit::fit`] on a [`ModelSpec`].
 //!
 //! History is a slice of values on a regular grid; `NAN` marks a gap.
 //!
 //! Every model produces a point path; its quantiles come from its own
 //! out-of-sample errors at each horizon step, measured by a rolling-origin
-//! backtest on the history it was fitted to ([`calibrate`]). `auto` ([`select`])
-//! runs the same backtest for several models and picks or combines them per series.
+//! backtest on the history it was fitted to ([`calibrate`]). The fit ([`select`])
+//! runs that backtest for each candidate (one for a single model, several for
+//! `auto`) and picks or combines them per series.
 
 pub mod accuracy;
 pub mod calibrate;
@@ -25,7 +29,7 @@ mod spec;
 use serde::{Deserialize, Serialize};
 
 pub use calibrate::Calibrated;
-pub use spec::{Combine, ModelKind, ModelSpec};
+pub use spec::{Combine, Family, Member, ModelKind, ModelSpec};
 
 /// Errors from fitting and forecasting.
 #[derive(Debug, thiserror::Error)]
@@ -132,11 +136,15 @@ pub trait Fit {
     /// The fitted model.
     type Fitted: Predict;
 
-    /// Fits the model to `history` (regular grid, `NAN` for gaps).
+    /// Fits the model to `history` on a regular grid of `step_ms` (`NAN` for gaps).
+    ///
+    /// Seasonal periods come from the step ([`candidate_periods`]) and are
+    /// confirmed on the data; the quantiles are calibrated for the spec's horizon
+    /// (by default two hours of steps) and extended beyond it.
     ///
     /// # Errors
-    /// When the history is too short or degenerate for this model.
-    fn fit(&self, history: &[f64]) -> Result<Self::Fitted>;
+    /// When the history is too short or degenerate for any model the spec allows.
+    fn fit(&self, history: &[f64], step_ms: i64) -> Result<Self::Fitted>;
 }
 
 /// A fitted model: it alone can forecast.
@@ -200,18 +208,6 @@ pub fn candidate_periods(step_ms: i64) -> Vec<usize> {
         .filter(|p| p % step_ms == 0 && p / step_ms >= 2 && p / step_ms <= 20_160)
         .map(|p| (p / step_ms) as usize)
         .collect()
-}
-
-/// Fits the model named by `spec` to `history` on a grid of `step_ms`.
-///
-/// Seasonal periods come from the step ([`candidate_periods`]) and are confirmed
-/// on the data; the quantiles are calibrated for `spec.horizon_steps` (by default
-/// two hours of steps) and extended beyond it.
-///
-/// # Errors
-/// When the history is too short for any model.
-pub fn fit(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result<Box<dyn Predict>> {
-    select::fit_spec(spec, history, step_ms)
 }
 
 /// Checks that every quantile is in (0, 1) and returns them sorted.

@@ -1,6 +1,8 @@
-//! From a named spec to a fitted, calibrated model; `auto` chooses or combines
-//! candidates per series by a rolling-origin backtest on the series' own recent
-//! history.
+//! From a resolved spec to a fitted, calibrated model, in four steps: the
+//! candidates (the spec's members resolved against the series' seasons), their
+//! scores (a rolling-origin backtest on the series' own recent history), the
+//! choice (the best, or a combination of the best), and the calibration of the
+//! chosen forecast's quantiles on its backtest errors.
 
 use super::calibrate::{backtest, errors, mean_abs, naive_scale, origins, Calibration};
 use super::ets::HoltWinters;
@@ -9,8 +11,8 @@ use super::mstl::Mstl;
 use super::seasonal_naive::SeasonalNaive;
 use super::seasonality::{self, Seasons};
 use super::{
-    candidate_periods, fill_gaps, Calibrated, Combine, Error, ModelKind, ModelReport, ModelSpec,
-    PointFit, PointModel, Predict, Result, Score,
+    candidate_periods, fill_gaps, Calibrated, Combine, Error, Family, Fit, Member, ModelKind,
+    ModelReport, ModelSpec, PointFit, PointModel, Result, Score,
 };
 
 /// Candidates whose mean backtest error estimates the chosen model's true error.
@@ -71,12 +73,12 @@ fn simple_candidates() -> Vec<Candidate> {
 
 /// Resolves a model family against the confirmed seasons. `None` when the family
 /// adds nothing here (a weekly naive without a weekly season, inside `auto`).
-fn candidate_for(kind: &ModelKind, seasons: &Seasons, strict: bool) -> Option<Candidate> {
+fn candidate_for(family: Family, seasons: &Seasons, strict: bool) -> Option<Candidate> {
     let daily = seasons.periods.first().copied();
     let longest = seasons.periods.last().copied();
-    match kind {
-        ModelKind::SeasonalNaive { seasons: k, weekly } => {
-            let period = if *weekly {
+    Some(match family {
+        Family::SeasonalNaive { seasons: k, weekly } => {
+            let period = if weekly {
                 match (daily, longest) {
                     (Some(d), Some(l)) if l > d => l,
                     _ if strict => return None,
@@ -85,36 +87,32 @@ fn candidate_for(kind: &ModelKind, seasons: &Seasons, strict: bool) -> Option<Ca
             } else {
                 daily.unwrap_or(1)
             };
-            Some(Candidate::SeasonalNaive(SeasonalNaive {
-                period,
-                seasons: *k,
-            }))
+            Candidate::SeasonalNaive(SeasonalNaive { period, seasons: k })
         }
-        ModelKind::HoltWinters { damped } => Some(Candidate::HoltWinters(HoltWinters {
+        Family::HoltWinters { damped } => Candidate::HoltWinters(HoltWinters {
             period: daily.unwrap_or(0),
-            damped: *damped,
-        })),
-        ModelKind::Mstl { weekly } => Some(Candidate::Mstl(Mstl {
-            periods: if *weekly {
+            damped,
+        }),
+        Family::Mstl { weekly } => Candidate::Mstl(Mstl {
+            periods: if weekly {
                 seasons.periods.clone()
             } else {
                 daily.into_iter().collect()
             },
-        })),
-        ModelKind::LinearLags {
+        }),
+        Family::LinearLags {
             lags,
             fourier,
             ridge,
             log,
-        } => Some(Candidate::Linear(LinearLags {
-            lags: *lags,
+        } => Candidate::Linear(LinearLags {
+            lags,
             periods: seasons.periods.clone(),
-            fourier: *fourier,
-            ridge: *ridge,
-            log: *log,
-        })),
-        ModelKind::Auto { .. } => None,
-    }
+            fourier,
+            ridge,
+            log,
+        }),
+    })
 }
 
 /// Calibration horizon when the spec sets none: two hours of steps, at least 6.
@@ -176,25 +174,110 @@ impl PointModel for Combination {
 struct Scored {
     name: String,
     candidate: Candidate,
+    /// Its backtest forecast from each window start.
     forecasts: Vec<Vec<f64>>,
     mae: f64,
 }
 
-/// Fits `spec` to `history` on a grid of `step_ms` (see [`super::fit`]).
-pub(crate) fn fit_spec(
-    spec: &ModelSpec,
-    history: &[f64],
-    step_ms: i64,
-) -> Result<Box<dyn Predict>> {
-    Ok(Box::new(fit_calibrated(spec, history, step_ms)?))
+/// The candidates scored on the same backtest windows, best first.
+struct Scores {
+    /// Window starts (newest first); empty when the history is too short to backtest.
+    starts: Vec<usize>,
+    /// Candidates by backtest error; ties keep the spec's order.
+    ranked: Vec<Scored>,
 }
 
-/// [`fit_spec`] with the concrete result type.
+/// The fitted model `combine` chose from the ranking.
+struct Chosen {
+    model: Box<dyn PointModel>,
+    /// The members' places in the ranking.
+    members: Vec<usize>,
+    /// Step-wise median (else mean) of several members.
+    median: bool,
+}
+
+/// The history a fit works on: gaps filled, seasons confirmed.
+struct Prepared<'a> {
+    /// The usable history, gaps as `NAN` (errors are measured against it).
+    history: &'a [f64],
+    /// The same with gaps filled (models fit on it).
+    filled: Vec<f64>,
+    seasons: Seasons,
+    /// Steps the quantiles are calibrated for.
+    horizon: usize,
+}
+
+/// A resolved spec fits like this: the candidates it names are resolved against
+/// the series' seasons, scored by a rolling-origin backtest, chosen or combined,
+/// refitted on the whole history, and given quantiles from the chosen forecast's
+/// own backtest errors. A single model is `auto` with one candidate. This is the
+/// fit the [`crate::plan::Tracker`] serves with.
+impl Fit for ModelSpec {
+    type Fitted = Calibrated;
+
+    fn fit(&self, history: &[f64], step_ms: i64) -> Result<Calibrated> {
+        let p = prepare(self, history, step_ms)?;
+        let cands = candidates(self, &p.seasons, p.filled.len())?;
+        let scores = score(cands, &p, self.backtest_windows)?;
+        let chosen = choose(&scores, self.combine(), &p)?;
+        let calibration = calibrate(&scores, &chosen, &p);
+        let scale = naive_scale(&p.filled, p.seasons.periods.first().copied().unwrap_or(1));
+        let report = ModelReport {
+            model: chosen.model.name(),
+            scores: scores
+                .ranked
+                .iter()
+                .map(|s| Score {
+                    model: s.name.clone(),
+                    mae: s.mae,
+                    scaled: s.mae / scale,
+                })
+                .collect(),
+            periods: p.seasons.periods.clone(),
+            season_notes: p.seasons.notes.clone(),
+            backtest_windows: scores.starts.len(),
+            fell_back_to_simple: p.seasons.too_short,
+        };
+        let non_negative = p
+            .history
+            .iter()
+            .filter(|v| v.is_finite())
+            .all(|&v| v >= 0.0);
+        Ok(Calibrated::new(
+            chosen.model,
+            calibration,
+            report,
+            non_negative,
+        ))
+    }
+}
+
+impl ModelSpec {
+    /// The members scored: a single model is its own one candidate.
+    fn members(&self) -> Vec<Member> {
+        match &self.model {
+            ModelKind::Single(family) => vec![Member {
+                name: self.name.clone(),
+                family: *family,
+            }],
+            ModelKind::Auto { candidates, .. } => candidates.clone(),
+        }
+    }
+
+    /// How the scored candidates become one forecast.
+    fn combine(&self) -> Combine {
+        match &self.model {
+            ModelKind::Single(_) => Combine::Best,
+            ModelKind::Auto { combine, .. } => *combine,
+        }
+    }
+}
+
+/// Cuts the history to its usable part, fills its gaps and confirms its seasons.
 ///
 /// # Errors
-/// When the history has fewer than two observed points, or no candidate fits.
-pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result<Calibrated> {
-    spec.validate()?;
+/// When fewer than two points are observed.
+fn prepare<'a>(spec: &ModelSpec, history: &'a [f64], step_ms: i64) -> Result<Prepared<'a>> {
     let horizon = spec
         .horizon_steps
         .unwrap_or_else(|| default_horizon(step_ms));
@@ -204,31 +287,24 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
         return Err(Error::TooShort { needed: 2, got });
     }
     let filled = fill_gaps(history);
-    let n = filled.len();
     let seasons = seasonality::confirm(&filled, &candidate_periods(step_ms));
+    Ok(Prepared {
+        history,
+        filled,
+        seasons,
+        horizon,
+    })
+}
 
-    let (named, combine): (Vec<(String, ModelKind)>, Combine) = match &spec.model {
-        ModelKind::Auto {
-            candidates,
-            combine,
-        } => {
-            let mut named = Vec::with_capacity(candidates.len());
-            for c in candidates {
-                let s = ModelSpec::by_name(c)?;
-                if matches!(s.model, ModelKind::Auto { .. }) {
-                    return Err(Error::BadSpec {
-                        name: spec.name.clone(),
-                        message: format!("model.candidates: {c:?} is itself an auto model"),
-                    });
-                }
-                named.push((c.clone(), s.model));
-            }
-            (named, *combine)
-        }
-        kind => (vec![(spec.name.clone(), kind.clone())], Combine::Best),
-    };
+/// The candidates worth scoring on `n` points with these seasons, with their
+/// report names: the spec's members resolved against the seasons (duplicates
+/// dropped), or the simple models when the history is shorter than two seasons.
+///
+/// # Errors
+/// When not even a simple model fits on `n` points.
+fn candidates(spec: &ModelSpec, seasons: &Seasons, n: usize) -> Result<Vec<(String, Candidate)>> {
     let auto = matches!(spec.model, ModelKind::Auto { .. });
-
+    let members = spec.members();
     let mut cands: Vec<(String, Candidate)> = Vec::new();
     if seasons.too_short {
         for c in simple_candidates() {
@@ -236,22 +312,22 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
         }
         if !auto {
             // A single model keeps its own family when it can run without a season.
-            if let Some((_, kind)) = named.first() {
+            if let Some(m) = members.first() {
                 if let Some(c @ (Candidate::HoltWinters(_) | Candidate::Linear(_))) =
-                    candidate_for(kind, &seasons, false)
+                    candidate_for(m.family, seasons, false)
                 {
                     if c.min_len() <= n {
-                        cands = vec![(named[0].0.clone(), c)];
+                        cands = vec![(m.name.clone(), c)];
                     }
                 }
             }
             cands.truncate(1);
         }
     } else {
-        for (name, kind) in &named {
-            if let Some(c) = candidate_for(kind, &seasons, auto) {
+        for m in members {
+            if let Some(c) = candidate_for(m.family, seasons, auto) {
                 if !cands.iter().any(|(_, o)| *o == c) {
-                    cands.push((name.clone(), c));
+                    cands.push((m.name, c));
                 }
             }
         }
@@ -267,14 +343,23 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
     if cands.is_empty() {
         return Err(Error::TooShort { needed: 3, got: n });
     }
+    Ok(cands)
+}
 
-    // All candidates are scored on the same windows: as many as the best-placed
-    // candidate can use, dropping those that cannot use them all.
-    // An origin whose last point interpolation made up would score a fit on
-    // invented data: only origins right after an observed point.
-    let all: Vec<usize> = origins(n, horizon, spec.backtest_windows, 1)
+/// Scores every candidate by its backtest error over up to `windows` windows.
+///
+/// All candidates are scored on the same windows: as many as the best-placed
+/// candidate can use, dropping those that cannot use them all. An origin whose
+/// last point interpolation made up would score a fit on invented data: only
+/// origins right after an observed point count.
+///
+/// # Errors
+/// When no candidate could be fitted at every window.
+fn score(cands: Vec<(String, Candidate)>, p: &Prepared, windows: usize) -> Result<Scores> {
+    let mut cands = cands;
+    let all: Vec<usize> = origins(p.filled.len(), p.horizon, windows, 1)
         .into_iter()
-        .filter(|&o| history[o - 1].is_finite())
+        .filter(|&o| p.history[o - 1].is_finite())
         .collect();
     let usable = |c: &Candidate| all.iter().take_while(|&&o| o >= c.min_len()).count();
     let w = cands.iter().map(|(_, c)| usable(c)).max().unwrap_or(0);
@@ -282,13 +367,13 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
     if w > 0 {
         cands.retain(|(_, c)| usable(c) >= w);
     }
-    let mut scored: Vec<Scored> = cands
+    let mut ranked: Vec<Scored> = cands
         .into_iter()
         .filter_map(|(name, candidate)| {
-            let runs = backtest(&candidate, &filled, &starts, horizon);
+            let runs = backtest(&candidate, &p.filled, &starts, p.horizon);
             let forecasts: Option<Vec<Vec<f64>>> = runs.into_iter().collect();
             let forecasts = forecasts?;
-            let mae = mean_abs(&errors(history, &starts, &forecasts));
+            let mae = mean_abs(&errors(p.history, &starts, &forecasts));
             Some(Scored {
                 name,
                 candidate,
@@ -297,15 +382,39 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
             })
         })
         .collect();
-    if scored.is_empty() {
+    if ranked.is_empty() {
         return Err(Error::Solve(
             "no candidate model could be fitted to the backtest windows".to_string(),
         ));
     }
     // Stable sort: ties keep the spec's order, so the simplest listed model wins.
-    scored.sort_by(|a, b| a.mae.total_cmp(&b.mae));
+    ranked.sort_by(|a, b| a.mae.total_cmp(&b.mae));
+    Ok(Scores { starts, ranked })
+}
 
-    let top = |k: usize| k.clamp(1, scored.len());
+/// The step-wise combination of the ranked members' backtest forecasts, per window.
+fn combined_forecasts(scores: &Scores, members: &[usize], median: bool) -> Vec<Vec<f64>> {
+    (0..scores.starts.len())
+        .map(|i| {
+            let paths: Vec<Vec<f64>> = members
+                .iter()
+                .map(|&j| scores.ranked[j].forecasts[i].clone())
+                .collect();
+            combine_paths(&paths, median)
+        })
+        .collect()
+}
+
+/// Picks the best candidate or a combination of the best, as `combine` says, and
+/// fits the members on the whole history; a member that fails is left out, and
+/// when all fail the next candidate down the ranking that fits is used alone.
+///
+/// # Errors
+/// When no candidate can be fitted on the whole history.
+fn choose(scores: &Scores, combine: Combine, p: &Prepared) -> Result<Chosen> {
+    let ranked = &scores.ranked;
+    let w = scores.starts.len();
+    let top = |k: usize| k.clamp(1, ranked.len());
     let (chosen, median): (usize, bool) = match combine {
         Combine::Best => (1, false),
         Combine::Mean { top: k } => (top(k), false),
@@ -313,15 +422,10 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
         Combine::BestOrMean { top: k } => {
             let k = top(k);
             if k > 1 && w > 0 {
-                let mean_fc: Vec<Vec<f64>> = (0..starts.len())
-                    .map(|i| {
-                        let paths: Vec<Vec<f64>> =
-                            scored[..k].iter().map(|s| s.forecasts[i].clone()).collect();
-                        combine_paths(&paths, false)
-                    })
-                    .collect();
-                let mae = mean_abs(&errors(history, &starts, &mean_fc));
-                if mae < scored[0].mae {
+                let best: Vec<usize> = (0..k).collect();
+                let mean_fc = combined_forecasts(scores, &best, false);
+                let mae = mean_abs(&errors(p.history, &scores.starts, &mean_fc));
+                if mae < ranked[0].mae {
                     (k, false)
                 } else {
                     (1, false)
@@ -332,76 +436,63 @@ pub fn fit_calibrated(spec: &ModelSpec, history: &[f64], step_ms: i64) -> Result
         }
     };
 
-    // Final fits on the whole history; a member that fails is left out.
-    let mut members: Vec<Box<dyn PointModel>> = Vec::with_capacity(chosen);
-    let mut member_idx = Vec::with_capacity(chosen);
-    for (i, s) in scored.iter().enumerate().take(chosen) {
-        if let Ok(m) = s.candidate.fit_point(&filled) {
-            members.push(m);
-            member_idx.push(i);
+    let mut models: Vec<Box<dyn PointModel>> = Vec::with_capacity(chosen);
+    let mut members = Vec::with_capacity(chosen);
+    for (i, s) in ranked.iter().enumerate().take(chosen) {
+        if let Ok(m) = s.candidate.fit_point(&p.filled) {
+            models.push(m);
+            members.push(i);
         }
     }
-    if members.is_empty() {
+    if models.is_empty() {
         // Fall back down the ranking.
-        for (i, s) in scored.iter().enumerate().skip(chosen) {
-            if let Ok(m) = s.candidate.fit_point(&filled) {
-                members.push(m);
-                member_idx.push(i);
+        for (i, s) in ranked.iter().enumerate().skip(chosen) {
+            if let Ok(m) = s.candidate.fit_point(&p.filled) {
+                models.push(m);
+                members.push(i);
                 break;
             }
         }
     }
-    if members.is_empty() {
+    if models.is_empty() {
         return Err(Error::Solve(
             "no candidate model could be fitted".to_string(),
         ));
     }
-    let combined_fc: Vec<Vec<f64>> = (0..starts.len())
-        .map(|i| {
-            let paths: Vec<Vec<f64>> = member_idx
-                .iter()
-                .map(|&j| scored[j].forecasts[i].clone())
-                .collect();
-            combine_paths(&paths, median)
+    let model: Box<dyn PointModel> = if models.len() == 1 {
+        models.swap_remove(0)
+    } else {
+        Box::new(Combination {
+            members: models,
+            median,
         })
-        .collect();
-    let mut errs = errors(history, &starts, &combined_fc);
-    // Winner's curse: the chosen model's backtest error is the smallest of several
-    // noisy estimates, so it understates the error to come. Widen by how much the
-    // best few candidates' typical error exceeds it, within a bound.
-    if w > 0 && scored.len() > 1 {
-        let k = scored.len().min(WINNERS_CURSE_POOL);
-        let pool = scored[..k].iter().map(|s| s.mae).sum::<f64>() / k as f64;
+    };
+    Ok(Chosen {
+        model,
+        members,
+        median,
+    })
+}
+
+/// The quantile calibration of the chosen model, from its own backtest errors.
+///
+/// Winner's curse: the chosen model's backtest error is the smallest of several
+/// noisy estimates, so it understates the error to come. The errors are widened
+/// by how much the best few candidates' typical error exceeds it, within a bound.
+fn calibrate(scores: &Scores, chosen: &Chosen, p: &Prepared) -> Calibration {
+    let combined_fc = combined_forecasts(scores, &chosen.members, chosen.median);
+    let mut errs = errors(p.history, &scores.starts, &combined_fc);
+    let ranked = &scores.ranked;
+    if !scores.starts.is_empty() && ranked.len() > 1 {
+        let k = ranked.len().min(WINNERS_CURSE_POOL);
+        let pool = ranked[..k].iter().map(|s| s.mae).sum::<f64>() / k as f64;
         let own = mean_abs(&errs);
         if own > 0.0 && pool.is_finite() {
             let factor = (pool / own).clamp(1.0, WINNERS_CURSE_MAX);
             errs.iter_mut().flatten().for_each(|e| *e *= factor);
         }
     }
-    let model: Box<dyn PointModel> = if members.len() == 1 {
-        members.swap_remove(0)
-    } else {
-        Box::new(Combination { members, median })
-    };
-    let scale = naive_scale(&filled, seasons.periods.first().copied().unwrap_or(1));
-    let report = ModelReport {
-        model: model.name(),
-        scores: scored
-            .iter()
-            .map(|s| Score {
-                model: s.name.clone(),
-                mae: s.mae,
-                scaled: s.mae / scale,
-            })
-            .collect(),
-        periods: seasons.periods.clone(),
-        season_notes: seasons.notes.clone(),
-        backtest_windows: w,
-        fell_back_to_simple: seasons.too_short,
-    };
-    let calibration = Calibration::from_errors(&errs, horizon, naive_scale(&filled, 1));
-    let non_negative = history.iter().filter(|v| v.is_finite()).all(|&v| v >= 0.0);
-    Ok(Calibrated::new(model, calibration, report, non_negative))
+    Calibration::from_errors(&errs, p.horizon, naive_scale(&p.filled, 1))
 }
 
 impl Candidate {

@@ -3,7 +3,6 @@
 
 use proptest::prelude::*;
 
-use super::calibrate::Calibrate;
 use super::*;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -57,7 +56,7 @@ fn every_named_model_recovers_sine_plus_trend() {
     let y = noisy(n, 0.5, 7);
     for name in ModelSpec::names() {
         let spec = ModelSpec::by_name(name).unwrap().with_horizon(24);
-        let fitted = fit(&spec, &y, HOUR_MS).unwrap();
+        let fitted = spec.fit(&y, HOUR_MS).unwrap();
         let fc = fitted.predict(24, &[0.1, 0.5, 0.9]).unwrap();
         // The seasonal naive copies one noisy season and lags the trend by it
         // (0.05 per step: 1.2 for a day; the weekly one has no week here, so a day).
@@ -71,49 +70,14 @@ fn every_named_model_recovers_sine_plus_trend() {
 }
 
 #[test]
-fn typed_fit_recovers_the_signal() {
-    let n = 24 * 14;
-    let y = noisy(n, 0.5, 11);
-    let hw = Calibrate {
-        spec: ets::HoltWinters {
-            period: 24,
-            damped: true,
-        },
-        horizon: 24,
-        windows: 3,
-    }
-    .fit(&y)
-    .unwrap();
-    assert_close(
-        &hw.predict(24, &[]).unwrap().mean,
-        |h| signal(n + h),
-        1.0,
-        "hw",
-    );
-    let mstl = Calibrate {
-        spec: mstl::Mstl { periods: vec![24] },
-        horizon: 24,
-        windows: 2,
-    }
-    .fit(&y)
-    .unwrap();
-    assert_close(
-        &mstl.predict(24, &[]).unwrap().mean,
-        |h| signal(n + h),
-        1.0,
-        "mstl",
-    );
-}
-
-#[test]
 fn update_matches_a_refit_on_the_longer_history() {
     let n = 24 * 21;
     let y = noisy(n + 12, 0.5, 3);
     for name in ModelSpec::names() {
         let spec = ModelSpec::by_name(name).unwrap().with_horizon(24);
-        let mut updated = fit(&spec, &y[..n], HOUR_MS).unwrap();
+        let mut updated = spec.fit(&y[..n], HOUR_MS).unwrap();
         updated.update(&y[n..]);
-        let refit = fit(&spec, &y, HOUR_MS).unwrap();
+        let refit = spec.fit(&y, HOUR_MS).unwrap();
         let a = updated.predict(24, &[]).unwrap().mean;
         let b = refit.predict(24, &[]).unwrap().mean;
         assert_close(&a, |h| b[h], 1.0, name);
@@ -124,7 +88,7 @@ fn update_matches_a_refit_on_the_longer_history() {
 fn gaps_in_updates_do_not_break_the_model() {
     let y = noisy(24 * 10, 0.5, 5);
     let spec = ModelSpec::by_name("auto").unwrap();
-    let mut m = fit(&spec, &y, HOUR_MS).unwrap();
+    let mut m = spec.fit(&y, HOUR_MS).unwrap();
     m.update(&[f64::NAN, signal(240), f64::NAN]);
     let fc = m.predict(12, &[0.5, 0.9]).unwrap();
     assert!(fc.mean.iter().all(|v| v.is_finite()));
@@ -138,7 +102,8 @@ fn p90_covers_about_ninety_percent_of_a_noisy_signal() {
         let y = noisy(24 * 14 + 24, 2.0, 100 + seed);
         let n = 24 * 14;
         let spec = ModelSpec::by_name("auto").unwrap().with_horizon(24);
-        let fc = fit(&spec, &y[..n], HOUR_MS)
+        let fc = spec
+            .fit(&y[..n], HOUR_MS)
             .unwrap()
             .predict(24, &[0.9])
             .unwrap();
@@ -155,7 +120,10 @@ fn p90_covers_about_ninety_percent_of_a_noisy_signal() {
 #[test]
 fn short_history_falls_back_to_simple_models_and_says_so() {
     let y: Vec<f64> = (0..30).map(|t| 5.0 + t as f64).collect();
-    let m = fit(&ModelSpec::by_name("auto").unwrap(), &y, HOUR_MS).unwrap();
+    let m = ModelSpec::by_name("auto")
+        .unwrap()
+        .fit(&y, HOUR_MS)
+        .unwrap();
     let r = m.report();
     assert!(r.fell_back_to_simple);
     assert!(r.periods.is_empty());
@@ -170,12 +138,11 @@ fn short_history_falls_back_to_simple_models_and_says_so() {
 #[test]
 fn auto_reports_its_choice_and_scores() {
     let y = noisy(24 * 21, 0.5, 9);
-    let m = fit(
-        &ModelSpec::by_name("auto").unwrap().with_horizon(24),
-        &y,
-        HOUR_MS,
-    )
-    .unwrap();
+    let m = ModelSpec::by_name("auto")
+        .unwrap()
+        .with_horizon(24)
+        .fit(&y, HOUR_MS)
+        .unwrap();
     let r = m.report();
     assert!(r.scores.len() >= 3, "{r:?}");
     assert_eq!(r.periods, vec![24]);
@@ -187,11 +154,11 @@ fn auto_reports_its_choice_and_scores() {
 fn bad_input_is_an_error_not_a_panic() {
     let spec = ModelSpec::by_name("auto").unwrap();
     assert!(matches!(
-        fit(&spec, &[f64::NAN; 10], HOUR_MS),
+        spec.fit(&[f64::NAN; 10], HOUR_MS),
         Err(Error::TooShort { .. })
     ));
-    assert!(fit(&spec, &[], HOUR_MS).is_err());
-    let m = fit(&spec, &noisy(100, 1.0, 1), HOUR_MS).unwrap();
+    assert!(spec.fit(&[], HOUR_MS).is_err());
+    let m = spec.fit(&noisy(100, 1.0, 1), HOUR_MS).unwrap();
     assert!(matches!(m.predict(3, &[1.5]), Err(Error::BadQuantile(_))));
     assert!(matches!(
         ModelSpec::by_name("prophet"),
@@ -209,8 +176,48 @@ fn bad_input_is_an_error_not_a_panic() {
 #[test]
 fn every_bundled_spec_parses() {
     for name in ModelSpec::names() {
-        assert_eq!(ModelSpec::by_name(name).unwrap().name, name);
+        assert_eq!(ModelSpec::by_name(name).unwrap().name(), name);
     }
+}
+
+#[test]
+fn auto_is_resolved_into_its_candidates_once() {
+    let auto = ModelSpec::by_name("auto").unwrap();
+    let ModelKind::Auto {
+        candidates,
+        combine,
+    } = auto.model()
+    else {
+        panic!("auto is not an auto spec: {auto:?}");
+    };
+    let names: Vec<&str> = candidates.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "seasonal-naive",
+            "seasonal-naive-weekly",
+            "holt-winters-damped",
+            "mstl-daily-weekly",
+            "linear-lags"
+        ]
+    );
+    assert_eq!(*combine, Combine::BestOrMean { top: 3 });
+    for m in candidates {
+        let ModelKind::Single(family) = ModelSpec::by_name(&m.name).unwrap().model().clone() else {
+            panic!("{} is not a single model", m.name);
+        };
+        assert_eq!(m.family, family, "{}", m.name);
+    }
+    // A candidate that does not exist is an error when the spec is read, not
+    // when it is first fitted.
+    let err = ModelSpec::from_yaml(
+        "name: x\nmodel:\n  type: auto\n  candidates: [mstl-daily-weekly, prophet]\n  combine: {mode: best}\n",
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, Error::UnknownModel { name, .. } if name == "prophet"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -237,7 +244,7 @@ proptest! {
     ) {
         let names = ModelSpec::names();
         let spec = ModelSpec::by_name(names[model % names.len()]).unwrap();
-        let fitted = fit(&spec, &values, 300_000).unwrap();
+        let fitted = spec.fit(&values, 300_000).unwrap();
         let fc = fitted.predict(horizon, &qs).unwrap();
         prop_assert_eq!(fc.mean.len(), horizon);
         for w in fc.quantiles.windows(2) {
@@ -260,10 +267,8 @@ fn flatish(n: usize, seed: u64) -> Vec<f64> {
 /// at or below the mean, the 90 % at or above it, and the peak of the 90 %
 /// quantile over a short lead within a few MAEs of the last observations.
 fn assert_centred(history: &[f64], label: &str) {
-    let spec = ModelSpec::by_name("auto").unwrap();
-    let mut spec = spec;
-    spec.horizon_steps = Some(120);
-    let model = fit(&spec, history, 60_000).unwrap();
+    let spec = ModelSpec::by_name("auto").unwrap().with_horizon(120);
+    let model = spec.fit(history, 60_000).unwrap();
     let fc = model.predict(72, &[0.1, 0.5, 0.9, 0.95]).unwrap();
     let q10 = fc.quantile(0.1).unwrap();
     let q90 = fc.quantile(0.9).unwrap();

@@ -21,8 +21,8 @@ use serde_json::{json, Value};
 use super::lease::{Elector, KubeLease};
 use crate::clock::Clock;
 use crate::config::{CapacityBufferRef, CapacityBuffersConfig, NodePoolConfig};
-use crate::expander::SharedPlan;
 use crate::plan::nodepool::Plan;
+use crate::snapshot::Shared;
 
 /// Why a buffer could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -221,14 +221,14 @@ async fn sync_one(
     Ok(())
 }
 
-/// Keeps the pools' CapacityBuffers at the plan's balloons while this replica
-/// (`identity`) holds the Lease, until `shutdown` completes.
+/// Keeps the pools' CapacityBuffers at the balloons of the current snapshot's plan
+/// while this replica (`identity`) holds the Lease, until `shutdown` completes.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     config: CapacityBuffersConfig,
     pools: Vec<NodePoolConfig>,
-    plan: SharedPlan,
+    snapshot: Shared,
     clock: Arc<dyn Clock>,
     identity: String,
     max_plan_age_ms: i64,
@@ -262,8 +262,8 @@ pub async fn run(
         if !leader {
             continue;
         }
-        let current = plan.load_full();
-        for (pool, r, replicas) in desired(&pools, current.as_deref(), now_ms, max_plan_age_ms) {
+        let plan = snapshot.load().plan.clone();
+        for (pool, r, replicas) in desired(&pools, plan.as_deref(), now_ms, max_plan_age_ms) {
             if let Err(e) = sync_one(&client, &pool, &r, replicas, config.dry_run).await {
                 tracing::warn!(pool = %pool, error = %e, "cannot write CapacityBuffer");
             }

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use crate::forecast::{self, Forecast, ModelSpec, Predict};
+use crate::forecast::{Calibrated, Fit, Forecast, ModelSpec, Predict};
 
 use super::peak::PeakCalibration;
 use super::{served_value, ServePolicy};
@@ -173,7 +173,7 @@ pub struct Tracker {
     bucket: (f64, usize, usize),
     /// The newest finite grid point and how many grid points came after it.
     latest: Option<(f64, usize)>,
-    model: Option<Box<dyn Predict>>,
+    model: Option<Calibrated>,
     steps_since_fit: usize,
     last_fit_ms: Option<i64>,
     fit_error: Option<String>,
@@ -388,7 +388,7 @@ impl Tracker {
             let mut history = self.history.to_vec();
             let fit_step_ms = self.settings.step_ms.saturating_mul(k as i64);
             clip_bursts(&mut history, &season_points(fit_step_ms));
-            match forecast::fit(&self.settings.spec, &history, fit_step_ms) {
+            match self.settings.spec.fit(&history, fit_step_ms) {
                 Ok(model) => {
                     let (sum, n) = history
                         .iter()

@@ -505,6 +505,14 @@ fn helm_chart_follows_release_name_namespace_and_values() {
             "replicaCount=3",
             "nodeSelector.pool=system",
             "podAnnotations.team=platform",
+            "rbac.upstreamReader=true",
+            "extraVolumes[0].name=upstream-ca",
+            "extraVolumes[0].configMap.name=prescale-upstream-ca",
+            "extraVolumeMounts[0].name=upstream-ca",
+            "extraVolumeMounts[0].mountPath=/etc/prescale/upstream",
+            "config.server.upstream.external\\.metrics\\.k8s\\.io.service.namespace=monitoring",
+            "config.server.upstream.external\\.metrics\\.k8s\\.io.service.name=prometheus-adapter",
+            "config.server.upstream.external\\.metrics\\.k8s\\.io.ca_file=/etc/prescale/upstream/ca.crt",
         ],
     );
     for d in &docs {
@@ -580,6 +588,41 @@ fn helm_chart_follows_release_name_namespace_and_values() {
     assert!(config.expander.is_none() && config.nodepools.is_empty());
     let role = find(&docs, "Role", ns, &format!("{full}-leases")).expect("the Lease Role");
     assert_eq!(s(role, &["metadata", "namespace"]), ns);
+
+    // Delegation: the adapter's CA mounted where the config reads it, and prescale's
+    // own ServiceAccount allowed to read the metrics it forwards.
+    let upstream = config.server.upstream.external.expect("server.upstream");
+    assert_eq!(
+        upstream.base_url(),
+        "https://prometheus-adapter.monitoring.svc:443"
+    );
+    let pod = &d["spec"]["template"]["spec"];
+    assert!(seq(pod, &["volumes"])
+        .iter()
+        .any(|v| s(v, &["name"]) == "upstream-ca"
+            && s(v, &["configMap", "name"]) == "prescale-upstream-ca"));
+    assert!(seq(&pod["containers"][0], &["volumeMounts"])
+        .iter()
+        .any(|m| s(m, &["name"]) == "upstream-ca"
+            && s(m, &["mountPath"]) == "/etc/prescale/upstream"));
+    let binding = find(
+        &docs,
+        "ClusterRoleBinding",
+        "",
+        &format!("{full}-upstream-reader"),
+    )
+    .expect("the upstream reader binding");
+    assert_eq!(
+        s(binding, &["roleRef", "name"]),
+        format!("{full}-upstream-reader")
+    );
+    let reader = find(&docs, "ClusterRole", "", &format!("{full}-upstream-reader"))
+        .expect("the upstream reader role");
+    let verbs: Vec<&str> = seq(&reader["rules"][0], &["verbs"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(verbs, ["get"], "read only");
 }
 
 /// Values that cannot work are refused when rendering, with the reason.

@@ -15,6 +15,7 @@ use crate::api::auth::{
     Attributes, AuthMode, Authorizer, BoxFuture, Decision, PeerCert, Rule, StaticAuthorizer,
 };
 use crate::api::pods::{NoPods, Phase, PodLookup, StaticPod, StaticPods};
+use crate::api::quantity;
 use crate::api::{router, AppState};
 use crate::clock::SimClock;
 use crate::custom::{known, Mapping, MetricType};
@@ -190,6 +191,7 @@ fn snapshot() -> Snapshot {
     Snapshot {
         published_ms: T0,
         metrics,
+        plan: None,
     }
 }
 

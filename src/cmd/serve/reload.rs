@@ -175,7 +175,7 @@ impl Reloader {
         };
         if config.server != self.current.server {
             tracing::warn!(
-                "server settings (addresses, TLS, auth, limits, shutdown_grace, keda_scaler) changed: they take effect on restart; the running ones are kept"
+                "server settings (addresses, TLS, auth, limits, shutdown_grace, keda_scaler, upstream) changed: they take effect on restart; the running ones are kept"
             );
         }
         let nodepools = |c: &Config| {
