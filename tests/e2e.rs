@@ -34,6 +34,8 @@
 //! -- --nocapture` (prints every check's figures); `PRESCALE_E2E_KEEP=1` keeps the
 //! temporary directory (PKI, kubeconfigs, every process's log) when a check fails.
 
+#[path = "e2e/adapter.rs"]
+mod adapter;
 #[path = "e2e/cluster.rs"]
 mod cluster;
 mod common;
@@ -45,6 +47,8 @@ mod helm;
 mod keda;
 #[path = "support/pki.rs"]
 mod pki;
+#[path = "e2e/upstream.rs"]
+mod upstream;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -406,16 +410,23 @@ async fn end_to_end_against_real_kubernetes_peers() {
     // Prometheus holds the backfilled series and scrapes g.'s trace exporter.
     let exporter = fidelity::Exporter::start().await;
     let prom = Prometheus::start_scraping(
-        &[series(), keda::series()].concat(),
+        &[series(), keda::series(), upstream::series()].concat(),
         &exporter.prometheus_yml(),
     );
     let (https, plain) = (free_addr(), free_addr());
     let cert_dir = cluster.path("prescale-certs");
     let config_path = cluster.path("prescale.yaml");
     let keda = keda::Setup::new(&cluster);
+    // i.'s prometheus-adapter, prescale's upstream for external metrics (it may read
+    // them as prescale's ServiceAccount: deploy/examples/upstream-rbac.yaml).
+    let mut adapter = upstream::start_adapter(&cluster, &prom.url()).await;
+    cluster.kubectl_ok(&["apply", "-f", "deploy/examples/upstream-rbac.yaml"]);
     write(
         &config_path,
-        &keda.with_scaler(prescale_config(&prom.url(), https, plain, &cert_dir)),
+        &upstream::with_upstream(
+            keda.with_scaler(prescale_config(&prom.url(), https, plain, &cert_dir)),
+            &adapter,
+        ),
     );
     let mut prescale = Proc::spawn(
         "prescale",
@@ -529,6 +540,12 @@ async fn end_to_end_against_real_kubernetes_peers() {
     report.push((
         "h. KEDA external scaler (KEDA's Go client)",
         keda.check(&cluster, plain, &cert_dir).await,
+    ));
+
+    // i. prescale takes the external group over from prometheus-adapter, delegating.
+    report.push((
+        "i. takeover from prometheus-adapter (upstream)",
+        upstream::check(&cluster, &mut adapter, https.port(), &serving_cert).await,
     ));
 
     // e. Prometheus paused past max_staleness: ScalingActive False, then True.

@@ -14,7 +14,8 @@
 //!   `Accept` passed on, nothing of the caller's identity (the adapter could not
 //!   trust front-proxy headers from prescale anyway). The adapter authenticates
 //!   the token with a TokenReview and authorizes prescale's ServiceAccount with
-//!   its own SubjectAccessReview: it needs `get` on the group's resources.
+//!   its own SubjectAccessReview: it needs `get` and `list` on the group's
+//!   resources (an external metric is asked as `list`).
 //! - The answer comes back as the adapter wrote it (code, `Content-Type`, body).
 //!   An adapter that cannot be reached, times out or writes an oversized body
 //!   gives **503** for its metrics only; prescale's own are unaffected.
@@ -298,11 +299,13 @@ impl Upstream {
         }
         self.mark(true, "");
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let said: String = String::from_utf8_lossy(&body).chars().take(300).collect();
             tracing::warn!(
                 group = self.group.name(),
                 url = %self.base_url,
                 code = status.as_u16(),
-                "upstream refused prescale's identity: it needs TokenReview access to the cluster and prescale's ServiceAccount needs get on the group's resources (deploy/README.md, Delegation)"
+                answer = %said,
+                "upstream refused prescale's identity: it needs TokenReview access to the cluster and prescale's ServiceAccount needs get and list on the group's resources (deploy/examples/upstream-rbac.yaml)"
             );
         }
         let mut response = Response::new(Body::from(body));

@@ -622,7 +622,7 @@ fn helm_chart_follows_release_name_namespace_and_values() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert_eq!(verbs, ["get"], "read only");
+    assert_eq!(verbs, ["get", "list"], "read only");
 }
 
 /// Values that cannot work are refused when rendering, with the reason.

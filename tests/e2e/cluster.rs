@@ -37,6 +37,11 @@ pub fn find_peers() -> Result<Peers, String> {
     if !available() {
         return Err("prometheus/promtool are not installed (apt-get install prometheus)".into());
     }
+    // Check i's upstream; tests/e2e/upstream.rs starts it.
+    pinned(
+        "prometheus-adapter",
+        &crate::common::peers::adapter_version(),
+    )?;
     Ok(Peers {
         apiserver: bin("kube-apiserver")?,
         controller_manager: bin("kube-controller-manager")?,
