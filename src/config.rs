@@ -966,7 +966,7 @@ impl SignalConfig {
         }
         if let Some(ns) = &self.namespaces {
             for (j, n) in ns.iter().enumerate() {
-                if !is_dns_label(n) {
+                if !crate::names::is_dns_label(n) {
                     problems.push(format!(
                         "{at}.namespaces[{j}]: not a namespace name (lowercase RFC 1123 label), got {n:?}"
                     ));
@@ -1024,17 +1024,6 @@ impl ServerConfig {
             }
         }
     }
-}
-
-/// Whether `s` is a lowercase RFC 1123 label (a Kubernetes namespace name).
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_dns_label, Duration, MetricName, SignalConfig};
+use super::{Duration, MetricName, SignalConfig};
+use crate::names::is_dns_label;
 use crate::plan::nodepool::{Balloon, PoolSpec, Resources};
 
 /// Cpu in millicores, written as a Kubernetes quantity (`"1500m"`, `"2"`, `0.5`):
