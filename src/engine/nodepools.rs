@@ -655,6 +655,10 @@ mod tests {
             second.metrics[NODES_METRIC].series[0].status,
             Status::Failed
         );
+        assert_eq!(
+            second.metrics[NODES_METRIC].series[0].detail.reason.as_deref(),
+            Some("the plan failed: pools[0] (app).daemonset_overhead: (100m cpu, 0.00Gi memory) exceeds the node's allocatable (50m cpu, 8.00Gi memory)")
+        );
 
         // A reload publishes at once, and the plan stands.
         engine.reload(Reload {
