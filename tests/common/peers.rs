@@ -1,5 +1,5 @@
 //! The tools tests/e2e/peers.sh builds into the peers cache, for tests outside the
-//! end-to-end tier that need them.
+//! end-to-end tier (and benches) that need them.
 
 use std::path::{Path, PathBuf};
 
@@ -83,4 +83,40 @@ pub fn kubectl() -> Option<PathBuf> {
         println!("SKIPPED: {why}");
     }
     found
+}
+
+/// The prometheus-adapter version tests/e2e/adapter/go.mod pins (its
+/// `sigs.k8s.io/prometheus-adapter vX.Y.Z` requirement).
+pub fn adapter_version() -> String {
+    let gomod = std::fs::read_to_string(repo().join("tests/e2e/adapter/go.mod"))
+        .expect("tests/e2e/adapter/go.mod");
+    gomod
+        .lines()
+        .find_map(|l| {
+            let rest = l
+                .trim_start()
+                .strip_prefix("require ")
+                .unwrap_or(l.trim_start());
+            rest.strip_prefix("sigs.k8s.io/prometheus-adapter ")
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .expect("a `sigs.k8s.io/prometheus-adapter vX.Y.Z` requirement")
+        .to_string()
+}
+
+/// prometheus-adapter, the pinned binary of the peers cache (tests/e2e/peers.sh
+/// builds it). Missing: `None` with the reason printed outside CI, a failure with
+/// `CI=true`.
+pub fn prometheus_adapter() -> Option<PathBuf> {
+    match pinned("prometheus-adapter", &adapter_version()) {
+        Ok(bin) => Some(bin),
+        Err(why) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: prometheus-adapter: {why}"
+            );
+            println!("SKIPPED: prometheus-adapter: {why}");
+            None
+        }
+    }
 }

@@ -22,6 +22,14 @@
 # machine, ~20 min on a busy one, for the Kubernetes peers; helm then adds ~3 min
 # (180 s measured on a quiet 2-core machine, module downloads included: it shares
 # the k8s.io modules at the same version, so most of them are compiled already).
+#
+# and `prometheus-adapter` for the side-by-side bench (benches/adapter.rs): its
+# `cmd/adapter` built from the sigs.k8s.io/prometheus-adapter version that
+# tests/e2e/adapter/go.mod pins (with its committed go.sum, which selects exactly the
+# adapter's own go.mod versions; why not `go install ...@VERSION` as for helm: see
+# below), keyed by that version, the stamp recording a hash of go.mod and go.sum.
+# Cold: ~4 min (234 s measured on a 2-core machine busy with other builds, load 4;
+# its modules, ~10 s to download, were already in the Go module cache).
 # Nothing is written inside the repository except go.sum being completed when the
 # pinned module graph needs it.
 set -euo pipefail
@@ -40,6 +48,18 @@ helm_bin="$CACHE/helm-$HELM_VERSION"
 need_helm=0
 if [ ! -x "$helm_bin" ] || [ ! -f "$helm_bin.stamp" ]; then
     need_helm=1
+fi
+adapter_mod="$here/adapter"
+ADAPTER_VERSION="$(sed -n 's/^[[:space:]]*sigs.k8s.io\/prometheus-adapter \(v[0-9.]*\).*$/\1/p' "$adapter_mod/go.mod")"
+if [ -z "$ADAPTER_VERSION" ]; then
+    echo "peers.sh: no 'sigs.k8s.io/prometheus-adapter vX.Y.Z' requirement in $adapter_mod/go.mod" >&2
+    exit 1
+fi
+adapter_bin="$CACHE/prometheus-adapter-$ADAPTER_VERSION"
+adapter_sources="$(cat "$adapter_mod/go.mod" "$adapter_mod/go.sum" | sha256sum | cut -c1-16)"
+need_adapter=0
+if [ ! -x "$adapter_bin" ] || [ ! -f "$adapter_bin.stamp" ] || ! grep -qx "sources $adapter_sources" "$adapter_bin.stamp"; then
+    need_adapter=1
 fi
 keda_mod="$here/keda"
 KEDA_VERSION="$(sed -n 's/^[[:space:]]*github.com\/kedacore\/keda\/v2 \(v[0-9.]*\)$/\1/p' "$keda_mod/go.mod")"
@@ -61,8 +81,8 @@ for name in "${PEERS[@]}"; do
         missing+=("$name")
     fi
 done
-if [ "${#missing[@]}" -eq 0 ] && [ "$need_helm" -eq 0 ] && [ "$need_keda" -eq 0 ]; then
-    echo "peers: cached in $CACHE (kubernetes $K8S_VERSION, helm $HELM_VERSION, keda-client $KEDA_VERSION)"
+if [ "${#missing[@]}" -eq 0 ] && [ "$need_helm" -eq 0 ] && [ "$need_keda" -eq 0 ] && [ "$need_adapter" -eq 0 ]; then
+    echo "peers: cached in $CACHE (kubernetes $K8S_VERSION, helm $HELM_VERSION, keda-client $KEDA_VERSION, prometheus-adapter $ADAPTER_VERSION)"
     exit 0
 fi
 
@@ -70,6 +90,7 @@ if ! command -v go >/dev/null 2>&1; then
     want="${missing[*]} $K8S_VERSION"
     [ "$need_helm" -eq 1 ] && want="$want helm $HELM_VERSION"
     [ "$need_keda" -eq 1 ] && want="$want keda-client $KEDA_VERSION"
+    [ "$need_adapter" -eq 1 ] && want="$want prometheus-adapter $ADAPTER_VERSION"
     echo "peers.sh: go is not installed (needed to build $want)" >&2
     exit 1
 fi
@@ -142,4 +163,25 @@ if [ "$need_keda" -eq 1 ]; then
     mv -f "$work/keda-client" "$keda_bin"
     printf 'keda %s\nsources %s\n%s\nbuilt %s\n' "$KEDA_VERSION" "$keda_sources" "$(go version)" "$(date -u +%FT%TZ)" > "$keda_bin.stamp"
     echo "peers: built keda-client $KEDA_VERSION in $(( $(date +%s) - start ))s"
+fi
+
+if [ "$need_adapter" -eq 1 ]; then
+    echo "peers: building prometheus-adapter $ADAPTER_VERSION with $(go version) into $CACHE"
+    start=$(date +%s)
+    # Not `go install sigs.k8s.io/prometheus-adapter/cmd/adapter@VERSION` as for
+    # helm: that also asks the proxy for the module's version list (to look for a
+    # deprecation notice on the latest version), and the proxy refuses that list for
+    # this module ("403 Forbidden ... This module version is not available") while it
+    # serves v0.12.0 itself. tests/e2e/adapter/go.mod requires the module (as a
+    # `tool`), and its go.sum is committed; the build selects exactly the versions of
+    # prometheus-adapter's own go.mod. -mod=readonly: nothing is written.
+    (
+        cd "$adapter_mod"
+        GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
+            go build -trimpath -ldflags "-s -w" -o "$work/prometheus-adapter" \
+            sigs.k8s.io/prometheus-adapter/cmd/adapter
+    )
+    mv -f "$work/prometheus-adapter" "$adapter_bin"
+    printf 'prometheus-adapter %s\nsources %s\n%s\nbuilt %s\n' "$ADAPTER_VERSION" "$adapter_sources" "$(go version)" "$(date -u +%FT%TZ)" > "$adapter_bin.stamp"
+    echo "peers: built prometheus-adapter $ADAPTER_VERSION in $(( $(date +%s) - start ))s"
 fi
