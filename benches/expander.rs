@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use prescale::clock::SimClock;
 use prescale::expander::{self, k8s, pb, Expander};
-use prescale::plan::nodepool::{plan, Plan, PoolSpec, PoolState, Resources, WorkloadSpec};
+use prescale::plan::nodepool::{
+    plan, Plan, PoolShape, PoolSpec, PoolState, Resources, WorkloadShape, WorkloadSpec,
+};
 use prescale::snapshot::{Shared, Snapshot};
 use prost::Message;
 
@@ -120,35 +122,41 @@ fn request() -> pb::BestOptionsRequest {
 
 fn seed_plan() -> Plan {
     let pools: Vec<PoolSpec> = (0..POOLS)
-        .map(|p| PoolSpec {
-            name: format!("p{p}"),
-            node_group_ids: vec![],
-            node_labels: BTreeMap::from([("pool".to_string(), format!("p{p}"))]),
-            allocatable: Resources::new(7800, 15 * GI),
-            max_pods_per_node: 58,
-            daemonset_overhead: Resources::new(300, GI),
-            daemonset_pods: 4,
-            provisioning_delay_s: 150,
-            min_nodes: 2,
-            max_nodes: 200,
+        .map(|p| {
+            PoolSpec::try_new(PoolShape {
+                name: format!("p{p}"),
+                node_group_ids: vec![],
+                node_labels: BTreeMap::from([("pool".to_string(), format!("p{p}"))]),
+                allocatable: Resources::new(7800, 15 * GI),
+                max_pods_per_node: 58,
+                daemonset_overhead: Resources::new(300, GI),
+                daemonset_pods: 4,
+                provisioning_delay_s: 150,
+                min_nodes: 2,
+                max_nodes: 200,
+            })
+            .unwrap()
         })
         .collect();
     let workloads: Vec<WorkloadSpec> = (0..POOLS * 3)
-        .map(|w| WorkloadSpec {
-            name: format!("w{w}"),
-            pool: format!("p{}", w % POOLS),
-            forecast: Some(1000.0 + 137.0 * w as f64),
-            target_per_replica: 50.0,
-            pod_requests: Resources::new(500, GI),
-            min_replicas: 2,
-            max_replicas: 500,
-            current_replicas: 10,
+        .map(|w| {
+            WorkloadSpec::try_new(WorkloadShape {
+                name: format!("w{w}"),
+                pool: format!("p{}", w % POOLS),
+                target_per_replica: 50.0,
+                pod_requests: Resources::new(500, GI),
+                min_replicas: 2,
+                max_replicas: 500,
+            })
+            .unwrap()
+            .with_forecast(Some(1000.0 + 137.0 * w as f64))
+            .with_current_replicas(10)
         })
         .collect();
     let state = (0..POOLS)
         .map(|p| (format!("p{p}"), PoolState { current_nodes: 5 }))
         .collect();
-    plan(&pools, &workloads, &state, 0).expect("valid bench plan")
+    plan(&pools, &workloads, &state, 0)
 }
 
 fn service() -> Expander {

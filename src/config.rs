@@ -24,8 +24,8 @@ pub mod upstream;
 pub use custom::CustomConfig;
 pub use keda::{KedaScalerConfig, KedaTlsConfig};
 pub use nodepools::{
-    CapacityBufferRef, CapacityBuffersConfig, ExpanderConfig, NodePoolConfig, ReplicaSelector,
-    WorkloadConfig,
+    CapacityBufferRef, CapacityBuffersConfig, ExpanderConfig, NodePoolConfig, Planning,
+    ReplicaSelector, WorkloadConfig,
 };
 pub use upstream::{ServiceRef, UpstreamConfig, UpstreamsConfig};
 
@@ -342,6 +342,10 @@ pub struct Config {
     /// The cluster-autoscaler gRPC expander; not started when absent.
     #[serde(default)]
     pub expander: Option<ExpanderConfig>,
+    /// `nodepools` and `workloads` as built values, what the engine plans from: made
+    /// by [`Config::validate`] (set by [`Config::from_yaml`]), not read from the file.
+    #[serde(skip)]
+    pub planning: Planning,
 }
 
 /// The Prometheus HTTP API to read history from (Prometheus, Thanos, Mimir, VictoriaMetrics).
@@ -791,16 +795,17 @@ impl Config {
     /// # Errors
     /// [`Error::Parse`] (naming the field) or [`Error::Invalid`].
     pub fn from_yaml(text: &str) -> Result<Self> {
-        let config: Self = serde_yaml::from_str(text).map_err(Error::Parse)?;
-        config.validate()?;
+        let mut config: Self = serde_yaml::from_str(text).map_err(Error::Parse)?;
+        config.planning = config.validate()?;
         Ok(config)
     }
 
-    /// Checks what the types alone cannot; reports every problem with its field path.
+    /// Checks what the types alone cannot, reporting every problem with its field
+    /// path; returns the node-pool sections built.
     ///
     /// # Errors
     /// [`Error::Invalid`] with one message per problem.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<Planning> {
         let mut problems = Vec::new();
         self.prometheus.check(&mut problems);
         if self.signals.is_empty() {
@@ -817,7 +822,7 @@ impl Config {
             s.check(&format!("signals[{i}]"), &mut problems);
         }
         self.server.check(&mut problems);
-        nodepools::check(
+        let planning = nodepools::build(
             &self.nodepools,
             &self.workloads,
             &self.capacity_buffers,
@@ -844,7 +849,7 @@ impl Config {
             }
         }
         if problems.is_empty() {
-            Ok(())
+            Ok(planning)
         } else {
             Err(Error::Invalid(problems))
         }
@@ -966,7 +971,7 @@ impl SignalConfig {
         }
         if let Some(ns) = &self.namespaces {
             for (j, n) in ns.iter().enumerate() {
-                if !is_dns_label(n) {
+                if !crate::names::is_dns_label(n) {
                     problems.push(format!(
                         "{at}.namespaces[{j}]: not a namespace name (lowercase RFC 1123 label), got {n:?}"
                     ));
@@ -1024,17 +1029,6 @@ impl ServerConfig {
             }
         }
     }
-}
-
-/// Whether `s` is a lowercase RFC 1123 label (a Kubernetes namespace name).
-pub(crate) fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
 }
 
 #[cfg(test)]

@@ -749,7 +749,9 @@ fn resources(
 mod tests {
     use super::*;
     use crate::clock::SimClock;
-    use crate::plan::nodepool::{plan, PoolSpec, PoolState, WorkloadSpec};
+    use crate::plan::nodepool::{
+        plan, PoolShape, PoolSpec, PoolState, WorkloadShape, WorkloadSpec,
+    };
     use crate::snapshot::Snapshot;
     use prost::Message;
 
@@ -889,7 +891,7 @@ mod tests {
 
     fn seed() -> (Expander, Shared) {
         let pools = [
-            PoolSpec {
+            PoolSpec::try_new(PoolShape {
                 name: "app".into(),
                 node_group_ids: vec!["app-asg".into()],
                 node_labels: BTreeMap::new(),
@@ -900,8 +902,9 @@ mod tests {
                 provisioning_delay_s: 150,
                 min_nodes: 3,
                 max_nodes: 20,
-            },
-            PoolSpec {
+            })
+            .unwrap(),
+            PoolSpec::try_new(PoolShape {
                 name: "db".into(),
                 node_group_ids: vec![],
                 node_labels: BTreeMap::from([("pool".into(), "db".into())]),
@@ -912,20 +915,22 @@ mod tests {
                 provisioning_delay_s: 150,
                 min_nodes: 2,
                 max_nodes: 8,
-            },
+            })
+            .unwrap(),
         ];
-        let workloads = [WorkloadSpec {
+        let workloads = [WorkloadSpec::try_new(WorkloadShape {
             name: "web".into(),
             pool: "app".into(),
-            forecast: Some(20.0),
             target_per_replica: 1.0,
             pod_requests: Resources::new(1500, 2 * GI),
             min_replicas: 2,
             max_replicas: 100,
-            current_replicas: 10,
-        }];
+        })
+        .unwrap()
+        .with_forecast(Some(20.0))
+        .with_current_replicas(10)];
         let state = BTreeMap::from([("app".to_string(), PoolState { current_nodes: 3 })]);
-        let p = plan(&pools, &workloads, &state, 0).unwrap();
+        let p = plan(&pools, &workloads, &state, 0);
         let shared = Shared::new();
         shared.publish(Snapshot {
             plan: Some(Arc::new(p)),

@@ -16,6 +16,7 @@ pub mod expander;
 pub mod forecast;
 pub mod keda;
 pub mod kube;
+pub mod names;
 pub mod plan;
 pub mod quantity;
 pub mod series;

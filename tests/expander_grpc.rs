@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use prescale::clock::SimClock;
 use prescale::expander::{self, Expander};
-use prescale::plan::nodepool::{plan, Plan, PoolSpec, PoolState, Resources, WorkloadSpec};
+use prescale::plan::nodepool::{
+    plan, Plan, PoolShape, PoolSpec, PoolState, Resources, WorkloadShape, WorkloadSpec,
+};
 use prescale::snapshot::{Shared, Snapshot};
 use prost::Message;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -87,7 +89,7 @@ fn certificates() -> (String, Identity) {
 /// of nodes; `db` (8 cpu / 64Gi) by the node group id `db-asg`, not short.
 fn seed_plan() -> Plan {
     let pools = [
-        PoolSpec {
+        PoolSpec::try_new(PoolShape {
             name: "app".into(),
             node_group_ids: vec![],
             node_labels: BTreeMap::from([("pool".into(), "app".into())]),
@@ -98,8 +100,9 @@ fn seed_plan() -> Plan {
             provisioning_delay_s: 150,
             min_nodes: 3,
             max_nodes: 20,
-        },
-        PoolSpec {
+        })
+        .unwrap(),
+        PoolSpec::try_new(PoolShape {
             name: "db".into(),
             node_group_ids: vec!["db-asg".into()],
             node_labels: BTreeMap::new(),
@@ -110,35 +113,38 @@ fn seed_plan() -> Plan {
             provisioning_delay_s: 150,
             min_nodes: 2,
             max_nodes: 8,
-        },
+        })
+        .unwrap(),
     ];
     let workloads = [
-        WorkloadSpec {
+        WorkloadSpec::try_new(WorkloadShape {
             name: "web".into(),
             pool: "app".into(),
-            forecast: Some(2400.0),
             target_per_replica: 100.0,
             pod_requests: Resources::new(1500, 2 * GI),
             min_replicas: 3,
             max_replicas: 100,
-            current_replicas: 12,
-        },
-        WorkloadSpec {
+        })
+        .unwrap()
+        .with_forecast(Some(2400.0))
+        .with_current_replicas(12),
+        WorkloadSpec::try_new(WorkloadShape {
             name: "pg".into(),
             pool: "db".into(),
-            forecast: Some(2.0),
             target_per_replica: 1.0,
             pod_requests: Resources::new(6000, 48 * GI),
             min_replicas: 2,
             max_replicas: 8,
-            current_replicas: 2,
-        },
+        })
+        .unwrap()
+        .with_forecast(Some(2.0))
+        .with_current_replicas(2),
     ];
     let state = BTreeMap::from([
         ("app".to_string(), PoolState { current_nodes: 3 }),
         ("db".to_string(), PoolState { current_nodes: 2 }),
     ]);
-    plan(&pools, &workloads, &state, 0).unwrap()
+    plan(&pools, &workloads, &state, 0)
 }
 
 async fn start(plan: Option<Plan>) -> Running {

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use prescale::api::quantity::format;
 use prescale::plan::nodepool::{
-    hpa_replicas, plan, Balloon, PoolSpec, PoolState, Resources, WorkloadSpec,
+    hpa_replicas, plan, Balloon, PoolShape, PoolSpec, PoolState, Resources, WorkloadShape,
+    WorkloadSpec,
 };
 use prescale::quantity::Quantity;
 
@@ -46,7 +47,7 @@ fn served_balloon_values_yield_exactly_the_count() {
 fn a_seed_pool_plan_drives_the_balloon_hpa() {
     // The seeds' application pool: c5.2xlarge (8 vCPU, 16 GiB; ~7910m / ~14.5Gi
     // allocatable), 3-20 nodes, ~150 m of DaemonSets per node.
-    let pool = PoolSpec {
+    let pool = PoolSpec::try_new(PoolShape {
         name: "application".into(),
         node_group_ids: vec!["application-c5-2xlarge".into()],
         node_labels: BTreeMap::new(),
@@ -57,22 +58,24 @@ fn a_seed_pool_plan_drives_the_balloon_hpa() {
         provisioning_delay_s: 180,
         min_nodes: 3,
         max_nodes: 20,
-    };
+    })
+    .unwrap();
     // 3400 rps forecast, 100 rps per replica: 34 pods of 1 cpu / 2Gi. Room per node
     // 7760m / 14244Mi: 7 pods by cpu, but 6 by memory (7 x 2048Mi = 14336Mi): 6
     // nodes. The 20 running now take 4 nodes. Balloons: 2; nodes to add: 6 - 3 = 3.
-    let web = WorkloadSpec {
+    let web = WorkloadSpec::try_new(WorkloadShape {
         name: "web".into(),
         pool: "application".into(),
-        forecast: Some(3400.0),
         target_per_replica: 100.0,
         pod_requests: Resources::new(1000, 2 * GI),
         min_replicas: 3,
         max_replicas: 100,
-        current_replicas: 20,
-    };
+    })
+    .unwrap()
+    .with_forecast(Some(3400.0))
+    .with_current_replicas(20);
     let state = BTreeMap::from([("application".to_string(), PoolState { current_nodes: 3 })]);
-    let p = plan(&[pool], &[web], &state, 0).unwrap();
+    let p = plan(&[pool], &[web], &state, 0);
     let p = &p.pools[0];
     assert_eq!(
         (
@@ -186,8 +189,14 @@ fn the_rendered_balloon_hpas_read_the_served_counts_of_the_documented_pools() {
         let requests = &pod["containers"][0]["resources"]["requests"];
         let cpu = prescale::quantity::parse_millicores(text(requests, &["cpu"])).unwrap();
         let memory = prescale::quantity::parse_units(text(requests, &["memory"])).unwrap();
-        let spec = pool.spec(pool.allocatable.unwrap().resources());
-        let room = spec.room_per_node().unwrap();
+        let built = config
+            .planning
+            .pools
+            .iter()
+            .find(|p| p.name() == pool_name)
+            .unwrap();
+        let spec = built.spec(built.allocatable().unwrap()).unwrap();
+        let room = spec.room_per_node();
         assert!(
             Resources::new(cpu, memory).fits_in(room),
             "{target_name}: a balloon ({cpu}m, {memory}B) does not fit a {pool_name} node ({room})"

@@ -191,10 +191,7 @@ async fn a_workload_forecast_becomes_nodepool_metrics_and_drives_the_expander() 
         ]),
         replicas: BTreeMap::from([("web".to_string(), 20)]),
     })));
-    let nodepools = NodePools::new(
-        Planner::new(config.nodepools.clone(), config.workloads.clone()),
-        cluster,
-    );
+    let nodepools = NodePools::new(Planner::new(config.planning.clone()), cluster);
     let mut engine = Engine::new(
         settings,
         Arc::new(source),
@@ -359,7 +356,7 @@ async fn a_pool_without_a_forecast_answers_503_and_the_expander_abstains() {
         Metrics::unregistered(),
     )
     .with_nodepools(NodePools::new(
-        Planner::new(config.nodepools.clone(), config.workloads.clone()),
+        Planner::new(config.planning.clone()),
         // The cluster cannot be read: pools count as their minimum.
         Arc::new(StaticCluster::new(None)),
     ));

@@ -324,13 +324,13 @@ pub async fn get(
 /// anything else is a client crafting paths.
 fn check_names(path: &ValuePath) -> Result<(), Error> {
     if let Some(ns) = &path.namespace {
-        if !crate::config::is_dns_label(ns) {
+        if !crate::names::is_dns_label(ns) {
             return Err(Error::BadRequest(format!(
                 "invalid namespace {ns:?}: must be a lowercase RFC 1123 label"
             )));
         }
     }
-    if path.resource == "namespaces" && !crate::config::is_dns_label(&path.name) {
+    if path.resource == "namespaces" && !crate::names::is_dns_label(&path.name) {
         return Err(Error::BadRequest(format!(
             "invalid namespace {:?}: must be a lowercase RFC 1123 label",
             path.name
@@ -347,7 +347,7 @@ fn check_names(path: &ValuePath) -> Result<(), Error> {
 
 /// Whether `s` is a lowercase RFC 1123 subdomain (most Kubernetes object names).
 fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(crate::config::is_dns_label)
+    s.len() <= 253 && s.split('.').all(crate::names::is_dns_label)
 }
 
 /// The selectors of one request.

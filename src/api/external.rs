@@ -129,7 +129,7 @@ fn answer(
 /// The kube-apiserver only sends namespace names; anything else (`..`, a NUL, a
 /// slash decoded from %2F) is a client crafting paths: 400.
 fn check_namespace(namespace: &str) -> Result<(), Error> {
-    if crate::config::is_dns_label(namespace) {
+    if crate::names::is_dns_label(namespace) {
         Ok(())
     } else {
         Err(Error::BadRequest(format!(

@@ -399,15 +399,7 @@ fn validate_key(key: &str) -> Result<()> {
                 "the prefix must be a DNS subdomain of 1 to 253 characters",
             ));
         }
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if !prefix.split('.').all(label_ok) {
+        if !prefix.split('.').all(crate::names::is_dns_label) {
             return Err(invalid(
                 "the prefix must be a DNS subdomain (lowercase alphanumerics, '-' and '.')",
             ));

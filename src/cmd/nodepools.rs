@@ -67,7 +67,7 @@ pub async fn setup(
         (Some(_), Some(w)) => w,
         _ => Arc::new(StaticCluster::new(None)),
     };
-    let planner = Planner::new(config.nodepools.clone(), config.workloads.clone());
+    let planner = Planner::new(config.planning.clone());
     Ok(Parts {
         nodepools: Some(NodePools::new(planner, lookup)),
         snapshot,

@@ -631,6 +631,7 @@ mod tests {
             workloads: Vec::new(),
             capacity_buffers: Default::default(),
             expander: None,
+            planning: Default::default(),
         };
         config.validate().unwrap();
         for s in &config.signals {

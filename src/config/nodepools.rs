@@ -6,7 +6,9 @@
 //! parsed with [`crate::quantity`] while deserializing, so a bad one is reported at
 //! its field path (`nodepools[0].allocatable.cpu: ...`). Problems that involve
 //! several fields (a workload naming an unknown pool or signal, min above max) are
-//! found by [`check`], which [`super::Config::validate`] calls.
+//! found by [`build`], which [`super::Config::validate`] calls: it reports every
+//! problem and, when there are none, returns the sections as built values
+//! ([`Planning`]), which the engine plans from without checking them again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,8 +16,11 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::{is_dns_label, Duration, MetricName, SignalConfig};
-use crate::plan::nodepool::{Balloon, PoolSpec, Resources};
+use super::{Duration, MetricName, SignalConfig};
+use crate::names::is_dns_label;
+use crate::plan::nodepool::{
+    self, Balloon, PoolShape, PoolSpec, Resources, WorkloadShape, WorkloadSpec,
+};
 
 /// Cpu in millicores, written as a Kubernetes quantity (`"1500m"`, `"2"`, `0.5`):
 /// the same parse and form as any other milli-unit quantity.
@@ -221,29 +226,6 @@ const fn default_balloon_target() -> MilliUnits {
     MilliUnits(1000)
 }
 
-impl NodePoolConfig {
-    /// The planner's pool spec, with `allocatable` (configured, or read from the
-    /// pool's nodes).
-    pub fn spec(&self, allocatable: Resources) -> PoolSpec {
-        PoolSpec {
-            name: self.name.clone(),
-            node_group_ids: self.node_group_ids.clone(),
-            node_labels: self.node_labels.clone(),
-            allocatable,
-            max_pods_per_node: self.max_pods_per_node,
-            daemonset_overhead: Resources::new(
-                self.daemonset_overhead.cpu.get(),
-                self.daemonset_overhead.memory.get(),
-            ),
-            daemonset_pods: self.daemonset_overhead.pods,
-            provisioning_delay_s: u64::try_from(self.provisioning_delay.as_ms() / 1000)
-                .unwrap_or(0),
-            min_nodes: self.min_nodes,
-            max_nodes: self.max_nodes,
-        }
-    }
-}
-
 /// Where a workload's pods are counted (its current replicas).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -380,29 +362,142 @@ impl Default for ExpanderConfig {
     }
 }
 
-/// Checks the node-pool sections against each other and the signals; pushes one
-/// message per problem, each with its field path.
-pub fn check(
+/// The node-pool sections as built values: what the engine plans from. Made by
+/// [`build`] (through [`super::Config::validate`]) from sections without problems.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Planning {
+    /// The pools, in configuration order.
+    pub pools: Vec<Pool>,
+    /// The workloads, in configuration order; each names a pool of `pools`.
+    pub workloads: Vec<Workload>,
+}
+
+/// A configured node pool, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    /// Everything but the allocatable, which [`Pool::spec`] supplies.
+    shape: PoolShape,
+    allocatable: Option<Resources>,
+    node_group_label: Option<String>,
+    balloon: Balloon,
+}
+
+impl Pool {
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.shape.name
+    }
+
+    /// The node label whose value is the node group id, if configured.
+    pub fn node_group_label(&self) -> Option<&str> {
+        self.node_group_label.as_deref()
+    }
+
+    /// The pool's node group ids.
+    pub fn node_group_ids(&self) -> &[String] {
+        &self.shape.node_group_ids
+    }
+
+    /// Node labels that identify the pool's nodes.
+    pub fn node_labels(&self) -> &BTreeMap<String, String> {
+        &self.shape.node_labels
+    }
+
+    /// The configured allocatable of one node (`None`: read from the pool's nodes).
+    pub const fn allocatable(&self) -> Option<Resources> {
+        self.allocatable
+    }
+
+    /// How counts are served to the pool's balloon HPA.
+    pub const fn balloon(&self) -> Balloon {
+        self.balloon
+    }
+
+    /// The planner's pool spec for nodes of `allocatable` (the configured one, or
+    /// one read from the pool's nodes).
+    ///
+    /// # Errors
+    /// [`nodepool::Error::InvalidPool`] when the DaemonSet overhead does not fit
+    /// `allocatable`: the only check left, since the configuration checked the rest
+    /// (and a configured allocatable) but nodes read from the cluster can be smaller.
+    pub fn spec(&self, allocatable: Resources) -> nodepool::Result<PoolSpec> {
+        PoolSpec::try_new(PoolShape {
+            allocatable,
+            ..self.shape.clone()
+        })
+    }
+}
+
+/// A configured workload, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    spec: WorkloadSpec,
+    signal: MetricName,
+    series: BTreeMap<String, String>,
+    pod_startup_ms: i64,
+    replicas: Option<ReplicaSelector>,
+}
+
+impl Workload {
+    /// The workload's name.
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The planner's workload spec, without a forecast or replicas running.
+    pub const fn spec(&self) -> &WorkloadSpec {
+        &self.spec
+    }
+
+    /// The signal its HPA scales on.
+    pub const fn signal(&self) -> &MetricName {
+        &self.signal
+    }
+
+    /// Labels that pick the signal's series that belong to the workload (every
+    /// series when empty).
+    pub const fn series(&self) -> &BTreeMap<String, String> {
+        &self.series
+    }
+
+    /// How long a new pod takes to become ready, in milliseconds.
+    pub const fn pod_startup_ms(&self) -> i64 {
+        self.pod_startup_ms
+    }
+
+    /// Where its running pods are counted, if configured.
+    pub const fn replicas(&self) -> Option<&ReplicaSelector> {
+        self.replicas.as_ref()
+    }
+}
+
+/// Checks the node-pool sections against each other and the signals, pushing one
+/// message per problem, each with its field path; returns them built (complete
+/// only when nothing was pushed).
+pub fn build(
     pools: &[NodePoolConfig],
     workloads: &[WorkloadConfig],
     buffers: &CapacityBuffersConfig,
     expander: Option<&ExpanderConfig>,
     signals: &[SignalConfig],
     problems: &mut Vec<String>,
-) {
+) -> Planning {
+    let mut planning = Planning::default();
     let mut names = BTreeSet::new();
     for (i, p) in pools.iter().enumerate() {
-        p.check(&format!("nodepools[{i}]"), &mut names, problems);
+        planning
+            .pools
+            .extend(p.build(&format!("nodepools[{i}]"), &mut names, problems));
     }
     let mut workload_names = BTreeSet::new();
     for (i, w) in workloads.iter().enumerate() {
-        w.check(
+        planning.workloads.extend(w.build(
             &format!("workloads[{i}]"),
             &mut workload_names,
             pools,
             signals,
             problems,
-        );
+        ));
     }
     if buffers.enabled {
         buffers.check(pools, problems);
@@ -410,12 +505,19 @@ pub fn check(
     if let Some(e) = expander {
         e.check(pools, problems);
     }
+    planning
 }
 
 impl NodePoolConfig {
     /// The pool's problems, at `at` (`nodepools[i]`); its name joins `names`, the
-    /// earlier pools' names.
-    fn check<'a>(&'a self, at: &str, names: &mut BTreeSet<&'a str>, problems: &mut Vec<String>) {
+    /// earlier pools' names. The pool, built, when it has none.
+    fn build<'a>(
+        &'a self,
+        at: &str,
+        names: &mut BTreeSet<&'a str>,
+        problems: &mut Vec<String>,
+    ) -> Option<Pool> {
+        let before = problems.len();
         if !is_dns_label(&self.name) {
             problems.push(format!(
                 "{at}.name: must be a lowercase RFC 1123 label (it is a label value and an object name), got {:?}",
@@ -471,7 +573,8 @@ impl NodePoolConfig {
             }
         }
         // The rule is the planner's own, so the two cannot disagree.
-        if Balloon::try_new(self.balloon_target.get()).is_err() {
+        let balloon = Balloon::try_new(self.balloon_target.get());
+        if balloon.is_err() {
             problems.push(format!(
                 "{at}.balloon_target: must be at least 10m, got {}m",
                 self.balloon_target.get()
@@ -480,6 +583,31 @@ impl NodePoolConfig {
         if let Some(b) = &self.capacity_buffer {
             b.check(&format!("{at}.capacity_buffer"), problems);
         }
+        let Ok(balloon) = balloon else {
+            return None;
+        };
+        (problems.len() == before).then(|| Pool {
+            shape: PoolShape {
+                name: self.name.clone(),
+                node_group_ids: self.node_group_ids.clone(),
+                node_labels: self.node_labels.clone(),
+                // Replaced by `Pool::spec`.
+                allocatable: Resources::default(),
+                max_pods_per_node: self.max_pods_per_node,
+                daemonset_overhead: Resources::new(
+                    self.daemonset_overhead.cpu.get(),
+                    self.daemonset_overhead.memory.get(),
+                ),
+                daemonset_pods: self.daemonset_overhead.pods,
+                provisioning_delay_s: u64::try_from(self.provisioning_delay.as_ms() / 1000)
+                    .unwrap_or(0),
+                min_nodes: self.min_nodes,
+                max_nodes: self.max_nodes,
+            },
+            allocatable: self.allocatable.map(|a| a.resources()),
+            node_group_label: self.node_group_label.clone(),
+            balloon,
+        })
     }
 }
 
@@ -501,15 +629,16 @@ impl CapacityBufferRef {
 impl WorkloadConfig {
     /// The workload's problems, at `at` (`workloads[i]`), its pool and signal
     /// looked up in `pools` and `signals`; its name joins `names`, the earlier
-    /// workloads' names.
-    fn check<'a>(
+    /// workloads' names. The workload, built, when it has none.
+    fn build<'a>(
         &'a self,
         at: &str,
         names: &mut BTreeSet<&'a str>,
         pools: &[NodePoolConfig],
         signals: &[SignalConfig],
         problems: &mut Vec<String>,
-    ) {
+    ) -> Option<Workload> {
+        let before = problems.len();
         if self.name.trim().is_empty() {
             problems.push(format!("{at}.name: must not be empty"));
         }
@@ -545,17 +674,17 @@ impl WorkloadConfig {
                 ));
             }
         }
-        if !(self.target_per_replica.is_finite() && self.target_per_replica > 0.0) {
-            problems.push(format!(
-                "{at}.target_per_replica: must be a finite number > 0, got {}",
-                self.target_per_replica
-            ));
-        }
-        if self.min_replicas > self.max_replicas {
-            problems.push(format!(
-                "{at}.min_replicas: must not exceed max_replicas ({}), got {}",
-                self.max_replicas, self.min_replicas
-            ));
+        // The planner's own rules (target, min and max), every problem reported.
+        let shape = WorkloadShape {
+            name: self.name.clone(),
+            pool: self.pool.clone(),
+            target_per_replica: self.target_per_replica,
+            pod_requests: self.pod_requests.resources(),
+            min_replicas: self.min_replicas,
+            max_replicas: self.max_replicas,
+        };
+        for e in shape.problems() {
+            problems.push(format!("{at}.{e}"));
         }
         let r = self.pod_requests.resources();
         if r.cpu_milli == 0 && r.memory_bytes == 0 {
@@ -574,6 +703,23 @@ impl WorkloadConfig {
                 problems.push(format!(
                     "{at}.replicas.pod_labels: must select the workload's pods (it would count every pod of the namespace)"
                 ));
+            }
+        }
+        if problems.len() > before {
+            return None;
+        }
+        match WorkloadSpec::try_new(shape) {
+            Ok(spec) => Some(Workload {
+                spec,
+                signal: self.signal.clone(),
+                series: self.series.clone(),
+                pod_startup_ms: self.pod_startup.as_ms(),
+                replicas: self.replicas.clone(),
+            }),
+            Err(e) => {
+                // Not reached: `problems` above are the constructor's.
+                problems.push(format!("{at}.{e}"));
+                None
             }
         }
     }
@@ -675,7 +821,8 @@ expander: {{}}
         let text = format!("{text}server:\n  tls: {{ dns_names: [prescale.prescale.svc] }}\n");
         let c = Config::from_yaml(&text).unwrap();
         let p = &c.nodepools[0];
-        let spec = p.spec(p.allocatable.unwrap().resources());
+        let pool = &c.planning.pools[0];
+        let spec = pool.spec(pool.allocatable().unwrap()).unwrap();
         assert_eq!(spec.allocatable.cpu_milli, 7910);
         assert_eq!(spec.allocatable.memory_bytes, 14_500 << 20);
         assert_eq!(spec.daemonset_overhead.cpu_milli, 150);

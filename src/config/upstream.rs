@@ -118,7 +118,7 @@ pub fn check(upstreams: &UpstreamsConfig, problems: &mut Vec<String>) {
             }
             (Some(s), None) => {
                 for (field, value) in [("namespace", &s.namespace), ("name", &s.name)] {
-                    if !super::is_dns_label(value) {
+                    if !crate::names::is_dns_label(value) {
                         problems.push(format!(
                             "{at}.service.{field}: {value:?} is not a lowercase RFC 1123 label"
                         ));

@@ -5,7 +5,10 @@
 //! rule as the served value, over that longer horizon: [`Tracker::value_ahead`]),
 //! the pools' current nodes and the workloads' current replicas come from a
 //! [`ClusterLookup`] (Kubernetes in production, [`StaticCluster`] in tests), and
-//! [`crate::plan::nodepool::plan`] packs the forecast pods into nodes. The plan goes
+//! [`crate::plan::nodepool::plan`] packs the forecast pods into nodes. The pools and
+//! workloads were checked when the configuration was loaded; the one thing checked
+//! here is what comes from the cluster, a pool's allocatable read from its nodes,
+//! against the pool's DaemonSet overhead. The plan goes
 //! into the step's one snapshot twice over: as the external metrics
 //! `prescale_nodepool_nodes` and `prescale_nodepool_balloons` (label `nodepool`),
 //! and whole as [`Snapshot::plan`], which the expander and the CapacityBuffer writer
@@ -20,13 +23,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use super::Core;
-use crate::config::{NodePoolConfig, WorkloadConfig};
-use crate::plan::nodepool::{self, Balloon, Plan, PoolState, Resources, WorkloadSpec};
+use crate::config::nodepools::{Planning, Pool, Workload};
+use crate::plan::nodepool::{self, Plan, PoolState, Resources, WorkloadSpec};
 use crate::series::Labels;
 use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Status};
 
 /// External metric: the nodes each pool should have, shaped for an `AverageValue`
-/// HPA target (see [`Balloon`]).
+/// HPA target (see [`Balloon`](crate::plan::nodepool::Balloon)).
 pub const NODES_METRIC: &str = "prescale_nodepool_nodes";
 /// External metric: the node-sized placeholder pods each pool should run.
 pub const BALLOONS_METRIC: &str = "prescale_nodepool_balloons";
@@ -153,8 +156,8 @@ impl ClusterLookup for StaticCluster {
 /// The configured pools and workloads, and how to plan them from a [`Core`].
 #[derive(Debug, Clone)]
 pub struct Planner {
-    pools: Vec<NodePoolConfig>,
-    workloads: Vec<WorkloadConfig>,
+    pools: Vec<Pool>,
+    workloads: Vec<Workload>,
 }
 
 /// What one planning pass produced.
@@ -167,9 +170,13 @@ pub struct Outcome {
 }
 
 impl Planner {
-    /// A planner for validated config sections.
-    pub fn new(pools: Vec<NodePoolConfig>, workloads: Vec<WorkloadConfig>) -> Self {
-        Self { pools, workloads }
+    /// A planner for the configuration's built node-pool sections
+    /// ([`crate::config::Config::planning`]).
+    pub fn new(planning: Planning) -> Self {
+        Self {
+            pools: planning.pools,
+            workloads: planning.workloads,
+        }
     }
 
     /// The look-ups the pools need.
@@ -177,10 +184,10 @@ impl Planner {
         self.pools
             .iter()
             .map(|p| PoolQuery {
-                name: p.name.clone(),
-                node_group_label: p.node_group_label.clone(),
-                node_group_ids: p.node_group_ids.clone(),
-                node_labels: p.node_labels.clone(),
+                name: p.name().to_string(),
+                node_group_label: p.node_group_label().map(str::to_string),
+                node_group_ids: p.node_group_ids().to_vec(),
+                node_labels: p.node_labels().clone(),
             })
             .collect()
     }
@@ -190,8 +197,8 @@ impl Planner {
         self.workloads
             .iter()
             .filter_map(|w| {
-                w.replicas.as_ref().map(|r| ReplicaQuery {
-                    workload: w.name.clone(),
+                w.replicas().map(|r| ReplicaQuery {
+                    workload: w.name().to_string(),
                     namespace: r.namespace.clone(),
                     pod_labels: r.pod_labels.clone(),
                 })
@@ -206,15 +213,15 @@ impl Planner {
         let mut specs = Vec::new();
         let mut skipped: BTreeMap<&str, String> = BTreeMap::new();
         let mut state = BTreeMap::new();
+        // The first pool whose nodes are too small for its DaemonSets: nothing is
+        // planned then (the last plan stands and ages out).
+        let mut failed = None;
         for p in &self.pools {
-            let seen = observed.and_then(|o| o.pools.get(&p.name));
-            let allocatable = p
-                .allocatable
-                .map(|a| a.resources())
-                .or_else(|| seen.and_then(|s| s.allocatable));
+            let seen = observed.and_then(|o| o.pools.get(p.name()));
+            let allocatable = p.allocatable().or_else(|| seen.and_then(|s| s.allocatable));
             let Some(allocatable) = allocatable else {
                 skipped.insert(
-                    &p.name,
+                    p.name(),
                     "allocatable is not configured and the pool has no nodes to read it from"
                         .into(),
                 );
@@ -222,46 +229,50 @@ impl Planner {
             };
             if let Some(s) = seen {
                 state.insert(
-                    p.name.clone(),
+                    p.name().to_string(),
                     PoolState {
                         current_nodes: s.nodes,
                     },
                 );
             }
-            specs.push(p.spec(allocatable));
+            match p.spec(allocatable) {
+                Ok(spec) => specs.push(spec),
+                Err(e) if failed.is_none() => {
+                    failed = Some(format!("pools[{}] ({}).{e}", specs.len(), p.name()));
+                }
+                Err(_) => {}
+            }
         }
         let workloads: Vec<WorkloadSpec> = self
             .workloads
             .iter()
             .filter_map(|w| {
-                let pool = specs.iter().find(|s| s.name == w.pool)?;
+                let spec = w.spec();
+                let pool = specs.iter().find(|s| s.name == spec.pool)?;
                 let horizon_ms = i64::try_from(pool.provisioning_delay_s)
                     .unwrap_or(i64::MAX / 1000)
                     .saturating_mul(1000)
-                    .saturating_add(w.pod_startup.as_ms());
-                Some(WorkloadSpec {
-                    name: w.name.clone(),
-                    pool: w.pool.clone(),
-                    forecast: core.value_ahead(w.signal.as_str(), &w.series, horizon_ms),
-                    target_per_replica: w.target_per_replica,
-                    pod_requests: w.pod_requests.resources(),
-                    min_replicas: w.min_replicas,
-                    max_replicas: w.max_replicas,
-                    current_replicas: observed
-                        .and_then(|o| o.replicas.get(&w.name).copied())
-                        .unwrap_or(w.min_replicas),
-                })
+                    .saturating_add(w.pod_startup_ms());
+                let forecast = core.value_ahead(w.signal().as_str(), w.series(), horizon_ms);
+                let current = observed
+                    .and_then(|o| o.replicas.get(w.name()).copied())
+                    .unwrap_or(spec.min_replicas);
+                Some(
+                    spec.clone()
+                        .with_forecast(forecast)
+                        .with_current_replicas(current),
+                )
             })
             .collect();
-        let plan = match nodepool::plan(&specs, &workloads, &state, now_ms) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                // Validated config cannot get here, but an allocatable read from the
-                // nodes can be smaller than the DaemonSet overhead.
+        let plan = match failed {
+            None => Some(nodepool::plan(&specs, &workloads, &state, now_ms)),
+            Some(e) => {
+                // A configured allocatable was checked at load, but one read from
+                // the nodes can be smaller than the DaemonSet overhead.
                 tracing::warn!(error = %e, "node-pool plan failed");
                 for p in &self.pools {
                     skipped
-                        .entry(&p.name)
+                        .entry(p.name())
                         .or_insert_with(|| format!("the plan failed: {e}"));
                 }
                 None
@@ -271,9 +282,9 @@ impl Planner {
         let mut nodes = Vec::with_capacity(self.pools.len());
         let mut balloons = Vec::with_capacity(self.pools.len());
         for p in &self.pools {
-            let labels: Labels = [(POOL_LABEL.to_string(), p.name.clone())].into();
-            let pool_plan = plan.as_ref().and_then(|pl| pl.pool(&p.name));
-            let (status, reason, counts) = match (pool_plan, skipped.get(p.name.as_str())) {
+            let labels: Labels = [(POOL_LABEL.to_string(), p.name().to_string())].into();
+            let pool_plan = plan.as_ref().and_then(|pl| pl.pool(p.name()));
+            let (status, reason, counts) = match (pool_plan, skipped.get(p.name())) {
                 (Some(pp), _) if pp.is_complete() => (
                     Status::Ok,
                     pp.reasoning.clone(),
@@ -291,12 +302,8 @@ impl Planner {
                 (None, Some(why)) => (Status::Failed, why.clone(), None),
                 (None, None) => (Status::Failed, "not planned".into(), None),
             };
-            // Validated: the target is at least 10m.
-            let balloon = Balloon::try_new(p.balloon_target.get()).ok();
-            let value = |count: Option<u32>| match (count, balloon) {
-                (Some(n), Some(b)) => b.served_value(n),
-                _ => f64::NAN,
-            };
+            let balloon = p.balloon();
+            let value = |count: Option<u32>| count.map_or(f64::NAN, |n| balloon.served_value(n));
             let entry = |v: f64| SeriesEntry {
                 labels: labels.clone(),
                 status,
@@ -489,17 +496,24 @@ mod tests {
     }
 
     fn planner() -> Planner {
-        let pool: NodePoolConfig = serde_yaml::from_str(
-            "{ name: app, node_labels: { pool: app }, max_nodes: 10, min_nodes: 1 }",
-        )
-        .unwrap();
-        let workload: WorkloadConfig = serde_yaml::from_str(
-            "{ name: web, signal: rps, series: { service: web }, target_per_replica: 100,
-               pod_requests: { cpu: 1, memory: 1Gi }, pool: app, max_replicas: 50,
-               replicas: { namespace: shop, pod_labels: { app: web } } }",
-        )
-        .unwrap();
-        Planner::new(vec![pool], vec![workload])
+        planner_with("", "series: { service: web },")
+    }
+
+    /// The planner of pool `app` (with `pool_extra` fields) and workload `web`
+    /// (with `workload_extra`), as a configuration builds them.
+    fn planner_with(pool_extra: &str, workload_extra: &str) -> Planner {
+        let text = format!(
+            "prometheus: {{ url: http://127.0.0.1:9090 }}
+signals: [{{ name: rps, query: rps }}]
+nodepools:
+  - {{ name: app, node_labels: {{ pool: app }}, max_nodes: 10, min_nodes: 1 {pool_extra} }}
+workloads:
+  - {{ name: web, signal: rps, {workload_extra} target_per_replica: 100,
+       pod_requests: {{ cpu: 1, memory: 1Gi }}, pool: app, max_replicas: 50,
+       replicas: {{ namespace: shop, pod_labels: {{ app: web }} }} }}
+"
+        );
+        Planner::new(crate::config::Config::from_yaml(&text).unwrap().planning)
     }
 
     fn series<'a>(o: &'a Outcome, metric: &str) -> &'a SeriesEntry {
@@ -549,8 +563,7 @@ mod tests {
     #[test]
     fn matching_series_are_summed() {
         let core = core_with(&[("web", 300.0), ("other", 7.0)]);
-        let mut p = planner();
-        p.workloads[0].series.clear();
+        let p = planner_with("", "");
         let o = p.plan(
             &core,
             0,
@@ -612,9 +625,10 @@ mod tests {
         let clock = Arc::new(SimClock::new(now));
         let shared = Shared::new();
         // DaemonSets take 100m of each node: nodes read with less cannot be planned.
-        let mut p = planner();
-        p.pools[0].daemonset_overhead.cpu =
-            crate::config::nodepools::Millicores::try_new("100m").unwrap();
+        let p = planner_with(
+            ", daemonset_overhead: { cpu: 100m }",
+            "series: { service: web },",
+        );
         let seen = |cpu_milli| Observation {
             pools: BTreeMap::from([(
                 "app".to_string(),
@@ -654,6 +668,10 @@ mod tests {
         assert_eq!(
             second.metrics[NODES_METRIC].series[0].status,
             Status::Failed
+        );
+        assert_eq!(
+            second.metrics[NODES_METRIC].series[0].detail.reason.as_deref(),
+            Some("the plan failed: pools[0] (app).daemonset_overhead: (100m cpu, 0.00Gi memory) exceeds the node's allocatable (50m cpu, 8.00Gi memory)")
         );
 
         // A reload publishes at once, and the plan stands.

@@ -313,7 +313,7 @@ mod tests {
 
     #[test]
     fn buffers_follow_fresh_complete_plans_only() {
-        use crate::plan::nodepool::{plan, WorkloadSpec};
+        use crate::plan::nodepool::{plan, PoolShape, PoolSpec, WorkloadShape, WorkloadSpec};
         let text = "
 name: application
 node_group_ids: [app]
@@ -327,25 +327,37 @@ capacity_buffer: { namespace: prescale-balloons, pod_template: balloon-applicati
             capacity_buffer: None,
             ..pool.clone()
         };
-        let spec = pool.spec(pool.allocatable.unwrap().resources());
-        let mut web = WorkloadSpec {
+        let spec = PoolSpec::try_new(PoolShape {
+            name: pool.name.clone(),
+            node_group_ids: pool.node_group_ids.clone(),
+            node_labels: pool.node_labels.clone(),
+            allocatable: pool.allocatable.unwrap().resources(),
+            max_pods_per_node: pool.max_pods_per_node,
+            daemonset_overhead: Default::default(),
+            daemonset_pods: 0,
+            provisioning_delay_s: 180,
+            min_nodes: pool.min_nodes,
+            max_nodes: pool.max_nodes,
+        })
+        .unwrap();
+        let mut web = WorkloadSpec::try_new(WorkloadShape {
             name: "web".into(),
             pool: "application".into(),
-            forecast: Some(8.0),
             target_per_replica: 1.0,
             pod_requests: crate::plan::nodepool::Resources::new(2000, 1 << 30),
             min_replicas: 1,
             max_replicas: 100,
-            current_replicas: 2,
-        };
+        })
+        .unwrap()
+        .with_forecast(Some(8.0))
+        .with_current_replicas(2);
         // 8 pods of 2 cpu: 4 nodes; the 2 running take 1: 3 balloons.
         let p = plan(
             std::slice::from_ref(&spec),
             std::slice::from_ref(&web),
             &Default::default(),
             1_000,
-        )
-        .unwrap();
+        );
         let pools = [pool, unbuffered];
         let d = desired(&pools, Some(&p), 2_000, 60_000);
         assert_eq!(d.len(), 1);
@@ -356,7 +368,7 @@ capacity_buffer: { namespace: prescale-balloons, pod_template: balloon-applicati
         );
         assert!(desired(&pools, None, 2_000, 60_000).is_empty());
         web.forecast = None;
-        let p = plan(&[spec], &[web], &Default::default(), 1_000).unwrap();
+        let p = plan(&[spec], &[web], &Default::default(), 1_000);
         assert!(
             desired(&pools, Some(&p), 2_000, 60_000).is_empty(),
             "incomplete"

@@ -313,12 +313,14 @@ fn explain(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::nodepool::{plan as make_plan, PoolSpec, PoolState, WorkloadSpec};
+    use crate::plan::nodepool::{
+        plan as make_plan, PoolShape, PoolSpec, PoolState, WorkloadShape, WorkloadSpec,
+    };
 
     const GI: u64 = 1 << 30;
 
     fn pool(name: &str, cpu: u64, mem_gi: u64) -> PoolSpec {
-        PoolSpec {
+        PoolSpec::try_new(PoolShape {
             name: name.into(),
             node_group_ids: vec![format!("{name}-asg")],
             node_labels: BTreeMap::from([("pool".to_string(), name.to_string())]),
@@ -329,20 +331,21 @@ mod tests {
             provisioning_delay_s: 150,
             min_nodes: 0,
             max_nodes: 50,
-        }
+        })
+        .unwrap()
     }
 
     fn workload(name: &str, pool: &str, forecast: Option<f64>, req: Resources) -> WorkloadSpec {
-        WorkloadSpec {
+        WorkloadSpec::try_new(WorkloadShape {
             name: name.into(),
             pool: pool.into(),
-            forecast,
             target_per_replica: 1.0,
             pod_requests: req,
             min_replicas: 0,
             max_replicas: 1000,
-            current_replicas: 0,
-        }
+        })
+        .unwrap()
+        .with_forecast(forecast)
     }
 
     /// app: 8 cpu / 32Gi; db: 8 cpu / 64Gi. Forecast: app needs 4 nodes (has 1,
@@ -357,7 +360,7 @@ mod tests {
             ("app".to_string(), PoolState { current_nodes: 1 }),
             ("db".to_string(), PoolState { current_nodes: 2 }),
         ]);
-        make_plan(&pools, &workloads, &state, now_ms).unwrap()
+        make_plan(&pools, &workloads, &state, now_ms)
     }
 
     fn cand(id: &str, count: u32, pods: &[Resources]) -> Candidate {
@@ -519,7 +522,7 @@ mod tests {
 
         let pools = [pool("app", 8000, 32)];
         let w = [workload("web", "app", None, Resources::new(1000, GI))];
-        let blind = make_plan(&pools, &w, &BTreeMap::new(), 0).unwrap();
+        let blind = make_plan(&pools, &w, &BTreeMap::new(), 0);
         assert_eq!(
             reason(choose(std::slice::from_ref(&known), Some(&blind), FRESH)),
             "pool app has no forecast for web"

@@ -16,36 +16,22 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// Why a plan cannot be made from the given input.
+/// Why a pool, a workload or a balloon cannot be built from the given fields. The
+/// message starts at the field; the caller puts the path in front
+/// (`nodepools[0].` or `pools[0] (app).`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
-    /// Two pools share a name.
-    #[error("pools[{index}].name: {name:?} is used by an earlier pool")]
-    DuplicatePool {
-        /// Position of the second pool.
-        index: usize,
-        /// The repeated name.
-        name: String,
-    },
     /// A pool's shape or limits make no sense.
-    #[error("pools[{index}] ({name}).{field}: {message}")]
+    #[error("{field}: {message}")]
     InvalidPool {
-        /// Position of the pool.
-        index: usize,
-        /// The pool's name.
-        name: String,
         /// The offending field.
         field: &'static str,
         /// What was expected.
         message: String,
     },
     /// A workload's target or limits make no sense.
-    #[error("workloads[{index}] ({name}).{field}: {message}")]
+    #[error("{field}: {message}")]
     InvalidWorkload {
-        /// Position of the workload.
-        index: usize,
-        /// The workload's name.
-        name: String,
         /// The offending field.
         field: &'static str,
         /// What was expected.
@@ -139,9 +125,9 @@ impl std::fmt::Display for Resources {
     }
 }
 
-/// A node pool (a cluster-autoscaler node group, or several with the same shape).
+/// The fields of a node pool, unchecked: what [`PoolSpec::try_new`] builds from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct PoolSpec {
+pub struct PoolShape {
     /// The pool's name; the `nodepool` label of the served metrics.
     pub name: String,
     /// Cluster-autoscaler node group ids that belong to this pool.
@@ -151,7 +137,7 @@ pub struct PoolSpec {
     pub node_labels: BTreeMap<String, String>,
     /// Allocatable cpu and memory of one node.
     pub allocatable: Resources,
-    /// The kubelet's pods-per-node limit (`max-pods`), at least 1.
+    /// The kubelet's pods-per-node limit (`max-pods`).
     pub max_pods_per_node: u32,
     /// Requests of the DaemonSet pods every node runs (taken off each node's room).
     pub daemonset_overhead: Resources,
@@ -165,14 +151,70 @@ pub struct PoolSpec {
     pub max_nodes: u32,
 }
 
+/// A node pool (a cluster-autoscaler node group, or several with the same shape)
+/// that can be planned: a named pool whose DaemonSets leave room and pod slots on
+/// every node, with `min_nodes <= max_nodes`. Its fields are read through
+/// [`PoolShape`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSpec {
+    shape: PoolShape,
+}
+
 impl PoolSpec {
-    /// Room for workload pods on one empty node: allocatable minus DaemonSet overhead.
-    /// `None` when the overhead does not fit the node.
-    pub fn room_per_node(&self) -> Option<Resources> {
-        self.allocatable.checked_sub(self.daemonset_overhead)
+    /// Checks `shape`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPool`] naming the first field that makes no sense: an empty
+    /// name, DaemonSets that take more than the node's allocatable or all its pod
+    /// slots, `min_nodes` above `max_nodes`.
+    pub fn try_new(shape: PoolShape) -> Result<Self> {
+        let bad = |field: &'static str, message: String| Err(Error::InvalidPool { field, message });
+        if shape.name.is_empty() {
+            return bad("name", "must not be empty".into());
+        }
+        if shape
+            .allocatable
+            .checked_sub(shape.daemonset_overhead)
+            .is_none()
+        {
+            return bad(
+                "daemonset_overhead",
+                format!(
+                    "({}) exceeds the node's allocatable ({})",
+                    shape.daemonset_overhead, shape.allocatable
+                ),
+            );
+        }
+        if shape.max_pods_per_node <= shape.daemonset_pods {
+            return bad(
+                "max_pods_per_node",
+                format!(
+                    "must leave room for workload pods after {} DaemonSet pods, got {}",
+                    shape.daemonset_pods, shape.max_pods_per_node
+                ),
+            );
+        }
+        if shape.min_nodes > shape.max_nodes {
+            return bad(
+                "min_nodes",
+                format!(
+                    "must not exceed max_nodes ({}), got {}",
+                    shape.max_nodes, shape.min_nodes
+                ),
+            );
+        }
+        Ok(Self { shape })
     }
 
-    /// Workload pods one node can hold by the pods-per-node limit.
+    /// Room for workload pods on one empty node: allocatable minus DaemonSet overhead.
+    pub fn room_per_node(&self) -> Resources {
+        // Checked by `try_new`: the overhead fits.
+        self.allocatable
+            .checked_sub(self.daemonset_overhead)
+            .unwrap_or_default()
+    }
+
+    /// Workload pods one node can hold by the pods-per-node limit (at least 1).
     pub fn pod_slots_per_node(&self) -> u32 {
         self.max_pods_per_node.saturating_sub(self.daemonset_pods)
     }
@@ -187,17 +229,21 @@ impl PoolSpec {
     }
 }
 
-/// A workload (a Deployment scaled by an HPA) and its forecast.
+impl std::ops::Deref for PoolSpec {
+    type Target = PoolShape;
+    fn deref(&self) -> &PoolShape {
+        &self.shape
+    }
+}
+
+/// The fields of a workload, unchecked: what [`WorkloadSpec::try_new`] builds from.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkloadSpec {
+pub struct WorkloadShape {
     /// The workload's name, for the reasoning.
     pub name: String,
     /// Name of the pool its pods run in.
     pub pool: String,
-    /// Its scaling metric forecast at now + the pool's provisioning delay + pod
-    /// start-up (total over the workload); `None` when there is no forecast.
-    pub forecast: Option<f64>,
-    /// The HPA's target per replica (same unit as the forecast), > 0.
+    /// The HPA's target per replica (same unit as the forecast).
     pub target_per_replica: f64,
     /// Requests of one pod (all containers, plus pod overhead).
     pub pod_requests: Resources,
@@ -205,11 +251,82 @@ pub struct WorkloadSpec {
     pub min_replicas: u32,
     /// The HPA's maximum replicas.
     pub max_replicas: u32,
+}
+
+impl WorkloadShape {
+    /// Every problem of the fields, in field order (empty when
+    /// [`WorkloadSpec::try_new`] accepts them).
+    pub fn problems(&self) -> Vec<Error> {
+        let bad = |field: &'static str, message: String| Error::InvalidWorkload { field, message };
+        let mut out = Vec::new();
+        if !(self.target_per_replica.is_finite() && self.target_per_replica > 0.0) {
+            out.push(bad(
+                "target_per_replica",
+                format!(
+                    "must be a finite number > 0, got {}",
+                    self.target_per_replica
+                ),
+            ));
+        }
+        if self.min_replicas > self.max_replicas {
+            out.push(bad(
+                "min_replicas",
+                format!(
+                    "must not exceed max_replicas ({}), got {}",
+                    self.max_replicas, self.min_replicas
+                ),
+            ));
+        }
+        out
+    }
+}
+
+/// A workload (a Deployment scaled by an HPA) that can be planned: a finite
+/// positive target per replica, `min_replicas <= max_replicas`. Its fields are read
+/// through [`WorkloadShape`]; what changes every step (the forecast, the replicas
+/// running) is set with [`with_forecast`](Self::with_forecast) and
+/// [`with_current_replicas`](Self::with_current_replicas).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkloadSpec {
+    shape: WorkloadShape,
+    /// Its scaling metric forecast at now + the pool's provisioning delay + pod
+    /// start-up (total over the workload); `None` when there is no forecast.
+    pub forecast: Option<f64>,
     /// Replicas running now (used to size the balloons; see [`PoolPlan::balloons`]).
     pub current_replicas: u32,
 }
 
 impl WorkloadSpec {
+    /// Checks `shape`; no forecast and no replicas running yet.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWorkload`] naming the first field that makes no sense (see
+    /// [`WorkloadShape::problems`]).
+    pub fn try_new(shape: WorkloadShape) -> Result<Self> {
+        if let Some(e) = shape.problems().into_iter().next() {
+            return Err(e);
+        }
+        Ok(Self {
+            shape,
+            forecast: None,
+            current_replicas: 0,
+        })
+    }
+
+    /// With `forecast` as its forecast.
+    #[must_use]
+    pub fn with_forecast(mut self, forecast: Option<f64>) -> Self {
+        self.forecast = forecast;
+        self
+    }
+
+    /// With `replicas` running now.
+    #[must_use]
+    pub fn with_current_replicas(mut self, replicas: u32) -> Self {
+        self.current_replicas = replicas;
+        self
+    }
+
     /// Replicas for `forecast`: `ceil(forecast / target)` clamped to min/max; a
     /// negative forecast counts as zero, a missing or non-finite one as the minimum.
     pub fn replicas_for(&self, forecast: Option<f64>) -> u32 {
@@ -219,6 +336,13 @@ impl WorkloadSpec {
         let raw = (f.max(0.0) / self.target_per_replica).ceil();
         // `as` saturates for floats beyond u32, which the clamp then bounds.
         (raw as u32).clamp(self.min_replicas, self.max_replicas)
+    }
+}
+
+impl std::ops::Deref for WorkloadSpec {
+    type Target = WorkloadShape;
+    fn deref(&self) -> &WorkloadShape {
+        &self.shape
     }
 }
 
@@ -340,18 +464,16 @@ impl Plan {
 }
 
 /// Plans every pool: replicas from forecasts, pods packed into nodes, compared with
-/// `state` (pools missing from `state` count as having `min_nodes`).
-///
-/// # Errors
-/// A pool or workload whose fields make no sense (the error names the field), or a
-/// workload that names an unknown pool.
+/// `state` (pools missing from `state` count as having `min_nodes`). Each workload
+/// is planned in the pool it names; one naming no pool of `pools` is not planned.
+/// Pools are told apart by name, so their names should differ (the configuration
+/// makes sure of it).
 pub fn plan(
     pools: &[PoolSpec],
     workloads: &[WorkloadSpec],
     state: &BTreeMap<String, PoolState>,
     now_ms: i64,
-) -> Result<Plan> {
-    validate(pools, workloads)?;
+) -> Plan {
     let pools = pools
         .iter()
         .map(|spec| {
@@ -363,89 +485,14 @@ pub fn plan(
             plan_pool(spec, &mine, current)
         })
         .collect();
-    Ok(Plan {
+    Plan {
         computed_at_ms: now_ms,
         pools,
-    })
-}
-
-fn validate(pools: &[PoolSpec], workloads: &[WorkloadSpec]) -> Result<()> {
-    for (index, p) in pools.iter().enumerate() {
-        let bad = |field: &'static str, message: String| Error::InvalidPool {
-            index,
-            name: p.name.clone(),
-            field,
-            message,
-        };
-        if pools[..index].iter().any(|q| q.name == p.name) {
-            return Err(Error::DuplicatePool {
-                index,
-                name: p.name.clone(),
-            });
-        }
-        if p.name.is_empty() {
-            return Err(bad("name", "must not be empty".into()));
-        }
-        if p.room_per_node().is_none() {
-            return Err(bad(
-                "daemonset_overhead",
-                format!(
-                    "({}) exceeds the node's allocatable ({})",
-                    p.daemonset_overhead, p.allocatable
-                ),
-            ));
-        }
-        if p.pod_slots_per_node() == 0 {
-            return Err(bad(
-                "max_pods_per_node",
-                format!(
-                    "must leave room for workload pods after {} DaemonSet pods, got {}",
-                    p.daemonset_pods, p.max_pods_per_node
-                ),
-            ));
-        }
-        if p.min_nodes > p.max_nodes {
-            return Err(bad(
-                "min_nodes",
-                format!(
-                    "must not exceed max_nodes ({}), got {}",
-                    p.max_nodes, p.min_nodes
-                ),
-            ));
-        }
     }
-    for (index, w) in workloads.iter().enumerate() {
-        let bad = |field: &'static str, message: String| Error::InvalidWorkload {
-            index,
-            name: w.name.clone(),
-            field,
-            message,
-        };
-        if !(w.target_per_replica.is_finite() && w.target_per_replica > 0.0) {
-            return Err(bad(
-                "target_per_replica",
-                format!("must be a finite number > 0, got {}", w.target_per_replica),
-            ));
-        }
-        if w.min_replicas > w.max_replicas {
-            return Err(bad(
-                "min_replicas",
-                format!(
-                    "must not exceed max_replicas ({}), got {}",
-                    w.max_replicas, w.min_replicas
-                ),
-            ));
-        }
-        if !pools.iter().any(|p| p.name == w.pool) {
-            return Err(bad("pool", format!("no pool is called {:?}", w.pool)));
-        }
-    }
-    Ok(())
 }
 
 fn plan_pool(spec: &PoolSpec, workloads: &[&WorkloadSpec], current_nodes: u32) -> PoolPlan {
-    // Validated: the overhead fits.
-    let room = spec.room_per_node().unwrap_or_default();
+    let room = spec.room_per_node();
     let slots = spec.pod_slots_per_node();
 
     let mut plans = Vec::with_capacity(workloads.len());
@@ -719,8 +766,9 @@ mod tests {
 
     const GI: u64 = 1 << 30;
 
-    fn pool(name: &str) -> PoolSpec {
-        PoolSpec {
+    /// A pool's fields, to change before [`spec`].
+    fn shape(name: &str) -> PoolShape {
+        PoolShape {
             name: name.into(),
             node_group_ids: vec![format!("{name}-asg")],
             node_labels: BTreeMap::from([("pool".to_string(), name.to_string())]),
@@ -734,6 +782,14 @@ mod tests {
         }
     }
 
+    fn spec(shape: PoolShape) -> PoolSpec {
+        PoolSpec::try_new(shape).unwrap()
+    }
+
+    fn pool(name: &str) -> PoolSpec {
+        spec(shape(name))
+    }
+
     fn workload(
         name: &str,
         pool: &str,
@@ -741,16 +797,23 @@ mod tests {
         target: f64,
         req: Resources,
     ) -> WorkloadSpec {
-        WorkloadSpec {
+        workload_spec(workload_shape(name, pool, target, req)).with_forecast(Some(forecast))
+    }
+
+    /// A workload's fields, to change before [`workload_spec`].
+    fn workload_shape(name: &str, pool: &str, target: f64, req: Resources) -> WorkloadShape {
+        WorkloadShape {
             name: name.into(),
             pool: pool.into(),
-            forecast: Some(forecast),
             target_per_replica: target,
             pod_requests: req,
             min_replicas: 1,
             max_replicas: 1000,
-            current_replicas: 0,
         }
+    }
+
+    fn workload_spec(shape: WorkloadShape) -> WorkloadSpec {
+        WorkloadSpec::try_new(shape).unwrap()
     }
 
     fn state(pool: &str, nodes: u32) -> BTreeMap<String, PoolState> {
@@ -764,7 +827,8 @@ mod tests {
 
     #[test]
     fn replicas_are_the_clamped_ceiling_of_forecast_over_target() {
-        let mut w = workload("web", "app", 1001.0, 100.0, Resources::new(100, GI));
+        let mut shape = workload_shape("web", "app", 100.0, Resources::new(100, GI));
+        let w = workload_spec(shape.clone());
         assert_eq!(w.replicas_for(Some(1001.0)), 11);
         assert_eq!(w.replicas_for(Some(1000.0)), 10);
         assert_eq!(
@@ -774,8 +838,8 @@ mod tests {
         );
         assert_eq!(w.replicas_for(None), 1);
         assert_eq!(w.replicas_for(Some(f64::NAN)), 1);
-        w.max_replicas = 8;
-        assert_eq!(w.replicas_for(Some(1e12)), 8);
+        shape.max_replicas = 8;
+        assert_eq!(workload_spec(shape).replicas_for(Some(1e12)), 8);
     }
 
     #[test]
@@ -807,11 +871,11 @@ mod tests {
     #[test]
     fn the_pods_per_node_limit_opens_nodes() {
         // 25 tiny pods, 10 slots per node after 2 DaemonSet pods of 12: 3 nodes.
-        let mut spec = pool("app");
-        spec.max_pods_per_node = 12;
-        spec.daemonset_pods = 2;
+        let mut shape = shape("app");
+        shape.max_pods_per_node = 12;
+        shape.daemonset_pods = 2;
         let w = workload("tiny", "app", 25.0, 1.0, Resources::new(10, 1 << 20));
-        let plan = plan(&[spec], &[w], &state("app", 1), 0).unwrap();
+        let plan = plan(&[spec(shape)], &[w], &state("app", 1), 0);
         let p = &plan.pools[0];
         assert_eq!(p.nodes_packed, 3);
         assert_eq!(p.nodes_needed, 3);
@@ -822,19 +886,18 @@ mod tests {
     fn daemonset_overhead_shrinks_each_node() {
         // Allocatable 4000m, DaemonSets take 600m: room 3400m. Pods of 1000m: 3 per
         // node, 10 pods -> 4 nodes; without the overhead 4 per node -> 3 nodes.
-        let mut spec = pool("app");
-        spec.daemonset_overhead = Resources::new(600, GI);
+        let mut shape = shape("app");
+        shape.daemonset_overhead = Resources::new(600, GI);
         let w = workload("api", "app", 10.0, 1.0, Resources::new(1000, GI));
         let with = plan(
-            std::slice::from_ref(&spec),
+            &[spec(shape.clone())],
             std::slice::from_ref(&w),
             &state("app", 0),
             0,
-        )
-        .unwrap();
+        );
         assert_eq!(with.pools[0].nodes_packed, 4);
-        spec.daemonset_overhead = Resources::default();
-        let without = plan(&[spec], &[w], &state("app", 0), 0).unwrap();
+        shape.daemonset_overhead = Resources::default();
+        let without = plan(&[spec(shape)], &[w], &state("app", 0), 0);
         assert_eq!(without.pools[0].nodes_packed, 3);
     }
 
@@ -844,7 +907,7 @@ mod tests {
         let spec = pool("app");
         let huge = workload("huge", "app", 2.0, 1.0, Resources::new(5000, GI));
         let fine = workload("fine", "app", 4.0, 1.0, Resources::new(2000, GI));
-        let plan = plan(&[spec], &[huge, fine], &state("app", 1), 0).unwrap();
+        let plan = plan(&[spec], &[huge, fine], &state("app", 1), 0);
         let p = &plan.pools[0];
         assert_eq!(p.nodes_packed, 2, "4 pods of 2000m: 2 per node");
         assert_eq!(p.unschedulable.len(), 1);
@@ -874,12 +937,13 @@ mod tests {
 
     #[test]
     fn nodes_are_clamped_and_extra_is_against_current() {
-        let mut spec = pool("app");
-        spec.min_nodes = 3;
-        spec.max_nodes = 6;
+        let mut shape = shape("app");
+        shape.min_nodes = 3;
+        shape.max_nodes = 6;
+        let spec = spec(shape);
         // 1 pod -> 1 node -> min 3; have 2 -> add 1.
         let w = workload("web", "app", 1.0, 1.0, Resources::new(3000, GI));
-        let p = plan(&[spec.clone()], &[w], &state("app", 2), 0).unwrap();
+        let p = plan(std::slice::from_ref(&spec), &[w], &state("app", 2), 0);
         assert_eq!(
             (
                 p.pools[0].nodes_packed,
@@ -891,7 +955,7 @@ mod tests {
         assert!(!p.pools[0].capped_by_max);
         // 10 pods of 3000m -> 10 nodes -> max 6; have 8 -> add 0.
         let w = workload("web", "app", 10.0, 1.0, Resources::new(3000, GI));
-        let p = plan(&[spec], &[w], &state("app", 8), 0).unwrap();
+        let p = plan(&[spec], &[w], &state("app", 8), 0);
         assert_eq!(
             (
                 p.pools[0].nodes_packed,
@@ -908,9 +972,9 @@ mod tests {
     fn balloons_cover_the_gap_between_forecast_and_current_pods() {
         // Forecast 12 replicas of 2000m (2 per node: 6 nodes); 4 run now (2 nodes).
         let spec = pool("app");
-        let mut w = workload("web", "app", 1200.0, 100.0, Resources::new(2000, GI));
-        w.current_replicas = 4;
-        let p = plan(&[spec], &[w], &state("app", 3), 0).unwrap();
+        let w = workload("web", "app", 1200.0, 100.0, Resources::new(2000, GI))
+            .with_current_replicas(4);
+        let p = plan(&[spec], &[w], &state("app", 3), 0);
         let p = &p.pools[0];
         assert_eq!(p.nodes_needed, 6);
         assert_eq!(p.nodes_for_current_pods, 2);
@@ -926,11 +990,11 @@ mod tests {
 
     #[test]
     fn only_the_pools_own_workloads_count_and_missing_forecasts_are_flagged() {
-        let mut w1 = workload("web", "app", 4.0, 1.0, Resources::new(2000, GI));
-        w1.forecast = None;
-        w1.min_replicas = 2;
+        let mut shape = workload_shape("web", "app", 1.0, Resources::new(2000, GI));
+        shape.min_replicas = 2;
+        let w1 = workload_spec(shape);
         let w2 = workload("db", "data", 1.0, 1.0, Resources::new(3000, GI));
-        let p = plan(&[pool("app"), pool("data")], &[w1, w2], &BTreeMap::new(), 7).unwrap();
+        let p = plan(&[pool("app"), pool("data")], &[w1, w2], &BTreeMap::new(), 7);
         assert_eq!(p.computed_at_ms, 7);
         assert_eq!(p.pools[0].nodes_packed, 1, "2 minimum replicas of 2000m");
         assert_eq!(p.pools[0].missing_forecasts, vec!["web".to_string()]);
@@ -941,37 +1005,60 @@ mod tests {
 
     #[test]
     fn invalid_input_names_the_field() {
-        let mut bad = pool("app");
+        let mut bad = shape("app");
         bad.daemonset_overhead = Resources::new(5000, 0);
-        let e = plan(&[bad], &[], &BTreeMap::new(), 0).unwrap_err();
+        let e = PoolSpec::try_new(bad).unwrap_err();
         assert!(
-            e.to_string()
-                .starts_with("pools[0] (app).daemonset_overhead"),
+            e.to_string().starts_with("daemonset_overhead: (5000m cpu"),
             "{e}"
         );
 
-        let w = workload("web", "nowhere", 1.0, 1.0, Resources::default());
-        let e = plan(&[pool("app")], &[w], &BTreeMap::new(), 0).unwrap_err();
+        let mut bad = shape("app");
+        bad.daemonset_pods = 10;
+        let e = PoolSpec::try_new(bad).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "workloads[0] (web).pool: no pool is called \"nowhere\""
+            "max_pods_per_node: must leave room for workload pods after 10 DaemonSet pods, got 10"
         );
 
-        let w = workload("web", "app", 1.0, 0.0, Resources::default());
-        let e = plan(&[pool("app")], &[w], &BTreeMap::new(), 0).unwrap_err();
+        let mut bad = shape("app");
+        bad.min_nodes = 101;
+        let e = PoolSpec::try_new(bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "min_nodes: must not exceed max_nodes (100), got 101"
+        );
+        assert!(PoolSpec::try_new(shape("")).is_err());
+
+        let e = WorkloadSpec::try_new(workload_shape("web", "app", 0.0, Resources::default()))
+            .unwrap_err();
         assert!(
             e.to_string()
                 .contains("target_per_replica: must be a finite number > 0"),
             "{e}"
         );
+        // Every problem, in field order, for the configuration to report them all.
+        let mut bad = workload_shape("web", "app", f64::NAN, Resources::default());
+        bad.min_replicas = 9;
+        bad.max_replicas = 3;
+        let all: Vec<String> = bad.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            all,
+            [
+                "target_per_replica: must be a finite number > 0, got NaN",
+                "min_replicas: must not exceed max_replicas (3), got 9",
+            ]
+        );
 
-        let e = plan(&[pool("app"), pool("app")], &[], &BTreeMap::new(), 0).unwrap_err();
-        assert!(matches!(e, Error::DuplicatePool { index: 1, .. }));
+        // A workload of no listed pool is not planned (the configuration rejects it).
+        let w = workload("web", "nowhere", 1.0, 1.0, Resources::default());
+        let p = plan(&[pool("app")], &[w], &BTreeMap::new(), 0);
+        assert!(p.pools[0].workloads.is_empty());
     }
 
     #[test]
     fn node_groups_map_to_pools_by_id_then_unambiguous_labels() {
-        let p = plan(&[pool("app"), pool("db")], &[], &BTreeMap::new(), 0).unwrap();
+        let p = plan(&[pool("app"), pool("db")], &[], &BTreeMap::new(), 0);
         assert_eq!(
             p.pool_for_node_group("db-asg", None)
                 .map(|p| p.spec.name.as_str()),
