@@ -191,10 +191,12 @@ pub async fn check(
         let (ext, hpa) = scaling_active(c, "ext").await;
         match (ext == "True", ext_back) {
             (true, None) => ext_back = Some(start.elapsed()),
-            (false, Some(at)) => return Err(format!(
+            (false, Some(at)) => {
+                return Err(format!(
                 "the HPA on prescale's metric was True {at:?} after the takeover, then {ext}: {}",
                 hpa["status"]
-            )),
+            ))
+            }
             (false, None) if start.elapsed() > Duration::from_secs(60) => {
                 return Err(format!(
                     "the HPA on prescale's metric is not True 60 s after the takeover: {}",
