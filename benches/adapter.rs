@@ -56,11 +56,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prescale::clock::{Clock, SystemClock};
-use prescale::series::{LabeledSeries, Labels, Series};
+use prescale::series::{LabeledSeries, Series};
 use serde_json::{json, Value};
 
 use adapter::Adapter;
 use cluster::{find_peers, kubeconfig, write, Cluster, Proc};
+use common::labels;
 use common::prometheus::{free_addr, http_status, Prometheus};
 
 const NS: &str = "bench";
@@ -79,13 +80,6 @@ const ROUNDS: usize = 4;
 /// prescale-metrics-reader grants it both metrics APIs).
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
 const HPA_GROUP: &str = "system:serviceaccounts";
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// Constant series from 30 minutes ago to 150 minutes ahead (Prometheus serves
 /// future samples once their time has come): the queue the HPA selects and another

@@ -4,21 +4,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::prometheus::{free_addr, usable, Prometheus};
+use common::Killed;
 use prescale::clock::{Clock, SystemClock};
 use prescale::series::{LabeledSeries, Labels, Series};
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn serve_without_arguments_serves_the_bundled_traces() {

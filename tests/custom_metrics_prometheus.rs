@@ -15,6 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::labels;
 use common::prometheus::{bundled_trace, usable, Prometheus};
 use prescale::api::auth::AuthMode;
 use prescale::api::pods::{Phase, StaticPod, StaticPods};
@@ -34,13 +35,6 @@ const STEP: i64 = 300_000;
 const HISTORY_STEPS: i64 = 864; // 3d of 5-minute steps
 const PODS_METRIC: &str = "packets-per-second";
 const OBJECT_METRIC: &str = "qdrant_search_latency";
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A bundled trace, gaps carried forward, scaled, on a grid ending a day ago.
 fn trace(file: &str, scale: f64) -> Series {

@@ -16,13 +16,14 @@ mod helm;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_yaml::Value;
 
 use common::prometheus::free_addr;
+use common::Killed;
 
 /// RBAC subjects the cluster itself provides (not created by deploy/).
 const CLUSTER_SERVICE_ACCOUNTS: &[(&str, &str)] = &[
@@ -1287,15 +1288,6 @@ fn dashboard_exprs(dash: &serde_json::Value) -> Vec<String> {
         out.push(q);
     }
     out
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Metric names (samples, and families by their TYPE with the suffixes the

@@ -59,9 +59,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cluster::{base64, find_peers, kubeconfig, write, Cluster, Proc};
+use common::labels;
 use common::prometheus::{free_addr, http_status, Prometheus};
 use prescale::clock::{Clock, SystemClock};
-use prescale::series::{LabeledSeries, Labels, Series};
+use prescale::series::{LabeledSeries, Series};
 use serde_json::{json, Value};
 
 const NS: &str = "e2e";
@@ -86,13 +87,6 @@ const APISERVICES: [&str; 3] = [
 
 // ---------------------------------------------------------------------------
 // Fixture
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// Constant series from 40 minutes ago to 40 minutes ahead (Prometheus serves
 /// future samples once their time has come).

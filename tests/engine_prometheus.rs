@@ -6,13 +6,14 @@ mod common;
 
 use std::sync::Arc;
 
+use common::labels;
 use common::prometheus::{bundled_trace, usable, Prometheus};
 use prescale::clock::SimClock;
 use prescale::config::{Duration, PrometheusConfig};
 use prescale::engine::{Engine, Metrics, SignalSettings};
 use prescale::forecast::ModelSpec;
 use prescale::plan::{ServePolicy, Tracker, TrackerSettings};
-use prescale::series::{LabeledSeries, Labels, Series};
+use prescale::series::{LabeledSeries, Series};
 use prescale::snapshot::{Shared, Status};
 use prescale::source::prometheus::PrometheusSource;
 use prescale::source::{Range, Source};
@@ -84,13 +85,6 @@ impl Fixture {
             .map(|i| s.values[s.index_of(range.start_ms + i as i64 * STEP).unwrap()])
             .collect()
     }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
 }
 
 fn source(p: &Prometheus, max_points: usize) -> PrometheusSource {

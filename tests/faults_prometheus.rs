@@ -14,6 +14,7 @@ mod proxy;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::labels;
 use common::prometheus::{bundled_trace, usable, Prometheus};
 use prescale::api::{AuthMode, Settings, TlsSource};
 use prescale::clock::{Clock, SimClock};
@@ -21,7 +22,7 @@ use prescale::config::PrometheusConfig;
 use prescale::engine::{Engine, Metrics, SignalSettings, Transition};
 use prescale::forecast::ModelSpec;
 use prescale::plan::{ServePolicy, TrackerSettings};
-use prescale::series::{LabeledSeries, Labels, Series};
+use prescale::series::{LabeledSeries, Series};
 use prescale::snapshot::{Shared, Status};
 use prescale::source::prometheus::PrometheusSource;
 use proxy::{Mode, Proxy};
@@ -32,13 +33,6 @@ const HISTORY_STEPS: usize = 120;
 const POINTS: usize = HISTORY_STEPS + 40;
 const MAX_STALENESS: i64 = 3 * STEP;
 const METRIC: &str = "prescale_faults_cpu";
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A bundled CPU trace (gaps carried forward) on a 1-minute grid ending a day ago;
 /// short, so that promtool writes few blocks and Prometheus starts fast.

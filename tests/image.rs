@@ -15,10 +15,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::prometheus::{free_addr, http_status};
+use common::Killed;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -101,15 +102,6 @@ fn linked_libraries(binary: &Path) -> Vec<PathBuf> {
             path.starts_with('/').then(|| PathBuf::from(path))
         })
         .collect()
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn missing(reason: &str) {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::prometheus::{available as prometheus_available, free_addr, Prometheus};
+use common::Killed;
 use serde_yaml::Value;
 
 /// The signal of `deploy/examples/prescale.yaml` this test serves.
@@ -490,16 +491,6 @@ fn prescale_config(
     serde_yaml::to_string(&config).expect("encode prescale config")
 }
 
-/// `prescale serve` as a child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One moment: the queue's real depth and what prescale served for it.
 #[derive(Debug)]
 struct Sample {
@@ -660,7 +651,7 @@ async fn served_value_tracks_a_real_rabbitmq_queue() {
     )
     .expect("write prescale config");
     let serve_log = dir.path().join("serve.log");
-    let _serve = Serve(
+    let _serve = Killed(
         Command::new(env!("CARGO_BIN_EXE_prescale"))
             .arg("serve")
             .arg("--config")

@@ -13,32 +13,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::prometheus::{bundled_trace, free_addr, http_status, usable, Prometheus};
+use common::{labels, Killed};
 use prescale::clock::{Clock, SystemClock};
-use prescale::series::{LabeledSeries, Labels, Series};
+use prescale::series::{LabeledSeries, Series};
 
 const METRIC: &str = "prescale_replica_cpu";
 const STEP_MS: i64 = 300_000;
-
-/// `prescale serve` as a child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// Three series from a bundled 5-minute CPU trace, ending an hour after now (so the
 /// newest grid point always has a sample), each shifted and scaled differently.
@@ -64,7 +48,7 @@ fn fixture() -> Vec<LabeledSeries> {
 }
 
 /// Starts one replica on `config` (with its own addresses and certificate directory).
-fn replica(dir: &std::path::Path, name: &str, prom_url: &str) -> (Serve, std::net::SocketAddr) {
+fn replica(dir: &std::path::Path, name: &str, prom_url: &str) -> (Killed, std::net::SocketAddr) {
     let plain = free_addr();
     let config = format!(
         "prometheus:\n  url: {prom_url}\n  timeout: 5s\n\
@@ -85,7 +69,7 @@ fn replica(dir: &std::path::Path, name: &str, prom_url: &str) -> (Serve, std::ne
         .stderr(log)
         .spawn()
         .unwrap();
-    (Serve(child), plain)
+    (Killed(child), plain)
 }
 
 /// The served state per series from `/debug/signals`: (observed_at, what must agree).

@@ -5,29 +5,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::prometheus::{free_addr, usable, Prometheus};
+use common::{labels, Killed};
 use prescale::clock::{Clock, SystemClock};
-use prescale::series::{LabeledSeries, Labels, Series};
-
-/// `prescale serve` as a child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use prescale::series::{LabeledSeries, Series};
 
 /// A constant series at 1-second steps from 15 minutes ago to 45 minutes ahead.
 fn constant(value: f64) -> Series {
@@ -111,7 +95,7 @@ server:
     std::fs::write(&config_path, config).unwrap();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     // No cluster: neither in-cluster settings nor a kubeconfig.
-    let _serve = Serve(
+    let _serve = Killed(
         Command::new(env!("CARGO_BIN_EXE_prescale"))
             .arg("serve")
             .arg("--config")

@@ -7,10 +7,11 @@ mod common;
 mod pki;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::prometheus::{free_addr, http_status, usable, Prometheus};
+use common::{labels, Killed};
 use prescale::clock::{Clock, SystemClock};
 use prescale::forecast::ModelSpec;
 use prescale::plan::{ServePolicy, Tracker, TrackerSettings};
@@ -19,23 +20,6 @@ use prescale::series::{LabeledSeries, Labels, Series};
 const METRIC: &str = "prescale_e2e_requests";
 const STEP_MS: i64 = 1_000;
 const HISTORY_STEPS: usize = 600;
-
-/// `prescale serve` as a child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A bundled 1-second request-rate trace around now (15 minutes back, 45 ahead), as
 /// two series; Prometheus serves future samples once their time has come.
@@ -202,7 +186,7 @@ async fn serve_against_prometheus_over_https_with_front_proxy_auth() {
     let config_path = dir.path().join("prescale.yaml");
     std::fs::write(&config_path, config).unwrap();
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let serve = Serve(
+    let serve = Killed(
         Command::new(env!("CARGO_BIN_EXE_prescale"))
             .args(["serve", "--config"])
             .arg(&config_path)

@@ -9,22 +9,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use prescale::expander::pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
 use common::prometheus::free_addr;
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::Killed;
 
 const DNS_NAME: &str = "prescale.prescale.svc";
 

@@ -15,30 +15,14 @@ mod pki;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::prometheus::{free_addr, usable, Prometheus};
+use common::{labels, Killed};
 use prescale::clock::{Clock, SystemClock};
-use prescale::series::{LabeledSeries, Labels, Series};
+use prescale::series::{LabeledSeries, Series};
 use serde_json::Value;
-
-/// `prescale serve` as a child process, killed on drop.
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A constant series at 1-second steps from 15 minutes ago to 45 minutes ahead.
 fn constant(value: f64) -> Series {
@@ -76,11 +60,11 @@ server:
     )
 }
 
-fn start(dir: &Path, name: &str, config: &str) -> Serve {
+fn start(dir: &Path, name: &str, config: &str) -> Killed {
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(&path, config).unwrap();
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    Serve(
+    Killed(
         Command::new(env!("CARGO_BIN_EXE_prescale"))
             .arg("serve")
             .arg("--config")
