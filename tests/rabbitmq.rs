@@ -795,11 +795,18 @@ async fn served_value_tracks_a_real_rabbitmq_queue() {
         samples.len(),
         wall.elapsed().as_secs_f64()
     );
+    // What is expected: the served value is 1.1 × the q0.9 forecast over the lead
+    // time, on a sinusoid with bursts, so it sits above the depth (medians of
+    // 1.36-1.41 on a quiet machine). What this guards against is the young-series
+    // band shifted away from the data (issue "Prove the value honestly": a median of
+    // 3.09). 1.75 keeps that apart from the expected while leaving room for a busy
+    // machine, where sampling late on the sinusoid moves the median (a run at load
+    // 8 went past the former bound of 1.5).
     assert!(
-        (0.8..=1.5).contains(&med),
+        (0.8..=1.75).contains(&med),
         "{}",
         context(&format!(
-            "median served / real depth {med:.3} outside 0.8-1.5 (min {min:.3}, max {max:.3})"
+            "median served / real depth {med:.3} outside 0.8-1.75 (min {min:.3}, max {max:.3})"
         ))
     );
 }
