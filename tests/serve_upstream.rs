@@ -110,6 +110,25 @@ async fn until(client: &reqwest::Client, url: &str, want: u16, dir: &Path) -> Va
     }
 }
 
+/// `path` through the front and straight from the upstream: both 200 and equal
+/// but for the timestamp (read a moment apart; the value is constant). The front's
+/// answer.
+async fn same_both_ways(
+    client: &reqwest::Client,
+    front: &str,
+    direct: &str,
+    path: &str,
+    dir: &Path,
+) -> Value {
+    let mut through = until(client, &format!("{front}{path}"), 200, dir).await;
+    let mut straight = until(client, &format!("{direct}{path}"), 200, dir).await;
+    for doc in [&mut through, &mut straight] {
+        doc["items"][0]["timestamp"] = Value::Null;
+    }
+    assert_eq!(through, straight, "{path}");
+    through
+}
+
 fn names(list: &Value) -> Vec<String> {
     list["resources"]
         .as_array()
@@ -209,25 +228,14 @@ async fn metrics_prescale_does_not_serve_are_answered_by_the_upstream() {
 
     // The upstream's metric, through the front: exactly the upstream's own answer.
     let query = "?labelSelector=queue%3Dorders";
-    let mut through = until(
+    let through = same_both_ways(
         &client,
-        &format!("{front}{external}/adapter_queue{query}"),
-        200,
+        &front,
+        &direct,
+        &format!("{external}/adapter_queue{query}"),
         d,
     )
     .await;
-    let mut straight = until(
-        &client,
-        &format!("{direct}{external}/adapter_queue{query}"),
-        200,
-        d,
-    )
-    .await;
-    // Both answers are read a moment apart; the value is constant, the timestamp may move.
-    for doc in [&mut through, &mut straight] {
-        doc["items"][0]["timestamp"] = Value::Null;
-    }
-    assert_eq!(through, straight);
     assert_eq!(through["items"][0]["metricName"], "adapter_queue");
     let (code, _) = get(
         &client,
@@ -240,18 +248,14 @@ async fn metrics_prescale_does_not_serve_are_answered_by_the_upstream() {
     // Custom metrics: a pair prescale lists is its own, the others go upstream.
     let own = until(&client, &format!("{front}{custom}/own_latency"), 200, d).await;
     assert_eq!(own["items"][0]["metric"]["name"], "own_latency", "{own}");
-    let mut through = until(&client, &format!("{front}{custom}/adapter_latency"), 200, d).await;
-    let mut straight = until(
+    same_both_ways(
         &client,
-        &format!("{direct}{custom}/adapter_latency"),
-        200,
+        &front,
+        &direct,
+        &format!("{custom}/adapter_latency"),
         d,
     )
     .await;
-    for doc in [&mut through, &mut straight] {
-        doc["items"][0]["timestamp"] = Value::Null;
-    }
-    assert_eq!(through, straight);
 
     // Discovery lists both servers' metrics, plain and aggregated.
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -270,7 +270,7 @@ pub fn listed(snapshot: &Snapshot) -> Vec<Listed> {
 }
 
 /// The discovery entries of one custom metric.
-fn discovery_names(mapping: &Mapping, metric: &str) -> Vec<Listed> {
+pub(crate) fn discovery_names(mapping: &Mapping, metric: &str) -> Vec<Listed> {
     let listed = |resource: String, namespaced: bool| Listed {
         resource,
         metric: metric.to_string(),

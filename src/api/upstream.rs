@@ -473,9 +473,17 @@ impl Upstreams {
     pub fn custom_for(&self, shared: &Shared, resource: &str, metric: &str) -> Option<&Upstream> {
         let upstream = self.custom.as_deref()?;
         let owned = if shared.is_ready() {
-            custom::listed(&shared.load())
-                .iter()
-                .any(|l| l.metric == metric && same_resource(&l.resource, resource))
+            // Only this metric's entry: what `custom::listed` lists for it.
+            let snapshot = shared.load();
+            snapshot
+                .metrics
+                .get(metric)
+                .and_then(|e| e.custom.as_deref())
+                .is_some_and(|mapping| {
+                    custom::discovery_names(mapping, metric)
+                        .iter()
+                        .any(|l| same_resource(&l.resource, resource))
+                })
         } else {
             self.configured.custom.contains(metric)
         };
