@@ -447,7 +447,10 @@ async fn engine_publishes_snapshots_from_a_file_source() {
     assert_eq!(snap.metrics["a"].series[0].detail.latest, Some(wave(0)));
 }
 
-#[tokio::test]
+// The loop tests run on tokio's paused clock: a sleep or the engine's tick advances
+// virtual time as soon as every task is idle, so they neither wait on nor race the
+// wall clock of a busy machine.
+#[tokio::test(start_paused = true)]
 async fn run_stops_on_shutdown() {
     let source = FileSource::new(0).with_recording("q_a", vec![]);
     let shared = Shared::new();
@@ -482,7 +485,7 @@ impl Source for Hanging {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn run_stops_on_shutdown_even_in_a_hung_refresh() {
     let engine = Engine::new(
         vec![settings("a")],
@@ -504,7 +507,7 @@ async fn run_stops_on_shutdown_even_in_a_hung_refresh() {
         .unwrap();
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn reloads_arrive_between_steps_and_publish_at_once() {
     let source = FileSource::new(0)
         .with_recording("q_a", vec![])
