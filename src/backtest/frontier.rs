@@ -27,7 +27,7 @@ use serde::Serialize;
 
 use crate::series::Series;
 
-use super::report::Measures;
+use super::measure::Measures;
 use super::sim::{simulate_with, Scenario, Strategy, Tape};
 use super::Result;
 

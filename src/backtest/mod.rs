@@ -24,6 +24,7 @@ pub mod behavior;
 pub mod capacity;
 pub mod frontier;
 pub mod hpa;
+pub mod measure;
 pub mod plot;
 pub mod report;
 pub mod sim;
@@ -34,7 +35,8 @@ mod tests;
 pub use behavior::Behavior;
 pub use capacity::{CapacitySpec, Cluster, NodePool};
 pub use hpa::{Hpa, HpaSpec};
-pub use report::{Aggregate, ForecastAccuracy, Measures};
+pub use measure::{ForecastAccuracy, Measures};
+pub use report::Aggregate;
 pub use sim::{
     auto_target, backtest, backtest_with, simulate, simulate_with, AutoTarget, ForecastPlan, Run,
     Scenario, Strategy, Tape, TraceResult,

@@ -15,7 +15,7 @@ use crate::series::Series;
 use super::behavior::Behavior;
 use super::capacity::{CapacitySpec, Cluster};
 use super::hpa::{to_milli, Hpa, HpaSpec};
-use super::report::{AccuracyAcc, ForecastAccuracy, Measures};
+use super::measure::{AccuracyAcc, ForecastAccuracy, Measures};
 use super::{Error, Result};
 
 /// Which metric the HPA is given.
