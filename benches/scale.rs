@@ -151,7 +151,7 @@ fn cycle(core: &mut Core, source: &Synthetic, rt: &Runtime, now_ms: i64) -> Dura
         let t = Instant::now();
         let result = rt
             .block_on(source.fetch(&p.query, p.range))
-            .map_err(|e| e.to_string());
+            .map_err(Into::into);
         let took = t.elapsed();
         core.apply(now_ms, vec![(p, result, took)]);
     }

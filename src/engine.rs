@@ -32,7 +32,7 @@ use crate::config::SignalConfig;
 use crate::custom::Mapping;
 use crate::plan::tracker::INTERVAL;
 use crate::plan::{Decision, ServePolicy, Tracker, TrackerSettings};
-use crate::series::{format_labels, LabeledSeries, Labels};
+use crate::series::{LabeledSeries, Labels};
 use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Shared, Snapshot, Status};
 use crate::source::{align_down, Range, Source};
 
@@ -276,8 +276,12 @@ pub struct Transition {
     pub to: Option<Status>,
 }
 
+/// Why a fetch failed: the source's error with its chain of causes (logged and kept
+/// as the signal's reason with every cause).
+pub type FetchError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What the source returned for a planned range.
-pub type FetchResult = std::result::Result<Vec<LabeledSeries>, String>;
+pub type FetchResult = std::result::Result<Vec<LabeledSeries>, FetchError>;
 
 /// One signal's state.
 #[derive(Debug)]
@@ -453,7 +457,8 @@ impl SignalState {
                     }
                 }
             }
-            Err(message) => {
+            Err(error) => {
+                let message = error_chain(&*error);
                 metrics.source_errors.get_or_create(&label).inc();
                 if self.outage.fail(now_ms) {
                     let failures = self.outage.failures;
@@ -790,7 +795,7 @@ fn status_name(s: Status) -> &'static str {
 fn record_transition(t: &Transition, metrics: &Metrics) {
     let from = t.from.map_or("none", status_name);
     let to = t.to.map_or("gone", status_name);
-    let series = format_labels(&t.labels);
+    let series = t.labels.to_string();
     match t.to {
         Some(Status::Stale | Status::Failed) => {
             tracing::warn!(signal = %t.signal, series = %series, from, to, "series status changed")
@@ -1071,7 +1076,7 @@ impl Engine {
                 let result = source
                     .fetch(&p.query, p.range)
                     .await
-                    .map_err(|e| error_chain(&e));
+                    .map_err(FetchError::from);
                 (order, p, result, started.elapsed())
             });
         }
@@ -1180,7 +1185,7 @@ fn default_tick(signals: &[SignalSettings]) -> std::time::Duration {
 }
 
 /// An error with its causes, on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

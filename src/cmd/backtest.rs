@@ -380,7 +380,7 @@ fn prepare(
         .into_iter()
         .map(|(labeled, _report)| {
             let name = if several {
-                format!("{stem}{}", series::format_labels(&labeled.labels))
+                format!("{stem}{}", labeled.labels)
             } else {
                 stem.clone()
             };

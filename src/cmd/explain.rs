@@ -169,7 +169,7 @@ fn offline(
         for p in core.plan(at, None) {
             let fetched = rt
                 .block_on(source.fetch(&p.query, p.range))
-                .map_err(|e| e.to_string());
+                .map_err(Into::into);
             results.push((p, fetched, std::time::Duration::ZERO));
         }
         core.apply(at, results);

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let name = if labeled.labels.is_empty() {
             source.clone()
         } else {
-            series::format_labels(&labeled.labels)
+            labeled.labels.to_string()
         };
         let out = output(name, &labeled, fitted.report(), &fc);
         if args.json {

@@ -7,7 +7,7 @@ use anyhow::Context;
 
 use prescale::clock::{Clock, SystemClock};
 use prescale::config::{Duration, PrometheusConfig};
-use prescale::series::{format_labels, write_csv, LabeledSeries};
+use prescale::series::{write_csv, LabeledSeries};
 use prescale::source::prometheus::PrometheusSource;
 use prescale::source::{align_down, Range, Source};
 
@@ -93,7 +93,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         outln!(
             "{}: {} ({points} of {} points)",
             path.display(),
-            format_labels(&s.labels),
+            s.labels.to_string(),
             range.len()
         );
     }

@@ -43,12 +43,14 @@ pub const PLAN_TTL_MS: i64 = crate::expander::DEFAULT_MAX_PLAN_AGE_MS;
 /// Why the node-pool state could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The cluster could not be asked (the message says what was being read).
+    /// The cluster's state is not known yet (the watched index has not completed its
+    /// first list, or a test double has none). Watch errors themselves are handled by
+    /// the watcher's retries and never reach here.
     #[error("{what}: {message}")]
     Lookup {
         /// What was being read.
         what: String,
-        /// The cause, as text (the lookup's own error chain).
+        /// Why it is not known.
         message: String,
     },
 }

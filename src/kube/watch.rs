@@ -14,7 +14,7 @@
 //!   last node-pool observation), and `/readyz` is not ready. After that a watch
 //!   that breaks keeps the last state while it reconnects, as an informer does.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -34,8 +34,7 @@ use crate::engine::nodepools::{
 };
 use crate::plan::nodepool::Resources;
 use crate::quantity;
-
-type Labels = BTreeMap<String, String>;
+use crate::series::Labels;
 
 /// A pod as prescale reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +64,7 @@ impl SlimPod {
             namespace,
             name,
             Self {
-                labels: pod.metadata.labels.clone().unwrap_or_default(),
+                labels: pod.metadata.labels.clone().unwrap_or_default().into(),
                 phase: Phase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
                 deleting: pod.metadata.deletion_timestamp.is_some(),
                 controller,
@@ -102,7 +101,7 @@ impl SlimNode {
             String::new(),
             name,
             Self {
-                labels: node.metadata.labels.clone().unwrap_or_default(),
+                labels: node.metadata.labels.clone().unwrap_or_default().into(),
                 allocatable: node_allocatable(node),
             },
         ))
@@ -497,6 +496,7 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::PodStatus;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use std::collections::BTreeMap;
 
     fn pod(ns: &str, name: &str, labels: &[(&str, &str)], phase: &str) -> KubePod {
         let mut p = KubePod::default();
@@ -619,7 +619,7 @@ mod tests {
             name: "app".into(),
             node_group_label: Some(group.into()),
             node_group_ids: vec!["a".into(), "b".into()],
-            node_labels: labels(&[("pool", "app")]),
+            node_labels: labels(&[("pool", "app")]).into_inner(),
         };
         assert!(findable(&pool));
         assert!(in_pool(&pool, &labels(&[("pool", "app"), (group, "b")])));
@@ -627,7 +627,7 @@ mod tests {
         assert!(!in_pool(&pool, &labels(&[("pool", "app")])));
         assert!(!in_pool(&pool, &labels(&[("pool", "db"), (group, "a")])));
         let ids_only = PoolQuery {
-            node_labels: Labels::new(),
+            node_labels: Default::default(),
             node_group_label: None,
             ..pool.clone()
         };
@@ -636,7 +636,7 @@ mod tests {
             "ids without their label are not guessed"
         );
         let by_group = PoolQuery {
-            node_labels: Labels::new(),
+            node_labels: Default::default(),
             ..pool
         };
         assert!(findable(&by_group));

@@ -28,8 +28,116 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Label names to values, ordered so that equal label sets compare and hash equal.
-pub type Labels = BTreeMap<String, String>;
+/// A series' label set: names to values, ordered so that equal label sets compare
+/// and hash equal. Reads as the map it holds; writes (`Display`) as Prometheus prints
+/// a series: `name{a="x", b="y"}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Labels(BTreeMap<String, String>);
+
+impl Labels {
+    /// No labels.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The value of label `name`, if set.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    /// The map itself.
+    pub fn into_inner(self) -> BTreeMap<String, String> {
+        self.0
+    }
+}
+
+impl std::ops::Deref for Labels {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Labels {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for Labels {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(map)
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Labels {
+    fn from(pairs: [(String, String); N]) -> Self {
+        Self(BTreeMap::from(pairs))
+    }
+}
+
+impl FromIterator<(String, String)> for Labels {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+impl IntoIterator for Labels {
+    type Item = (String, String);
+    type IntoIter = std::collections::btree_map::IntoIter<String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a Labels {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        BTreeMap::deserialize(deserializer).map(Self)
+    }
+}
+
+/// Prometheus' form: `name{a="x", b="y"}`; `name` alone without other labels, `{}`
+/// for none.
+impl fmt::Display for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = self.value("__name__").unwrap_or("");
+        let mut rest = self
+            .0
+            .iter()
+            .filter(|(k, _)| k.as_str() != "__name__")
+            .peekable();
+        if rest.peek().is_none() && !name.is_empty() {
+            return f.write_str(name);
+        }
+        write!(f, "{name}{{")?;
+        for (i, (k, v)) in rest.enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{k}={v:?}")?;
+        }
+        f.write_str("}")
+    }
+}
 
 /// The result type of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -349,21 +457,6 @@ pub fn normalize(mut samples: Vec<Sample>) -> (Vec<Sample>, ReadReport) {
     )
 }
 
-/// Formats labels the way Prometheus prints a series: `name{a="x", b="y"}`.
-pub fn format_labels(labels: &Labels) -> String {
-    let name = labels.get("__name__").map(String::as_str).unwrap_or("");
-    let rest: Vec<String> = labels
-        .iter()
-        .filter(|(k, _)| k.as_str() != "__name__")
-        .map(|(k, v)| format!("{k}={v:?}"))
-        .collect();
-    if rest.is_empty() && !name.is_empty() {
-        name.to_string()
-    } else {
-        format!("{name}{{{}}}", rest.join(", "))
-    }
-}
-
 /// Reads a file of recorded samples, choosing the format from the extension
 /// (`.csv`; `.json`; `.om`, `.prom`, `.openmetrics`) or, failing that,
 /// from the content (`{` starts JSON, `#` or a `name{` / `name value ts` line starts
@@ -660,11 +753,11 @@ mod tests {
     #[test]
     fn labels_print_like_prometheus() {
         let mut l = Labels::new();
-        assert_eq!(format_labels(&l), "{}");
+        assert_eq!(l.to_string(), "{}");
         l.insert("__name__".into(), "up".into());
-        assert_eq!(format_labels(&l), "up");
+        assert_eq!(l.to_string(), "up");
         l.insert("job".into(), "a\"b".into());
-        assert_eq!(format_labels(&l), "up{job=\"a\\\"b\"}");
+        assert_eq!(l.to_string(), "up{job=\"a\\\"b\"}");
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::io;
 
 use super::{
-    format_labels, format_seconds, format_value, parse_value, seconds_to_ms, Error, LabeledSeries,
-    Labels, RawSeries, Result, Sample,
+    format_seconds, format_value, parse_value, seconds_to_ms, Error, LabeledSeries, Labels,
+    RawSeries, Result, Sample,
 };
 
 /// Metric types a `# TYPE` line may name (OpenMetrics and Prometheus text).
@@ -285,7 +285,7 @@ pub fn write_openmetrics(series: &[LabeledSeries], out: &mut dyn io::Write) -> R
     let mut seen: HashMap<&Labels, ()> = HashMap::new();
     for s in series {
         let unwritable = |message: String| Error::Unwritable {
-            series: format_labels(&s.labels),
+            series: s.labels.to_string(),
             message,
         };
         let name = s

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use super::{format_labels, Error, Labels, RawSeries, Result, Sample};
+use super::{Error, Labels, RawSeries, Result, Sample};
 
 /// Reads a Prometheus range-query response: the full envelope
 /// `{"status":"success","data":{"resultType":"matrix","result":[...]}}` or just
@@ -144,7 +144,7 @@ fn read_series(i: usize, entry: &Value) -> Result<RawSeries> {
             ))
         }
     }
-    let here = format!("{here} {}", format_labels(&labels));
+    let here = format!("{here} {labels}");
     let values = match entry.get("values") {
         Some(Value::Array(values)) => values.as_slice(),
         // A series with only native-histogram samples has no float values.
