@@ -6,7 +6,7 @@
 //! one request bounds how many HPAs a sync loop serves.
 //!
 //! Starts, all on 127.0.0.1: etcd, kube-apiserver and kube-controller-manager
-//! (tests/e2e/cluster.rs; both servers delegate authentication and authorization to
+//! (tests/it/e2e/cluster.rs; both servers delegate authentication and authorization to
 //! it, and the Pods metric needs pods: a Deployment `web` of [`PODS_N`] pods, marked
 //! Running through the status subresource, no kubelet); a real Prometheus backfilled
 //! with constant series (an external `bench_queue_depth` per queue, and a
@@ -14,7 +14,7 @@
 //! (`prescale serve`, this build, as its own ServiceAccount with deploy/base's RBAC)
 //! with two `mode: shadow` signals, which serve the latest observation as an adapter
 //! does; and prometheus-adapter (the pinned binary of tests/e2e/peers.sh, through
-//! tests/e2e/adapter.rs) with the equivalent rules: the External metric is the series
+//! tests/it/e2e/adapter.rs) with the equivalent rules: the External metric is the series
 //! as it is, the Pods metric the per-pod series summed per pod, where prescale sums
 //! per Deployment and serves the total split over its pods.
 //!
@@ -38,15 +38,13 @@
 //! `etcd-server` and `prometheus`). A missing peer is reported and the bench exits
 //! non-zero, as it does when a server answers an error or the two disagree.
 
-#[path = "../tests/e2e/adapter.rs"]
+#[path = "../tests/it/e2e/adapter.rs"]
 mod adapter;
 #[allow(dead_code)]
-#[path = "../tests/e2e/cluster.rs"]
+#[path = "../tests/it/e2e/cluster.rs"]
 mod cluster;
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../tests/support/pki.rs"]
-mod pki;
+#[path = "../tests/it/support/mod.rs"]
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,8 +59,8 @@ use serde_json::{json, Value};
 
 use adapter::Adapter;
 use cluster::{find_peers, kubeconfig, write, Cluster, Proc};
-use common::labels;
-use common::prometheus::{free_addr, http_status, Prometheus};
+use support::labels;
+use support::prometheus::{free_addr, http_status, Prometheus};
 
 const NS: &str = "bench";
 const EXTERNAL: &str = "bench_queue_depth";
@@ -218,7 +216,7 @@ async fn running_pods(c: &Cluster) -> Result<Vec<String>, String> {
 
 /// A client as the aggregator is: the front-proxy certificate, the HPA controller
 /// as the user, trusting `ca_pem`.
-fn aggregator_client(ca_pem: &[u8], front_proxy: &pki::Pair) -> reqwest::Client {
+fn aggregator_client(ca_pem: &[u8], front_proxy: &support::pki::Pair) -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("X-Remote-User", HPA_USER.parse().expect("a header value"));
     headers.insert("X-Remote-Group", HPA_GROUP.parse().expect("a header value"));
@@ -234,7 +232,7 @@ fn aggregator_client(ca_pem: &[u8], front_proxy: &pki::Pair) -> reqwest::Client 
 }
 
 fn quantity(v: &Value) -> Result<f64, String> {
-    prescale::api::quantity::parse(v.as_str().unwrap_or_default())
+    prescale::quantity::parse_f64(v.as_str().unwrap_or_default())
         .map_err(|e| format!("quantity {v}: {e:?}"))
 }
 
@@ -369,7 +367,7 @@ async fn main() {
 async fn run() -> Result<(), String> {
     let peers = find_peers()?;
     // A bench is not a test: a missing peer is an error here, in CI or not.
-    common::peers::pinned("prometheus-adapter", &common::peers::adapter_version())?;
+    support::peers::pinned("prometheus-adapter", &support::peers::adapter_version())?;
     let started = Instant::now();
     let cluster = Cluster::start(&peers).await;
 

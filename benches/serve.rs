@@ -15,7 +15,7 @@
 //! `cargo bench --bench serve` runs the full measurement; without `--bench` (e.g.
 //! `cargo test --benches`) it runs a short smoke pass.
 
-#[path = "../tests/support/pki.rs"]
+#[path = "../tests/it/support/pki.rs"]
 mod pki;
 
 use std::collections::BTreeMap;

@@ -46,12 +46,12 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
-use crate::api::quantity;
 use crate::api::selector::{self, Selector};
 use crate::api::status::Error as ApiError;
 use crate::api::{external, wire};
 use crate::clock::Clock;
 use crate::config::SignalConfig;
+use crate::quantity;
 use crate::snapshot::Shared;
 
 /// Code generated from `proto/externalscaler.proto` (package `externalscaler`).
@@ -229,7 +229,7 @@ pub fn parse_trigger(metadata: &HashMap<String, String>) -> Result<Trigger, Erro
         )
     })?;
     let number = |key: &str, text: &str| {
-        quantity::parse(text)
+        quantity::parse_f64(text)
             .ok()
             .filter(|v| v.is_finite())
             .ok_or_else(|| {

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The integration tests start a real Prometheus and backfill it with promtool; the
-# end-to-end tier (tests/e2e.rs) also runs etcd; tests/rabbitmq.rs runs a RabbitMQ
+# end-to-end tier (tests/it/e2e.rs) also runs etcd; tests/it/rabbitmq.rs runs a RabbitMQ
 # node of its own (rabbitmq-server, with the rabbitmq_prometheus and
 # rabbitmq_management plugins it ships); the plots need a font.
 missing=()
@@ -19,7 +19,7 @@ fi
 if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && ! command -v rabbitmq-server >/dev/null 2>&1; then
     missing+=(rabbitmq-server)
 fi
-# tests/image.rs assembles and runs the container image without a Docker daemon.
+# tests/it/image.rs assembles and runs the container image without a Docker daemon.
 if ! command -v umoci >/dev/null 2>&1; then
     missing+=(umoci)
 fi
@@ -56,15 +56,15 @@ fi
 # The end-to-end tier's peers (kube-apiserver, kube-controller-manager, kubectl, helm,
 # and the KEDA test client keda-client), built from their pinned Go modules into
 # ~/.cache/prescale-peers (cold: ~8 min idle on 2 cores, helm ~3 min more, keda-client
-# ~1 min; warm: a file check). In CI (CI=true) tests/e2e.rs fails
+# ~1 min; warm: a file check). In CI (CI=true) tests/it/e2e.rs fails
 # rather than skips when they are missing.
 bash tests/e2e/peers.sh
 
 # Layering: the pure core imports no async runtime, server, Kubernetes or Prometheus client.
 # Comment lines are skipped: docs may name the edge modules (`kube::pods`) that do the I/O.
 if grep -rnE '(^|[^a-z_])(tokio|kube|tonic|axum|hyper|hyper_util|prometheus_http_query|reqwest|k8s_openapi)::' \
-    src/forecast src/plan src/backtest src/custom.rs | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
-    echo "error: src/forecast, src/plan, src/backtest and src/custom.rs must stay pure (README.md, section Layout: the pure core does no I/O)" >&2
+    src/forecast src/plan src/backtest src/series src/custom.rs src/names.rs src/quantity.rs | grep -vE '^[^:]+:[0-9]+:[[:space:]]*//'; then
+    echo "error: src/forecast, src/plan, src/backtest, src/series, src/custom.rs, src/names.rs and src/quantity.rs must stay pure (README.md, section Layout: the pure core does no I/O)" >&2
     exit 1
 fi
 

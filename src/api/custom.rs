@@ -166,15 +166,7 @@ pub struct Params {
 
 /// `GET /apis/custom.metrics.k8s.io`: the `APIGroup`, v1beta2 preferred.
 pub async fn group(headers: HeaderMap) -> Response {
-    if let Err(e) = media::require_plain(&headers) {
-        return e.into_response();
-    }
-    let mut body = api_group();
-    if let Some(map) = body.as_object_mut() {
-        map.insert("kind".into(), json!("APIGroup"));
-        map.insert("apiVersion".into(), json!("v1"));
-    }
-    media::json(&body, media::JSON)
+    media::api_group(&headers, api_group())
 }
 
 /// The group as `/apis` lists it.

@@ -15,19 +15,11 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::external::{GROUP, GROUP_VERSION, LIST_KIND, VERSION};
 use super::media::{self, AggregatedVersion, Discovery};
 use super::upstream::Upstreams;
 use super::{custom, AppState};
 use crate::snapshot::Snapshot;
-
-/// The API group served.
-pub const GROUP: &str = "external.metrics.k8s.io";
-/// Its only version.
-pub const VERSION: &str = "v1beta1";
-/// `group/version`.
-pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
-/// The kind an external metric answers with.
-pub const LIST_KIND: &str = "ExternalMetricValueList";
 
 fn group_version() -> Value {
     json!({ "groupVersion": GROUP_VERSION, "version": VERSION })
@@ -184,15 +176,7 @@ pub async fn group_list(State(state): State<AppState>, headers: HeaderMap) -> Re
 
 /// `GET /apis/external.metrics.k8s.io`: the `APIGroup`.
 pub async fn group(headers: HeaderMap) -> Response {
-    if let Err(e) = media::require_plain(&headers) {
-        return e.into_response();
-    }
-    let mut body = api_group();
-    if let Some(map) = body.as_object_mut() {
-        map.insert("kind".into(), json!("APIGroup"));
-        map.insert("apiVersion".into(), json!("v1"));
-    }
-    media::json(&body, media::JSON)
+    media::api_group(&headers, api_group())
 }
 
 /// `GET /apis/external.metrics.k8s.io/v1beta1`: an `APIResourceList` with one

@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde::{Deserialize, Serialize};
 
-use super::discovery::{GROUP_VERSION, LIST_KIND};
 use super::selector::{self, Selector};
 use super::serving::{self, Unservable};
 use super::status::Error;
@@ -34,6 +33,15 @@ use super::wire::{describe, rfc3339};
 use super::{AppState, Route};
 use crate::series::Labels;
 use crate::snapshot::{SeriesEntry, Snapshot};
+
+/// The API group served (`external.metrics.k8s.io`).
+pub const GROUP: &str = "external.metrics.k8s.io";
+/// Its only version.
+pub const VERSION: &str = "v1beta1";
+/// `group/version`.
+pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+/// The kind an external metric answers with.
+pub const LIST_KIND: &str = "ExternalMetricValueList";
 
 /// The query parameters the HPA sends.
 #[derive(Debug, Default, Deserialize)]
@@ -199,7 +207,7 @@ pub struct Served<'a> {
     /// Its value as a Kubernetes Quantity, as the API writes it.
     pub quantity: String,
     /// The same value as a number: exactly what `quantity` denotes
-    /// ([`super::quantity::rounded`]).
+    /// ([`crate::quantity::rounded`]).
     pub value: f64,
 }
 

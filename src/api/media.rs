@@ -245,6 +245,19 @@ pub fn bytes(bytes: Vec<u8>, content_type: &'static str) -> Response {
     ([(header::CONTENT_TYPE, content_type)], bytes).into_response()
 }
 
+/// `GET /apis/<group>`: the group's `APIGroup` document (`body`, its name and
+/// versions) with its kind, in plain JSON only.
+pub fn api_group(headers: &HeaderMap, mut body: serde_json::Value) -> Response {
+    if let Err(e) = require_plain(headers) {
+        return e.into_response();
+    }
+    if let Some(map) = body.as_object_mut() {
+        map.insert("kind".into(), serde_json::json!("APIGroup"));
+        map.insert("apiVersion".into(), serde_json::json!("v1"));
+    }
+    json(&body, JSON)
+}
+
 /// `body` encoded as JSON, with `content_type`.
 pub fn json(body: &serde_json::Value, content_type: &'static str) -> Response {
     match serde_json::to_vec(body) {

@@ -24,7 +24,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod plain;
 pub mod pods;
-pub mod quantity;
 pub mod selector;
 pub mod server;
 pub mod serving;
@@ -335,8 +334,8 @@ impl Route {
         match self {
             Route::Health => None,
             Route::External { namespace, metric } => Some(auth::Target::Resource {
-                group: discovery::GROUP.to_string(),
-                version: discovery::VERSION.to_string(),
+                group: external::GROUP.to_string(),
+                version: external::VERSION.to_string(),
                 resource: metric.clone(),
                 subresource: None,
                 name: None,

@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 
 use super::custom::{self, Version};
 use super::status::Error;
-use super::{discovery, media};
+use super::{external, media};
 
 /// What the documents say they describe.
 const TITLE: &str = "prescale";
@@ -48,14 +48,14 @@ impl GroupVersion {
 
     fn group(self) -> &'static str {
         match self {
-            GroupVersion::External => discovery::GROUP,
+            GroupVersion::External => external::GROUP,
             GroupVersion::Custom(_) => custom::GROUP,
         }
     }
 
     fn version(self) -> &'static str {
         match self {
-            GroupVersion::External => discovery::VERSION,
+            GroupVersion::External => external::VERSION,
             GroupVersion::Custom(v) => v.as_str(),
         }
     }
@@ -84,7 +84,7 @@ impl GroupVersion {
     /// The kind every value path answers with.
     fn list_kind(self) -> &'static str {
         match self {
-            GroupVersion::External => discovery::LIST_KIND,
+            GroupVersion::External => external::LIST_KIND,
             GroupVersion::Custom(_) => custom::LIST_KIND,
         }
     }

@@ -7,7 +7,8 @@ use serde::Serialize;
 
 use super::status::Error;
 use super::wire::rfc3339;
-use super::{metrics::status_label, quantity, AppState};
+use super::{metrics::status_label, AppState};
+use crate::quantity;
 use crate::series::Labels;
 
 /// `/healthz`, `/livez`: the process answers.

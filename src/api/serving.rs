@@ -15,9 +15,9 @@
 //! - a value that is not a finite quantity is 503;
 //! - an object metric with more than one series for one object is 400.
 
-use super::quantity;
 use super::status::Error;
 use super::wire::describe;
+use crate::quantity;
 use crate::snapshot::{MetricEntry, SeriesEntry, Status};
 
 /// Why a request gets no value. `subject` names what was asked in words
@@ -229,7 +229,7 @@ pub fn quantity_of(
     labels: Option<&str>,
     value: f64,
 ) -> Result<(String, f64), Unservable> {
-    let unusable = |e: quantity::Error| Unservable::Unusable {
+    let unusable = |e: quantity::NotFinite| Unservable::Unusable {
         subject: subject.to_string(),
         labels: labels.map(str::to_string),
         why: e.to_string(),

@@ -1296,7 +1296,7 @@ async fn debug_signals_explain_every_series() {
 }
 
 /// The integration tests' check of prescale's JSON key style, shared.
-#[path = "../../tests/common/json.rs"]
+#[path = "../../tests/it/support/json.rs"]
 mod json;
 
 #[tokio::test]

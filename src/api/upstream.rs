@@ -64,7 +64,7 @@ impl Group {
     /// The group name.
     pub fn name(self) -> &'static str {
         match self {
-            Group::External => super::discovery::GROUP,
+            Group::External => super::external::GROUP,
             Group::Custom => custom::GROUP,
         }
     }
@@ -496,7 +496,7 @@ impl Upstreams {
             return Vec::new();
         };
         upstream
-            .resources(super::discovery::VERSION)
+            .resources(super::external::VERSION)
             .into_iter()
             .filter(|r| !own.contains(r.name.as_str()) && !r.name.contains('/'))
             .collect()

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Builds the real Kubernetes peers of the end-to-end tier (tests/e2e.rs) from the
+# Builds the real Kubernetes peers of the end-to-end tier (tests/it/e2e.rs) from the
 # upstream Go module pinned in tests/e2e/peers/go.mod, into a cache outside the
 # repository keyed by version:
 #
 #   ${PRESCALE_PEERS_DIR:-~/.cache/prescale-peers}/<name>-<version>   (+ <name>-<version>.stamp)
 #
-# and `helm` (HELM_VERSION below) for the Helm chart's tests (tests/helm.rs and check
-# "f" of tests/e2e.rs), installed with `go install helm.sh/helm/v4/cmd/helm@VERSION`:
+# and `helm` (HELM_VERSION below) for the Helm chart's tests (tests/it/deploy/helm.rs and check
+# "f" of tests/it/e2e.rs), installed with `go install helm.sh/helm/v4/cmd/helm@VERSION`:
 # that uses Helm's own go.mod and go.sum (verified by the checksum database), not
 # tests/e2e/peers/go.mod.
 #

@@ -15,10 +15,10 @@ use crate::api::auth::{
     Attributes, AuthMode, Authorizer, BoxFuture, Decision, PeerCert, Rule, StaticAuthorizer,
 };
 use crate::api::pods::{NoPods, Phase, PodLookup, StaticPod, StaticPods};
-use crate::api::quantity;
 use crate::api::{router, AppState};
 use crate::clock::SimClock;
 use crate::custom::{known, Mapping, MetricType};
+use crate::quantity;
 use crate::series::Labels;
 use crate::snapshot::{MetricEntry, SeriesDetail, SeriesEntry, Shared, Snapshot, Status};
 
@@ -561,7 +561,7 @@ async fn pods_metric_splits_the_workload_forecast_across_current_pods() {
         // others times their number is the forecast total.
         let running: Vec<f64> = items[..3]
             .iter()
-            .map(|i| quantity::parse(i["value"].as_str().unwrap()).unwrap())
+            .map(|i| quantity::parse_f64(i["value"].as_str().unwrap()).unwrap())
             .collect();
         let avg = running.iter().sum::<f64>() / running.len() as f64;
         assert_eq!(
