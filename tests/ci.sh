@@ -68,6 +68,9 @@ if grep -rnE '(^|[^a-z_])(tokio|kube|tonic|axum|hyper|hyper_util|prometheus_http
     exit 1
 fi
 
+# No import cycles between the modules of src/ (ARCHITECTURE.md, "Rules").
+python3 tests/module_cycles.py
+
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # The benches compile and link (dev profile, sharing the test build's artifacts):
