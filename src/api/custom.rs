@@ -40,8 +40,7 @@ use super::pods::Pod;
 use super::selector::{self, Op, Selector};
 use super::serving::{self, Unservable};
 use super::status::Error;
-use super::wire::percent_decode;
-use super::wire::{describe, rfc3339};
+use super::wire::{check_namespace, describe, percent_decode, rfc3339};
 use super::{media, AppState, Route};
 use crate::custom::{Mapping, MetricType, Resource};
 use crate::snapshot::{MetricEntry, SeriesEntry, Snapshot};
@@ -316,17 +315,10 @@ pub async fn get(
 /// anything else is a client crafting paths.
 fn check_names(path: &ValuePath) -> Result<(), Error> {
     if let Some(ns) = &path.namespace {
-        if !crate::names::is_dns_label(ns) {
-            return Err(Error::BadRequest(format!(
-                "invalid namespace {ns:?}: must be a lowercase RFC 1123 label"
-            )));
-        }
+        check_namespace(ns)?;
     }
-    if path.resource == "namespaces" && !crate::names::is_dns_label(&path.name) {
-        return Err(Error::BadRequest(format!(
-            "invalid namespace {:?}: must be a lowercase RFC 1123 label",
-            path.name
-        )));
+    if path.resource == "namespaces" {
+        check_namespace(&path.name)?;
     }
     if path.name != "*" && !is_dns_subdomain(&path.name) {
         return Err(Error::BadRequest(format!(

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::selector::{self, Selector};
 use super::serving::{self, Unservable};
 use super::status::Error;
-use super::wire::{describe, rfc3339};
+use super::wire::{check_namespace, describe, rfc3339};
 use super::{AppState, Route};
 use crate::series::Labels;
 use crate::snapshot::{SeriesEntry, Snapshot};
@@ -132,18 +132,6 @@ fn answer(
         items,
     };
     serde_json::to_vec(&list).map_err(|e| Error::Internal(format!("encoding the answer: {e}")))
-}
-
-/// The kube-apiserver only sends namespace names; anything else (`..`, a NUL, a
-/// slash decoded from %2F) is a client crafting paths: 400.
-fn check_namespace(namespace: &str) -> Result<(), Error> {
-    if crate::names::is_dns_label(namespace) {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!(
-            "invalid namespace {namespace:?}: must be a lowercase RFC 1123 label"
-        )))
-    }
 }
 
 /// The answer before the first snapshot: nothing can be served yet.

@@ -1,6 +1,7 @@
 //! Small pieces of the wire format every handler writes: times as `metav1.Time`
 //! writes them, label sets in messages, and percent-decoded path segments.
 
+use super::status::Error;
 use crate::series::Labels;
 
 /// Unix milliseconds as RFC 3339 in UTC with seconds precision (what
@@ -38,6 +39,19 @@ pub fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A namespace in a request path: 400 unless it is a lowercase RFC 1123 label. The
+/// kube-apiserver only sends namespace names; anything else (`..`, a NUL, a slash
+/// decoded from %2F) is a client crafting paths.
+pub fn check_namespace(namespace: &str) -> Result<(), Error> {
+    if crate::names::is_dns_label(namespace) {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "invalid namespace {namespace:?}: must be a lowercase RFC 1123 label"
+        )))
+    }
 }
 
 #[cfg(test)]
