@@ -8,104 +8,25 @@
 //! The client is generated from tests/proto/ca135 (by build.rs), independently of
 //! the server's own proto.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prescale::clock::SimClock;
-use prescale::expander::{self, Expander};
-use prescale::snapshot::Shared;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use prescale::expander::MAX_REQUEST_BYTES;
+use prost::Message;
+use tonic::transport::Channel;
 use tonic::Code;
 
-/// cluster-autoscaler 1.35's protocol (fields 3 and 5 only).
-mod ca135 {
-    #![allow(clippy::all, dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/ca135/grpcplugin.rs"));
-}
+use crate::support::expander::{self, ca134, ca135, Running};
 
-/// The 1.34 protocol, for its Kubernetes message types (to encode valid bytes).
-mod ca134 {
-    #![allow(clippy::all, dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/ca134/grpcplugin.rs"));
-}
-
-use prost::Message;
-
-const DNS_NAME: &str = "prescale.prescale.svc.cluster.local";
-
-struct Running {
-    addr: SocketAddr,
-    ca_pem: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<expander::Result<()>>,
-}
-
-impl Running {
-    async fn client(&self) -> ca135::expander_client::ExpanderClient<Channel> {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name(DNS_NAME);
-        let channel = Channel::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        // The client may send anything; the server's limit is what is under test.
-        ca135::expander_client::ExpanderClient::new(channel)
-            .max_encoding_message_size(usize::MAX)
-            .max_decoding_message_size(usize::MAX)
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("the expander stops promptly")
-            .unwrap()
-            .unwrap();
-    }
-}
-
+/// The expander with no plan: it abstains and returns every option it can decode.
 async fn start() -> Running {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "prescale test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec![DNS_NAME.to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let identity = Identity::from_pem(cert.pem(), key.serialize_pem());
-    // No plan: the expander abstains and returns every option it can decode.
-    let shared = Shared::new();
-    let service = Expander::new(
-        shared,
-        Arc::new(SimClock::new(1_000)),
-        expander::DEFAULT_MAX_PLAN_AGE_MS,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(expander::serve(listener, identity, service, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        ca_pem: ca_cert.pem(),
-        stop: Some(stop),
-        task,
-    }
+    expander::start(None, prescale::expander::Metrics::unregistered()).await
+}
+
+/// A client that may send anything: the server's limit is what is under test.
+async fn unlimited_client(server: &Running) -> ca135::expander_client::ExpanderClient<Channel> {
+    ca135::expander_client::ExpanderClient::new(server.channel().await)
+        .max_encoding_message_size(usize::MAX)
+        .max_decoding_message_size(usize::MAX)
 }
 
 fn q(s: &str) -> ca134::Quantity {
@@ -201,8 +122,8 @@ async fn healthy(client: &mut ca135::expander_client::ExpanderClient<Channel>) {
 #[tokio::test]
 async fn a_message_over_the_limit_is_out_of_range_and_the_server_lives_on() {
     let server = start().await;
-    let mut client = server.client().await;
-    let huge = vec![0u8; expander::MAX_REQUEST_BYTES + 1];
+    let mut client = unlimited_client(&server).await;
+    let huge = vec![0u8; MAX_REQUEST_BYTES + 1];
     let started = Instant::now();
     let status = client
         .best_options(request("ng-1", node_bytes("4"), vec![huge]))
@@ -216,10 +137,10 @@ async fn a_message_over_the_limit_is_out_of_range_and_the_server_lives_on() {
     );
     eprintln!(
         "refused {} bytes in {:?}",
-        expander::MAX_REQUEST_BYTES + 1,
+        MAX_REQUEST_BYTES + 1,
         started.elapsed()
     );
-    healthy(&mut server.client().await).await;
+    healthy(&mut unlimited_client(&server).await).await;
     healthy(&mut client).await;
     server.stop().await;
 }
@@ -227,7 +148,7 @@ async fn a_message_over_the_limit_is_out_of_range_and_the_server_lives_on() {
 #[tokio::test]
 async fn garbage_in_node_and_pod_bytes_is_invalid_argument_naming_the_field() {
     let server = start().await;
-    let mut client = server.client().await;
+    let mut client = unlimited_client(&server).await;
     let garbage: &[&[u8]] = &[
         &[0xff, 0xff, 0xff],
         &[0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f],
@@ -320,7 +241,7 @@ async fn garbage_in_node_and_pod_bytes_is_invalid_argument_naming_the_field() {
 #[tokio::test]
 async fn cancelled_calls_leave_the_server_healthy() {
     let server = start().await;
-    let mut client = server.client().await;
+    let mut client = unlimited_client(&server).await;
     // Calls abandoned while their (large) request is still being sent, over the
     // same connection and over connections that are then dropped.
     let big = request("ng-1", node_bytes("4"), vec![pod_bytes("1"); 200_000]);
@@ -328,7 +249,7 @@ async fn cancelled_calls_leave_the_server_healthy() {
         let call = client.best_options(big.clone());
         let r = tokio::time::timeout(Duration::from_millis(5), call).await;
         assert!(r.is_err(), "the call was meant to be cut off mid-flight");
-        let mut other = server.client().await;
+        let mut other = unlimited_client(&server).await;
         let r =
             tokio::time::timeout(Duration::from_millis(5), other.best_options(big.clone())).await;
         assert!(r.is_err());
@@ -347,7 +268,7 @@ async fn cancelled_calls_leave_the_server_healthy() {
         call.abort();
     }
     healthy(&mut client).await;
-    healthy(&mut server.client().await).await;
+    healthy(&mut unlimited_client(&server).await).await;
     // A complete big call still gets its whole answer.
     let resp = client.best_options(big.clone()).await.unwrap().into_inner();
     assert_all_returned(&resp, &big, "a big call");

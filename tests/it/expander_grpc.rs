@@ -8,82 +8,18 @@
 //! server's own proto, so the tests check the wire, not a shared type.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
-use std::sync::Arc;
 
-use prescale::clock::SimClock;
-use prescale::expander::{self, Expander};
+use prescale::expander;
 use prescale::plan::nodepool::{
     plan, Plan, PoolShape, PoolSpec, PoolState, Resources, WorkloadShape, WorkloadSpec,
 };
-use prescale::snapshot::{Shared, Snapshot};
 use prost::Message;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 
-/// cluster-autoscaler 1.34's protocol (fields 2–5, Kubernetes messages inline).
-mod ca134 {
-    #![allow(clippy::all, dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/ca134/grpcplugin.rs"));
-}
+use crate::support;
+use crate::support::expander::{ca134, ca135, Running};
 
-/// cluster-autoscaler 1.35's protocol (fields 3 and 5 only).
-mod ca135 {
-    #![allow(clippy::all, dead_code)]
-    include!(concat!(env!("OUT_DIR"), "/ca135/grpcplugin.rs"));
-}
-
-const DNS_NAME: &str = "prescale.prescale.svc.cluster.local";
 const GI: u64 = 1 << 30;
-
-struct Running {
-    addr: SocketAddr,
-    ca_pem: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<expander::Result<()>>,
-}
-
-impl Running {
-    async fn channel(&self) -> Channel {
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .domain_name(DNS_NAME);
-        Channel::from_shared(format!("https://127.0.0.1:{}", self.addr.port()))
-            .unwrap()
-            .tls_config(tls)
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-/// A test CA and a server certificate for [`DNS_NAME`] signed by it.
-fn certificates() -> (String, Identity) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "prescale test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-
-    let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec![DNS_NAME.to_string()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (
-        ca_cert.pem(),
-        Identity::from_pem(cert.pem(), key.serialize_pem()),
-    )
-}
 
 /// Pools: `app` (8 cpu / 32Gi) identified only by the node label `pool=app`, short
 /// of nodes; `db` (8 cpu / 64Gi) by the node group id `db-asg`, not short.
@@ -152,30 +88,7 @@ async fn start(plan: Option<Plan>) -> Running {
 }
 
 async fn start_with(plan: Option<Plan>, metrics: expander::Metrics) -> Running {
-    let (ca_pem, identity) = certificates();
-    let shared = Shared::new();
-    shared.publish(Snapshot {
-        plan: plan.map(Arc::new),
-        ..Snapshot::default()
-    });
-    let service = Expander::new(
-        shared,
-        Arc::new(SimClock::new(1_000)),
-        expander::DEFAULT_MAX_PLAN_AGE_MS,
-    )
-    .with_metrics(metrics);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(expander::serve(listener, identity, service, async {
-        let _ = stopped.await;
-    }));
-    Running {
-        addr,
-        ca_pem,
-        stop: Some(stop),
-        task,
-    }
+    support::expander::start(plan, metrics).await
 }
 
 fn q(s: &str) -> ca134::Quantity {

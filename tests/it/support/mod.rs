@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each bench includes it for a part
 
+pub mod expander;
 pub mod json;
 pub mod peers;
 pub mod pki;
