@@ -1,6 +1,6 @@
 //! The integration tests, one binary: each module was a test file of its own, and
 //! `support` holds what they share (Prometheus and promtool, the peers cache,
-//! certificates, a fault-injecting proxy, JSON helpers, child processes killed on drop).
+//! certificates, a fault-injecting proxy, the expander over gRPC, JSON helpers, child processes killed on drop).
 //!
 //! Every module links the same dependency tree once instead of once per file. Run one
 //! module with `cargo test --test it <module>::`, e.g. `cargo test --test it e2e::
