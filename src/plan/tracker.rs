@@ -573,8 +573,8 @@ impl Tracker {
     /// The value to plan with `steps` steps ahead (node pools look further ahead
     /// than the signal's lead time): the same rule as the served value — the largest
     /// forecast of the served quantile over the next `steps`, floored by the latest
-    /// observation when the policy says so — from the current model, without
-    /// refitting. While there is no model: the latest observation.
+    /// observation (the floor, [`Decision::floor`]) when the policy says so — from
+    /// the current model, without refitting. While there is no model: the floor.
     pub fn value_ahead(&self, steps: usize) -> Option<f64> {
         let latest = floor_of(&self.since_sync(), self.settings.policy.quantile).or(self.latest());
         // In fitted points, counted as in `decide`.
@@ -794,8 +794,8 @@ mod tests {
         );
     }
 
-    /// A tracker on a 1-second grid (tolerance 0.1, q0.9, warming for 600 points)
-    /// fed `values`, and its decision.
+    /// A tracker on a grid of `step_ms` (tolerance 0.1, q0.9, warming for 600
+    /// points) fed `values`, and its decision.
     fn secondly_after(values: &[f64], step_ms: i64) -> Decision {
         let mut s = settings();
         s.step_ms = step_ms;
