@@ -424,7 +424,9 @@ pub struct SignalConfig {
         serialize_with = "model_name"
     )]
     pub model: ModelSpec,
-    /// Never serve less than the latest observation (what a reactive HPA would see).
+    /// Never serve less than the latest observation (what a reactive HPA would see);
+    /// on a step finer than the HPA's 15 s sync period, than the served quantile of
+    /// the last 15 s of points.
     #[serde(default = "default_true")]
     pub reactive_floor: bool,
     /// The scale-up tolerance of the HPAs that read this metric (the controller's

@@ -108,9 +108,10 @@ pub struct Why {
     pub forecast_peak: Option<f64>,
     /// The step of `forecast_peak`.
     pub peak_step: Option<usize>,
-    /// The latest observation.
+    /// The reactive floor: the latest observation, or on a grid finer than the
+    /// HPA's sync period the served quantile of that period's points.
     pub latest: Option<f64>,
-    /// Whether the latest observation, not the forecast, set the value.
+    /// Whether the floor, not the forecast, set the value.
     pub floor_applied: bool,
     /// `1 + hpa_tolerance`: what the value was multiplied by for the HPA's band.
     pub tolerance_factor: f64,

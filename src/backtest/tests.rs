@@ -508,6 +508,32 @@ proptest! {
         prop_assert!(!before(&a).is_empty());
         prop_assert_eq!(before(&a), before(&b));
     }
+
+    /// The same on a 1-second grid, finer than the HPA's sync period, where the
+    /// floor is a quantile of the last 15 s of points: warming for the first 30
+    /// points, forecasting after them.
+    #[test]
+    fn predictive_decisions_do_not_look_ahead_below_the_sync_period(
+        head in proptest::collection::vec(0.0f64..100.0, 120),
+        tail in proptest::collection::vec(0.0f64..100.0, 30),
+        k in 20usize..110,
+    ) {
+        let mut other = head.clone();
+        for (i, v) in tail.iter().enumerate() {
+            if k + 1 + i < other.len() {
+                other[k + 1 + i] = *v;
+            }
+        }
+        let mut sc = scenario(30);
+        sc.forecast.min_history_ms = 30 * S;
+        sc.keep_ticks = true;
+        let a = simulate(&series(1, head), &sc, Strategy::Predictive).unwrap();
+        let b = simulate(&series(1, other), &sc, Strategy::Predictive).unwrap();
+        let cut = 1_700_000_000_000 + (k as i64 + 1) * S;
+        let before = |r: &Run| r.ticks.iter().filter(|t| t.t_ms < cut).copied().collect::<Vec<_>>();
+        prop_assert!(!before(&a).is_empty());
+        prop_assert_eq!(before(&a), before(&b));
+    }
 }
 
 #[test]

@@ -300,8 +300,12 @@ fn render_series(name: &str, s: &Value) -> String {
             ));
         }
     } else {
-        lines
-            .push("  warming: serving the latest observation until there is enough history".into());
+        lines.push(
+            "  warming: serving the floor (the latest observation; on a step finer than the \
+             HPA's 15 s sync period, the served quantile of its points) × the tolerance factor \
+             until there is enough history"
+                .into(),
+        );
     }
     if let Some(w) = num(&s["shadow_would_serve"]) {
         lines.push(format!(

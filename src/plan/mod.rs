@@ -82,12 +82,16 @@ pub struct Served {
     pub peak: Option<f64>,
     /// Which step (1-based) that largest forecast is at.
     pub peak_step: Option<usize>,
-    /// The latest observation.
+    /// The reactive floor: the latest observation, or on a grid finer than the
+    /// HPA's sync period the served quantile of that period's points
+    /// (`floor_points` of them; see [`tracker::Decision::floor`]).
     pub latest: Option<f64>,
-    /// Whether the reactive floor (the latest observation) set the value.
+    /// Whether the reactive floor set the value.
     pub floor_applied: bool,
     /// The factor for the HPA's tolerance band, `1 + tolerance`.
     pub factor: f64,
+    /// How many observed points the floor was taken from (1: the latest).
+    pub floor_points: usize,
 }
 
 /// How the band of the served quantile was set ([`peak`]): it stands on the
@@ -113,9 +117,13 @@ impl Served {
     /// The rule in words, e.g. `1.1 × max(q0.9 forecast 128.25 at step 1 of 1,
     /// latest 18) = 141.08`.
     pub fn describe(&self, quantile: f64) -> String {
-        let latest = self
-            .latest
-            .map_or_else(|| "none".to_string(), |l| format!("{l}"));
+        let latest = match self.latest {
+            None => "none".to_string(),
+            Some(l) if self.floor_points > 1 => {
+                format!("q{quantile} of the last {} points {l}", self.floor_points)
+            }
+            Some(l) => format!("{l}"),
+        };
         let core = match (self.peak, self.peak_step) {
             (Some(p), Some(h)) if self.due > 0 => {
                 let fc = format!("q{quantile} forecast {p} at step {h} of {}", self.due);
@@ -148,6 +156,7 @@ pub fn serve(
         latest: Some(l),
         floor_applied: true,
         factor,
+        floor_points: 1,
     };
     if due == 0 {
         if let Some(l) = latest {
@@ -179,6 +188,7 @@ pub fn serve(
                 latest: l,
                 floor_applied,
                 factor,
+                floor_points: 1,
             })
         }
         (None, l) => l.map(only_latest),

@@ -75,20 +75,27 @@ pub struct Decision {
     pub origin_ms: i64,
     /// The forecast grid's step (the fitted grid's), in milliseconds.
     pub step_ms: i64,
-    /// How `value` came about (`None` while warming: it is the latest observation).
+    /// How `value` came about (`None` while warming: [`Decision::floor`] × the factor).
     pub served: Option<super::Served>,
     /// How the served quantile's band was calibrated (`None` while warming).
     pub calibration: Option<super::Calibration>,
+    /// On a grid finer than the HPA's sync period, the observed points of the last
+    /// [`HPA_SYNC_MS`], sorted: the reactive floor is their quantile (see
+    /// [`Decision::floor`]). Empty on coarser grids, where the floor is `latest`.
+    pub since_sync: Vec<f64>,
 }
 
 impl Decision {
     /// What to serve at `now_ms` from this decision with `policy` (another
     /// quantile than the decision's own, say): the forecast steps that are due by
-    /// then ([`super::steps_due`]), and the latest value while there is no forecast.
+    /// then ([`super::steps_due`]), and while there is no forecast the floor at the
+    /// policy's quantile times its tolerance factor (what warming serves).
     pub fn served_at(&self, policy: &ServePolicy, now_ms: i64) -> Option<f64> {
         match &self.forecast {
             Some(_) => self.explain_at(policy, now_ms).map(|s| s.value),
-            None => self.value,
+            None => self
+                .floor(policy.quantile)
+                .map(|f| f * (1.0 + policy.tolerance.max(0.0))),
         }
     }
 
@@ -96,8 +103,29 @@ impl Decision {
     pub fn explain_at(&self, policy: &ServePolicy, now_ms: i64) -> Option<super::Served> {
         let fc = self.forecast.as_ref()?;
         let due = super::steps_due(policy, self.step_ms, now_ms - self.origin_ms);
-        super::serve(fc, policy, self.latest, due)
+        let mut served = super::serve(fc, policy, self.floor(policy.quantile), due)?;
+        served.floor_points = self.since_sync.len().max(1);
+        Some(served)
     }
+
+    /// What the reactive floor stands on when serving quantile `q`: the latest
+    /// observation, or on a grid finer than the HPA's sync period the `q` quantile
+    /// of the points observed in the last sync period ([`floor_of`]).
+    pub fn floor(&self, q: f64) -> Option<f64> {
+        floor_of(&self.since_sync, q).or(self.latest)
+    }
+}
+
+/// The `q` quantile of `sorted` (ascending): the smallest point that at least a
+/// share `q` of them do not exceed; `None` for fewer than two points, where the
+/// floor is the latest observation.
+fn floor_of(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.len() < 2 {
+        return None;
+    }
+    let n = sorted.len();
+    let rank = (q.clamp(0.0, 1.0) * n as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, n) - 1).copied()
 }
 
 /// The fitted history: exact on the grid, or compact means of several grid points.
@@ -355,6 +383,26 @@ impl Tracker {
         median_in_place(&mut recent).or_else(|| self.latest())
     }
 
+    /// On a grid finer than [`HPA_SYNC_MS`], the finite points of the last sync
+    /// period, sorted (the newest of the one-minute window kept for the
+    /// calibration's outcomes); empty on coarser grids.
+    fn since_sync(&self) -> Vec<f64> {
+        let n = usize::try_from(HPA_SYNC_MS / self.settings.step_ms.max(1)).unwrap_or(1);
+        if n < 2 {
+            return Vec::new();
+        }
+        let mut points: Vec<f64> = self
+            .outcome_window
+            .iter()
+            .rev()
+            .take(n)
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        points.sort_by(f64::total_cmp);
+        points
+    }
+
     /// Whether a refit is due: on schedule, or (without a grid) after
     /// `refit_every_steps` new points.
     fn refit_due(&self) -> bool {
@@ -443,6 +491,7 @@ impl Tracker {
                     step_ms,
                     served: None,
                     calibration,
+                    since_sync: self.since_sync(),
                 };
                 d.served = d.explain_at(&policy, now_ms);
                 d.value = d.served.map(|s| s.value);
@@ -524,10 +573,10 @@ impl Tracker {
     /// The value to plan with `steps` steps ahead (node pools look further ahead
     /// than the signal's lead time): the same rule as the served value — the largest
     /// forecast of the served quantile over the next `steps`, floored by the latest
-    /// observation when the policy says so — from the current model, without
-    /// refitting. While there is no model: the latest observation.
+    /// observation (the floor, [`Decision::floor`]) when the policy says so — from
+    /// the current model, without refitting. While there is no model: the floor.
     pub fn value_ahead(&self, steps: usize) -> Option<f64> {
-        let latest = self.latest();
+        let latest = floor_of(&self.since_sync(), self.settings.policy.quantile).or(self.latest());
         // In fitted points, counted as in `decide`.
         let policy = ServePolicy {
             lead_steps: (steps.max(1) + self.bucket.2)
@@ -546,13 +595,16 @@ impl Tracker {
         }
     }
 
-    /// While there is no forecast: the latest observation, times the HPA tolerance
-    /// factor as every served value (the HPA adds replicas for it exactly when it
-    /// needs them, not only 10 % later).
+    /// While there is no forecast: the floor (the latest observation; on a grid
+    /// finer than the HPA's sync period, the served quantile of that period's
+    /// points), times the HPA tolerance factor as every served value (the HPA adds
+    /// replicas for it exactly when it needs them, not only 10 % later).
     fn warming(&self, latest: Option<f64>) -> Decision {
-        let factor = 1.0 + self.settings.policy.tolerance.max(0.0);
+        let policy = &self.settings.policy;
+        let since_sync = self.since_sync();
+        let floor = floor_of(&since_sync, policy.quantile).or(latest);
         Decision {
-            value: latest.map(|l| l * factor),
+            value: floor.map(|f| f * (1.0 + policy.tolerance.max(0.0))),
             warming: true,
             model: "last-value".to_string(),
             forecast: None,
@@ -563,6 +615,7 @@ impl Tracker {
             step_ms: self.settings.step_ms,
             served: None,
             calibration: None,
+            since_sync,
         }
     }
 
@@ -585,6 +638,13 @@ impl Tracker {
 /// How far back the level the served band stands on looks (see
 /// [`Tracker::recent_level`]).
 const RECENT_MS: i64 = 60_000;
+
+/// The HPA controller's sync period (Kubernetes' default): a reactive HPA reads
+/// one point in this long. On a finer grid the reactive floor is the served
+/// quantile of all the points of the last period, not the one newest point, so
+/// that the replicas do not follow one second's sampling noise (an HPA keeps the
+/// highest reading for its five-minute scale-down window).
+pub const HPA_SYNC_MS: i64 = 15_000;
 
 /// Points on each side of a point that its local level is the median of.
 const BURST_HALF_WIDTH: usize = 6;
@@ -725,12 +785,91 @@ mod tests {
             hourly > 303.0,
             "served {hourly}: the band ends at the floor"
         );
-        // Every second: one second's spike is the floor, not the band's base.
+        // Every second: one second's spike is neither the band's base nor the
+        // floor (the q0.9 of the last 15 s of points is the noisy level's top).
         let secondly = served_after_a_jump(1_000);
         assert!(
-            (secondly - 300.0).abs() < 1e-9,
-            "served {secondly}: a one-second spike lifted the band"
+            (100.0..200.0).contains(&secondly),
+            "served {secondly}: a one-second spike lifted the band or the floor"
         );
+    }
+
+    /// A tracker on a grid of `step_ms` (tolerance 0.1, q0.9, warming for 600
+    /// points) fed `values`, and its decision.
+    fn secondly_after(values: &[f64], step_ms: i64) -> Decision {
+        let mut s = settings();
+        s.step_ms = step_ms;
+        s.policy.tolerance = 0.1;
+        s.min_history_steps = 600;
+        let mut t = Tracker::new(s);
+        t.observe(values);
+        t.decide(0)
+    }
+
+    fn assert_serves(d: &Decision, want: f64) {
+        let v = d.value.unwrap_or(f64::NAN);
+        assert!((v - want).abs() < 1e-9, "served {v}, expected {want}");
+    }
+
+    #[test]
+    fn below_the_hpa_sync_period_the_floor_is_the_quantile_of_its_points() {
+        // While warming, every second: 100 for a minute, then one second at 1000.
+        let mut spike = vec![100.0; 60];
+        spike.push(1000.0);
+        let d = secondly_after(&spike, 1_000);
+        assert!(d.warming);
+        assert_eq!(d.latest, Some(1000.0));
+        assert_eq!(d.since_sync.len(), 15);
+        // q0.9 of the last 15 points (the 14th smallest) is 100: the one-second
+        // spike is not what the HPA sizes for (it was 1.1 × 1000).
+        assert_serves(&d, 110.0);
+        // Held for two seconds of the 15, a new level is the floor.
+        let mut v = vec![100.0; 60];
+        v.extend([300.0, 300.0]);
+        let d = secondly_after(&v, 1_000);
+        assert_serves(&d, 1.1 * 300.0);
+        // Another quantile from the same decision (the backtest's frontier): its
+        // own quantile of the points, the median here.
+        let p = ServePolicy {
+            quantile: 0.5,
+            ..settings().policy
+        };
+        assert_eq!(d.served_at(&p, 0), Some(100.0));
+        // On a grid as coarse as the sync period, one point per read: the latest.
+        let d = secondly_after(&v, 15_000);
+        assert!(d.since_sync.is_empty());
+        assert_serves(&d, 1.1 * 300.0);
+        let d = secondly_after(&spike, 15_000);
+        assert_serves(&d, 1.1 * 1000.0);
+    }
+
+    #[test]
+    fn after_warming_the_fine_grid_floor_is_the_quantile_too() {
+        // Every second, a noisy level of 100-110 and a spike to 300 at the newest
+        // point: the forecast is served, floored by the q0.9 of the last 15 points.
+        let mut s = settings();
+        s.step_ms = 1_000;
+        s.spec = ModelSpec::by_name("holt-winters-damped").unwrap();
+        s.policy.lead_steps = 1;
+        s.min_history_steps = 120;
+        let mut t = Tracker::new(s);
+        for i in 0..300usize {
+            t.observe(&[100.0 + ((i * 7) % 11) as f64]);
+        }
+        t.observe(&[300.0]);
+        let d = t.decide(0);
+        assert!(!d.warming);
+        let served = d.served.unwrap();
+        assert_eq!(served.floor_points, 15);
+        assert!(served.latest.unwrap() <= 110.0, "{served:?}");
+        assert!(d.value.unwrap() < 200.0, "{:?}", d.value);
+        assert!(
+            served.describe(0.9).contains("q0.9 of the last 15 points"),
+            "{}",
+            served.describe(0.9)
+        );
+        // value_ahead (node pools) stands on the same floor.
+        assert!(t.value_ahead(1).unwrap() < 200.0);
     }
 
     #[test]
