@@ -75,7 +75,8 @@ fn signal() -> SignalSettings {
             },
             history_steps,
             refit_every_steps: 60,
-            // Always warming: the served value is the latest observation.
+            // Always warming: on this 1 s grid the served value is the median (the
+            // quantile) of the last 15 s of points, always one of the samples.
             min_history_steps: history_steps,
             fit_steps: 1,
             spread_refits: false,
