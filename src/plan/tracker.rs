@@ -590,8 +590,9 @@ impl Tracker {
             .map(|m| m.predict(policy.lead_steps, &[policy.quantile]))
         {
             Some(Ok(fc)) => served_value(&fc, &policy, latest),
-            // No model yet, or it cannot predict that far: what warming serves.
-            _ => latest,
+            // No model yet, or it cannot predict that far: what warming serves, the
+            // floor times the tolerance factor ([`Tracker::warming`]).
+            _ => latest.map(|f| f * (1.0 + policy.tolerance.max(0.0))),
         }
     }
 
@@ -1013,6 +1014,20 @@ mod tests {
         let next: Vec<f64> = (24 * 7 + 1..24 * 8 + 1).map(daily).collect();
         t.observe(&next);
         assert_eq!(t.decide(7).last_fit_ms, Some(7));
+    }
+
+    #[test]
+    fn while_warming_value_ahead_is_what_is_served() {
+        let mut s = settings();
+        s.policy.tolerance = 0.1;
+        let mut t = Tracker::new(s);
+        t.observe(&[7.0, 9.0]);
+        let d = t.decide(1);
+        assert!(d.warming);
+        // Node pools are sized for the pods the HPA asks for: the served value, with
+        // the tolerance factor, not the bare latest observation.
+        assert_eq!(t.value_ahead(5), d.value);
+        assert!((t.value_ahead(5).unwrap() - 9.9).abs() < 1e-9);
     }
 
     #[test]
