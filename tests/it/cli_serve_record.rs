@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::prometheus::{free_addr, usable, Prometheus};
+use crate::support::prometheus::{free_addr, http_status, usable, Prometheus};
 use crate::support::Killed;
 use prescale::clock::{Clock, SystemClock};
 use prescale::series::{LabeledSeries, Labels, Series};
@@ -35,15 +35,18 @@ async fn serve_without_arguments_serves_the_bundled_traces() {
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let mut body = serde_json::Value::Null;
-    for _ in 0..50 {
-        let resp = client.get(&url).send().await.unwrap();
-        if resp.status() == 200 {
-            body = resp.json().await.unwrap();
-            break;
-        }
+    // The first step fits every bundled trace (a debug build, maybe beside other
+    // tests): wait for readiness rather than for a fixed few seconds.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while http_status(plain, "/readyz") != Some(200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve not ready after 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let resp = client.get(&url).send().await.unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["kind"], "ExternalMetricValueList", "{body}");
     let items = body["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
