@@ -910,6 +910,18 @@ impl Core {
         all
     }
 
+    /// How the refits of every series went so far (summed over the trackers).
+    pub fn refit_counts(&self) -> crate::plan::tracker::RefitCounts {
+        let mut all = crate::plan::tracker::RefitCounts::default();
+        for st in self.signals.iter().flat_map(|s| s.series.values()) {
+            let r = st.tracker.refit_counts();
+            all.selected += r.selected;
+            all.reused += r.reused;
+            all.drifted += r.drifted;
+        }
+        all
+    }
+
     /// How far loading has come: signals whose first fetch has been applied (with
     /// series or an error), and the series held.
     pub fn loaded(&self) -> Loaded {
