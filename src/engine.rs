@@ -1248,7 +1248,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Fetches `planned` with at most `max_fetches` in flight and applies the results
+/// Fetches `planned` with at most `max_fetches` slots in flight (a fetch of more
+/// than [`BACKFILL_SLOT_POINTS`] points per series takes several) and applies the results
 /// to `core` in batches on a blocking thread (fits can take a while), as they
 /// arrive. A result keeps its fetch's permit until it is applied, so at most
 /// `max_fetches` results exist at once. Within a batch, results are applied in
@@ -1262,14 +1263,23 @@ async fn fetch_and_apply(
     max_fetches: usize,
     progress: Option<&Progress>,
 ) -> Result<(Core, Vec<Transition>)> {
-    let permits = Arc::new(tokio::sync::Semaphore::new(max_fetches.max(1)));
+    let max_fetches = max_fetches.max(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_fetches));
     let mut tasks = tokio::task::JoinSet::new();
     for (order, p) in planned.into_iter().enumerate() {
         let source = Arc::clone(&source);
         let permits = Arc::clone(&permits);
+        // A long range (a backfill) takes a slot per BACKFILL_SLOT_POINTS points, so
+        // fewer of them are in flight: a week at 1 minute takes 4 of the 8.
+        let weight = p
+            .range
+            .len()
+            .div_ceil(BACKFILL_SLOT_POINTS)
+            .clamp(1, max_fetches);
+        let weight = u32::try_from(weight).unwrap_or(1);
         tasks.spawn(async move {
             // The semaphore is never closed; without a permit the fetch just runs.
-            let permit = permits.acquire_owned().await.ok();
+            let permit = permits.acquire_many_owned(weight).await.ok();
             let started = tokio::time::Instant::now();
             let result = source
                 .fetch(&p.query, p.range)
@@ -1326,6 +1336,11 @@ async fn fetch_and_apply(
     }
     Ok((core, transitions))
 }
+
+/// Points per series of a fetch that take one of the fetch slots: a fetch of a
+/// longer range (a backfill) takes more slots, so fewer whole windows are in
+/// flight at once.
+pub const BACKFILL_SLOT_POINTS: usize = 2_520;
 
 /// How often the first load's progress is logged.
 const LOAD_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -768,3 +768,28 @@ async fn one_fetch_at_a_time_applies_each_before_the_next_starts() {
     assert_eq!(source.most.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(shared.load().metrics.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_backfills_take_several_slots() {
+    let source = Arc::new(Counting::new());
+    let long = |i: usize| {
+        let mut s = settings(&format!("s{i}"));
+        s.tracker.history_steps = 2 * BACKFILL_SLOT_POINTS;
+        s.history_ms = s.tracker.history_steps as i64 * STEP;
+        s
+    };
+    let shared = Shared::new();
+    let mut engine = Engine::new(
+        (0..6).map(long).collect(),
+        source.clone(),
+        shared.clone(),
+        Arc::new(SimClock::new(20_000 * STEP)),
+        Metrics::unregistered(),
+    )
+    .with_max_fetches(4);
+    engine.step().await.unwrap();
+    // Each window takes 2 of the 4 slots.
+    assert!(source.most.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+    assert_eq!(shared.load().metrics.len(), 6);
+    assert!(shared.load().metrics.values().all(|m| m.series.len() == 1));
+}
