@@ -1,40 +1,49 @@
-//! Scale bench: N synthetic series through the real engine core.
+//! Scale bench: N synthetic series through the real engine.
 //!
 //! Every series is one of the bundled traces (tests/data) put on a 1-minute grid,
 //! shifted by its own phase and multiplied by its own noise, served by an
 //! in-memory [`Source`] that computes each value on demand (so the source holds
 //! no per-series data and what grows with N is the engine's state alone). The
-//! bench drives [`Core`] the way [`prescale::engine::Engine::step`] does: plan,
-//! fetch, apply, snapshot, one signal at a time.
+//! bench drives [`Engine::step`] on a simulated clock: bounded concurrent fetches,
+//! results applied in batches, snapshot published, as `prescale serve` does.
 //!
 //! It reports, per N:
-//! - `backfill`: the first cycle (fetch the whole history window, first fit of every series);
-//! - `update`: a steady-state cycle (one new point per series; p50 and max);
-//! - `refit`: a cycle in which the refit schedule comes due for every series;
-//! - resident memory (VmRSS) per series after the run, and the peak (VmHWM).
+//! - `cold start`: the first step (fetch every signal's whole window, first fit of
+//!   every series, for `auto` a full selection), its wall time and the peak RSS
+//!   (VmHWM) during it, against the steady-state RSS at the end;
+//! - `update`: the steady-state cycles (one new point per series; p50, p99, max);
+//! - `refit`: the cycle in which the refit schedule comes due for every series
+//!   (without spreading; for `auto` the selection made at the cold start is reused
+//!   unless its error drifted);
+//! - resident memory (VmRSS) per series after the run.
 //!
 //! Parameters (environment):
 //! - `PRESCALE_SCALE_N`: comma-separated series counts (default `1000`); each N runs
-//!   in a fresh process so memory figures do not mix;
-//! - `PRESCALE_SCALE_MODEL`: model spec name (default `seasonal-naive`);
+//!   in a fresh process so memory figures do not mix, and a table of all of them
+//!   is printed at the end;
+//! - `PRESCALE_SCALE_MODEL`: model spec name (default `seasonal-naive`; `auto`);
 //! - `PRESCALE_SCALE_PER_SIGNAL`: series per signal (default 1000);
 //! - `PRESCALE_SCALE_HISTORY_DAYS`: history window (default 7);
 //! - `PRESCALE_SCALE_REFIT_STEPS`: refit interval in steps (default 60); the run
 //!   lasts one interval, so (without spreading) its last cycle is a refit;
 //! - `PRESCALE_SCALE_FIT_STEPS`: grid points per fitted point (default 1, see
 //!   `TrackerSettings::fit_steps`);
-//! - `PRESCALE_SCALE_SPREAD`: 1 spreads refits over the interval (default 0).
+//! - `PRESCALE_SCALE_SPREAD`: 1 spreads refits over the interval (default 0);
+//! - `PRESCALE_SCALE_MAX_FETCHES`: fetches in flight (default the engine's,
+//!   `engine::DEFAULT_MAX_FETCHES`; 0: every signal at once, as before bounding).
 //!
-//! `cargo bench --bench scale` (add `PRESCALE_SCALE_N=1000,10000,100000` for the curve).
+//! `cargo bench --bench scale` (add `PRESCALE_SCALE_N=10000,100000` for the curve).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prescale::engine::{Core, Metrics, Planned, SignalSettings};
+use prescale::clock::SimClock;
+use prescale::engine::{Engine, Metrics, SignalSettings};
 use prescale::forecast::ModelSpec;
 use prescale::plan::{ServePolicy, TrackerSettings};
 use prescale::series::{read_csv, LabeledSeries, Labels, ResampleOptions};
+use prescale::snapshot::Shared;
 use prescale::source::{BoxFuture, Range, Source};
-use tokio::runtime::Runtime;
 
 const STEP_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
@@ -142,39 +151,67 @@ fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// One engine cycle at `now_ms`, a signal at a time (as `Engine::step` would, minus
-/// the concurrency of the fetches): returns how long it took.
-fn cycle(core: &mut Core, source: &Synthetic, rt: &Runtime, now_ms: i64) -> Duration {
-    let started = Instant::now();
-    let planned: Vec<Planned> = core.plan(now_ms, None);
-    for p in planned {
-        let t = Instant::now();
-        let result = rt
-            .block_on(source.fetch(&p.query, p.range))
-            .map_err(Into::into);
-        let took = t.elapsed();
-        core.apply(now_ms, vec![(p, result, took)]);
-    }
-    let snapshot = core.snapshot(now_ms);
-    std::hint::black_box(&snapshot);
-    started.elapsed()
+/// Resets the peak (VmHWM) to the current RSS, so a later peak is that phase's.
+fn reset_peak() {
+    // Linux >= 4.0; if it fails the peak stays the process' and says so by its size.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn run_one(n: usize) {
+/// The figures of one N, printed as one `key=value` line for the table.
+struct Figures {
+    n: usize,
+    cold_s: f64,
+    cold_peak_kib: u64,
+    steady_kib: u64,
+    steady_peak_kib: u64,
+    rss0_kib: u64,
+    update_p50_s: f64,
+    update_p99_s: f64,
+    update_max_s: f64,
+    refit_s: f64,
+    refits: (u64, u64, u64),
+}
+
+impl Figures {
+    fn line(&self) -> String {
+        format!(
+            "RESULT n={} cold_s={:.2} cold_peak_kib={} steady_kib={} steady_peak_kib={} rss0_kib={} update_p50_s={:.4} update_p99_s={:.4} update_max_s={:.4} refit_s={:.3} selected={} reused={} drifted={}",
+            self.n,
+            self.cold_s,
+            self.cold_peak_kib,
+            self.steady_kib,
+            self.steady_peak_kib,
+            self.rss0_kib,
+            self.update_p50_s,
+            self.update_p99_s,
+            self.update_max_s,
+            self.refit_s,
+            self.refits.0,
+            self.refits.1,
+            self.refits.2,
+        )
+    }
+}
+
+fn run_one(n: usize) -> Figures {
     let model = std::env::var("PRESCALE_SCALE_MODEL").unwrap_or_else(|_| "seasonal-naive".into());
     let per_signal = env_usize("PRESCALE_SCALE_PER_SIGNAL", 1000).max(1);
     let days = env_usize("PRESCALE_SCALE_HISTORY_DAYS", 7).max(1);
     let refit = env_usize("PRESCALE_SCALE_REFIT_STEPS", 60).max(2);
     let fit_steps = env_usize("PRESCALE_SCALE_FIT_STEPS", 1).max(1);
     let spread = env_usize("PRESCALE_SCALE_SPREAD", 0) != 0;
+    let max_fetches = env_usize(
+        "PRESCALE_SCALE_MAX_FETCHES",
+        prescale::engine::DEFAULT_MAX_FETCHES,
+    );
     let history_ms = days as i64 * DAY_MS;
     let spec = ModelSpec::by_name(&model).unwrap_or_else(|e| panic!("model {model}: {e}"));
 
-    let source = Synthetic {
+    let source = Arc::new(Synthetic {
         traces: base_traces(),
         per_signal,
         total: n,
-    };
+    });
     let (rss0, _) = memory_kib();
     let signals = n.div_ceil(per_signal);
     let settings: Vec<SignalSettings> = (0..signals)
@@ -204,20 +241,40 @@ fn run_one(n: usize) {
             },
         })
         .collect();
-    // The synthetic source's futures are ready at once: a current-thread runtime polls them.
+    // The synthetic source's futures are ready at once; fits run on the blocking
+    // pool and rayon, as in `prescale serve`.
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a current-thread runtime");
-    let mut core = Core::new(settings, Metrics::unregistered());
-    let mut now = START_MS + 7 * DAY_MS + 1_000;
-    let backfill = cycle(&mut core, &source, &rt, now);
-    let (rss_fill, _) = memory_kib();
+    let clock = Arc::new(SimClock::new(START_MS + 7 * DAY_MS + 1_000));
+    let shared = Shared::new();
+    let engine = Engine::new(
+        settings,
+        source as Arc<dyn Source>,
+        shared.clone(),
+        clock.clone(),
+        Metrics::unregistered(),
+    );
+    let mut engine = engine.with_max_fetches(if max_fetches == 0 {
+        usize::MAX >> 4
+    } else {
+        max_fetches
+    });
+    let step = |engine: &mut Engine| -> Duration {
+        let started = Instant::now();
+        rt.block_on(engine.step()).expect("engine step");
+        started.elapsed()
+    };
+    reset_peak();
+    let cold = step(&mut engine);
+    let (_, cold_peak) = memory_kib();
+    reset_peak();
     let mut updates = Vec::new();
     // Steps 1..refit-1 only update; step `refit` refits every series.
     let mut trace = Vec::new();
     for i in 1..refit {
-        now += STEP_MS;
-        updates.push(cycle(&mut core, &source, &rt, now));
+        clock.advance(STEP_MS);
+        updates.push(step(&mut engine));
         if i % (refit / 6).max(1) == 0 {
             trace.push(format!(
                 "{i}:{:.1}",
@@ -225,33 +282,55 @@ fn run_one(n: usize) {
             ));
         }
     }
-    now += STEP_MS;
-    let refit_took = cycle(&mut core, &source, &rt, now);
+    clock.advance(STEP_MS);
+    let refit_took = step(&mut engine);
     let (rss, hwm) = memory_kib();
-    let served: usize = core
-        .snapshot(now)
-        .metrics
-        .values()
-        .map(|m| m.series.len())
-        .sum();
+    let served: usize = shared.load().metrics.values().map(|m| m.series.len()).sum();
     assert_eq!(served, n, "every series is served");
+    let refits = engine.core().map_or((0, 0, 0), |c| {
+        let r = c.refit_counts();
+        (r.selected, r.reused, r.drifted)
+    });
     updates.sort();
-    let p50 = updates[updates.len() / 2];
-    let max = updates[updates.len() - 1];
+    let at = |q: f64| updates[((updates.len() - 1) as f64 * q).round() as usize];
     let per = |kib: u64| (kib.saturating_sub(rss0)) as f64 / n as f64;
     println!(
-        "scale n={n} model={model} fit_steps={fit_steps} spread={spread} step=60s history={days}d threads={} backfill={:.2}s update_p50={:.3}s update_max={:.3}s refit={:.2}s rss_per_series={:.1}KiB (after backfill {:.1}KiB) rss={}MiB peak={}MiB",
+        "scale n={n} model={model} fit_steps={fit_steps} spread={spread} max_fetches={max_fetches} step=60s history={days}d threads={} cold_start={:.2}s update_p50={:.3}s update_p99={:.3}s refit={:.2}s rss_per_series={:.1}KiB rss={}MiB cold_peak={}MiB steady_peak={}MiB refits(selected/reused/drifted)={}/{}/{}",
         rayon::current_num_threads(),
-        backfill.as_secs_f64(),
-        p50.as_secs_f64(),
-        max.as_secs_f64(),
+        cold.as_secs_f64(),
+        at(0.5).as_secs_f64(),
+        at(0.99).as_secs_f64(),
         refit_took.as_secs_f64(),
         per(rss),
-        per(rss_fill),
         rss / 1024,
+        cold_peak / 1024,
         hwm / 1024,
+        refits.0,
+        refits.1,
+        refits.2,
     );
     println!("  KiB per series after cycle: {}", trace.join(" "));
+    Figures {
+        n,
+        cold_s: cold.as_secs_f64(),
+        cold_peak_kib: cold_peak,
+        steady_kib: rss,
+        steady_peak_kib: hwm,
+        rss0_kib: rss0,
+        update_p50_s: at(0.5).as_secs_f64(),
+        update_p99_s: at(0.99).as_secs_f64(),
+        update_max_s: updates[updates.len() - 1].as_secs_f64(),
+        refit_s: refit_took.as_secs_f64(),
+        refits,
+    }
+}
+
+/// The value of `key=` in a `RESULT` line.
+fn field(line: &str, key: &str) -> f64 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN)
 }
 
 fn main() {
@@ -262,15 +341,44 @@ fn main() {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     if let [n] = ns[..] {
-        run_one(n);
+        println!("{}", run_one(n).line());
         return;
     }
     let exe = std::env::current_exe().expect("own path");
+    let mut rows = Vec::new();
     for n in ns {
-        let status = std::process::Command::new(&exe)
+        let out = std::process::Command::new(&exe)
             .env("PRESCALE_SCALE_N", n.to_string())
-            .status()
+            .stderr(std::process::Stdio::inherit())
+            .output()
             .expect("run the bench for one N");
-        assert!(status.success(), "n={n} failed");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        print!("{text}");
+        assert!(out.status.success(), "n={n} failed");
+        if let Some(line) = text.lines().find(|l| l.starts_with("RESULT ")) {
+            rows.push(line.to_string());
+        }
+    }
+    println!();
+    println!("| series | cold start s | refit s | update p50 / p99 s | KiB per series | cold-start peak / steady RSS | refits selected / reused / drifted |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let n = field(r, "n");
+        let per = (field(r, "steady_kib") - field(r, "rss0_kib")) / n;
+        println!(
+            "| {} | {:.1} | {:.2} | {:.3} / {:.3} | {:.1} | {:.0} / {:.0} MiB = {:.2}x | {} / {} / {} |",
+            n,
+            field(r, "cold_s"),
+            field(r, "refit_s"),
+            field(r, "update_p50_s"),
+            field(r, "update_p99_s"),
+            per,
+            field(r, "cold_peak_kib") / 1024.0,
+            field(r, "steady_kib") / 1024.0,
+            field(r, "cold_peak_kib") / field(r, "steady_kib"),
+            field(r, "selected"),
+            field(r, "reused"),
+            field(r, "drifted"),
+        );
     }
 }

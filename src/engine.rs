@@ -915,6 +915,32 @@ impl Core {
         all
     }
 
+    /// How the refits of every series went so far (summed over the trackers).
+    pub fn refit_counts(&self) -> crate::plan::tracker::RefitCounts {
+        let mut all = crate::plan::tracker::RefitCounts::default();
+        for st in self.signals.iter().flat_map(|s| s.series.values()) {
+            let r = st.tracker.refit_counts();
+            all.selected += r.selected;
+            all.reused += r.reused;
+            all.drifted += r.drifted;
+        }
+        all
+    }
+
+    /// How far loading has come: signals whose first fetch has been applied (with
+    /// series or an error), and the series held.
+    pub fn loaded(&self) -> Loaded {
+        Loaded {
+            signals_answered: self
+                .signals
+                .iter()
+                .filter(|s| s.fetched_to_ms.is_some() || s.last_error.is_some())
+                .count(),
+            signals_total: self.signals.len(),
+            series: self.signals.iter().map(|s| s.series.len()).sum(),
+        }
+    }
+
     /// The snapshot to publish at `now_ms`: the signals' metrics, no node-pool plan
     /// (the engine adds its own).
     pub fn snapshot(&self, now_ms: i64) -> Snapshot {
@@ -976,7 +1002,15 @@ pub struct Engine {
     /// Whether `tick` was set by [`Engine::with_tick`] (a reload then keeps it).
     tick_fixed: bool,
     reloads: Option<tokio::sync::mpsc::Receiver<Reload>>,
+    /// Fetches in flight at once (fetched results not yet applied count too).
+    max_fetches: usize,
+    /// How far the first load has come (`/readyz`).
+    progress: Arc<Progress>,
 }
+
+/// Fetches in flight at once by default: enough to keep a Prometheus busy, few
+/// enough that the windows of a cold start are not all held at once.
+pub const DEFAULT_MAX_FETCHES: usize = 8;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -995,6 +1029,12 @@ impl Engine {
         metrics: Metrics,
     ) -> Self {
         let tick = default_tick(&signals);
+        let progress = Arc::new(Progress::default());
+        progress.set(Loaded {
+            signals_answered: 0,
+            signals_total: signals.len(),
+            series: 0,
+        });
         Self {
             core: Some(Core::new(signals, metrics)),
             nodepools: None,
@@ -1004,7 +1044,22 @@ impl Engine {
             tick,
             tick_fixed: false,
             reloads: None,
+            max_fetches: DEFAULT_MAX_FETCHES,
+            progress,
         }
+    }
+
+    /// Keeps at most `n` (at least 1) fetches in flight, a fetched result counting
+    /// until it is applied; [`DEFAULT_MAX_FETCHES`] otherwise.
+    pub fn with_max_fetches(mut self, n: usize) -> Self {
+        self.max_fetches = n.max(1);
+        self
+    }
+
+    /// How far the first load has come: `not_ready()` is the `/readyz` detail until
+    /// the first snapshot is published.
+    pub fn progress(&self) -> Arc<Progress> {
+        Arc::clone(&self.progress)
     }
 
     /// Takes new signals (a config reload) from `reloads` between steps while it runs.
@@ -1059,6 +1114,12 @@ impl Engine {
 
     /// One step at the clock's `now`: fetch what is due, update, publish.
     ///
+    /// At most [`Engine::with_max_fetches`] fetches are in flight, and a fetched
+    /// result counts against that bound until it has been applied: results are
+    /// applied in batches (whatever has arrived) while the other fetches go on, so
+    /// the points held at once are a few signals' worth, not every signal's window
+    /// (a cold start of 100k series fetched at once held ~8 GB).
+    ///
     /// # Errors
     /// [`Error::Update`] when the update task panicked (the core is then lost).
     pub async fn step(&mut self) -> Result<Vec<Transition>> {
@@ -1068,58 +1129,54 @@ impl Engine {
         };
         let frontier = self.source.frontier(now_ms).await;
         let planned = core.plan(now_ms, frontier);
-        let mut tasks = tokio::task::JoinSet::new();
-        for (order, p) in planned.into_iter().enumerate() {
-            let source = Arc::clone(&self.source);
-            tasks.spawn(async move {
-                let started = tokio::time::Instant::now();
-                let result = source
-                    .fetch(&p.query, p.range)
-                    .await
-                    .map_err(FetchError::from);
-                (order, p, result, started.elapsed())
-            });
-        }
-        let collect = async {
-            let mut results = Vec::new();
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok(r) => results.push(r),
-                    Err(e) => tracing::error!(error = %e, "fetch task ended abnormally"),
-                }
-            }
-            results
-        };
+        let loading = !self.shared.is_ready();
         // The cluster is read while the signals are fetched.
         let observe = async {
             if let Some(np) = self.nodepools.as_mut() {
                 np.refresh(now_ms).await;
             }
         };
-        let ((), mut results) = tokio::join!(observe, collect);
+        let fetch_apply = fetch_and_apply(
+            core,
+            planned,
+            Arc::clone(&self.source),
+            now_ms,
+            self.max_fetches,
+            loading.then_some(self.progress.as_ref()),
+        );
+        let ((), applied) = tokio::join!(observe, fetch_apply);
+        let (core, transitions) = applied?;
         let nodepool_input = self.nodepools.as_ref().map(nodepools::NodePools::input);
-        results.sort_by_key(|r| r.0);
-        let results: Vec<_> = results.into_iter().map(|(_, p, r, d)| (p, r, d)).collect();
-        let (core, transitions, mut snapshot, plan) = tokio::task::spawn_blocking(move || {
-            let mut core = core;
-            let t = core.apply(now_ms, results);
-            let mut snap = core.snapshot(now_ms);
+        let (core, mut snapshot, plan) = tokio::task::spawn_blocking(move || {
+            let snap = core.snapshot(now_ms);
+            let mut snap = snap;
             let mut plan = None;
             if let Some((planner, observed)) = nodepool_input {
                 let outcome = planner.plan(&core, now_ms, observed.as_ref());
                 snap.metrics.extend(outcome.metrics);
                 plan = outcome.plan;
             }
-            (core, t, snap, plan)
+            (core, snap, plan)
         })
         .await
         .map_err(Error::Update)?;
+        if loading {
+            let loaded = core.loaded();
+            self.progress.set(loaded);
+            tracing::info!(
+                series = loaded.series,
+                signals = loaded.signals_total,
+                answered = loaded.signals_answered,
+                "first load done; publishing"
+            );
+        }
         self.core = Some(core);
         if let Some(np) = self.nodepools.as_mut() {
             snapshot.plan = np.keep(plan);
         }
         // One publication: readers see the metrics and the plan of the same step.
         self.shared.publish(snapshot);
+        self.progress.finish();
         Ok(transitions)
     }
 
@@ -1196,8 +1253,107 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// Fetches `planned` with at most `max_fetches` slots in flight (a fetch of more
+/// than [`BACKFILL_SLOT_POINTS`] points per series takes several) and applies the results
+/// to `core` in batches on a blocking thread (fits can take a while), as they
+/// arrive. A result keeps its fetch's permit until it is applied, so at most
+/// `max_fetches` results exist at once. Within a batch, results are applied in
+/// planned order. With `progress`, records after each batch how far the load is
+/// and logs it (at most every few seconds).
+async fn fetch_and_apply(
+    core: Core,
+    planned: Vec<Planned>,
+    source: Arc<dyn Source>,
+    now_ms: i64,
+    max_fetches: usize,
+    progress: Option<&Progress>,
+) -> Result<(Core, Vec<Transition>)> {
+    let max_fetches = max_fetches.max(1);
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_fetches));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (order, p) in planned.into_iter().enumerate() {
+        let source = Arc::clone(&source);
+        let permits = Arc::clone(&permits);
+        // A long range (a backfill) takes a slot per BACKFILL_SLOT_POINTS points, so
+        // fewer of them are in flight: a week at 1 minute takes 4 of the 8.
+        let weight = p
+            .range
+            .len()
+            .div_ceil(BACKFILL_SLOT_POINTS)
+            .clamp(1, max_fetches);
+        let weight = u32::try_from(weight).unwrap_or(1);
+        tasks.spawn(async move {
+            // The semaphore is never closed; without a permit the fetch just runs.
+            let permit = permits.acquire_many_owned(weight).await.ok();
+            let started = tokio::time::Instant::now();
+            let result = source
+                .fetch(&p.query, p.range)
+                .await
+                .map_err(FetchError::from);
+            (order, p, result, started.elapsed(), permit)
+        });
+    }
+    let mut core = core;
+    let mut transitions = Vec::new();
+    let mut logged = tokio::time::Instant::now();
+    let started = logged;
+    while let Some(first) = tasks.join_next().await {
+        let mut batch = Vec::new();
+        let mut take = |joined: std::result::Result<_, tokio::task::JoinError>| match joined {
+            Ok(r) => batch.push(r),
+            Err(e) => tracing::error!(error = %e, "fetch task ended abnormally"),
+        };
+        take(first);
+        // Whatever else has arrived goes in the same batch.
+        while let Some(joined) = tasks.try_join_next() {
+            take(joined);
+        }
+        batch.sort_by_key(|r| r.0);
+        let (results, permits): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|(_, p, r, d, permit)| ((p, r, d), permit))
+            .unzip();
+        let (c, t) = tokio::task::spawn_blocking(move || {
+            let mut core = core;
+            let t = core.apply(now_ms, results);
+            (core, t)
+        })
+        .await
+        .map_err(Error::Update)?;
+        // Applied: the fetched points are gone, the next fetches may start.
+        drop(permits);
+        core = c;
+        transitions.extend(t);
+        if let Some(progress) = progress {
+            let loaded = core.loaded();
+            progress.set(loaded);
+            if logged.elapsed() >= LOAD_LOG_EVERY && !tasks.is_empty() {
+                logged = tokio::time::Instant::now();
+                tracing::info!(
+                    series = loaded.series,
+                    answered = loaded.signals_answered,
+                    signals = loaded.signals_total,
+                    seconds = started.elapsed().as_secs(),
+                    "loading"
+                );
+            }
+        }
+    }
+    Ok((core, transitions))
+}
+
+/// Points per series of a fetch that take one of the fetch slots: a fetch of a
+/// longer range (a backfill) takes more slots, so fewer whole windows are in
+/// flight at once.
+pub const BACKFILL_SLOT_POINTS: usize = 2_520;
+
+/// How often the first load's progress is logged.
+const LOAD_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub mod loading;
 pub mod nodepools;
 pub mod reload;
+pub use loading::{Loaded, Progress};
 pub use reload::Reload;
 
 #[cfg(test)]

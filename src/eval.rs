@@ -242,19 +242,73 @@ fn score(task: &Task, model: String, mean: &[f64], p90: &[f64]) -> SeriesScore {
 /// A series whose fit fails is scored with the seasonal naive forecast and counted
 /// in `failures`.
 pub fn evaluate(spec: &ModelSpec, tasks: &[Task]) -> (Summary, Vec<SeriesScore>) {
+    evaluate_fit_steps(spec, tasks, 1)
+}
+
+/// Means of `k` consecutive points, aligned to the end (the last mean ends at the
+/// last point; a shorter first block is dropped), as `f32` like a tracker's
+/// compact history; `NAN` where a block has no finite point.
+pub fn block_means(history: &[f64], k: usize) -> Vec<f64> {
+    let k = k.max(1);
+    if k == 1 {
+        return history.to_vec();
+    }
+    let skip = history.len() % k;
+    history[skip..]
+        .chunks(k)
+        .map(|c| {
+            let (s, n) = c
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+            if n == 0 {
+                f64::NAN
+            } else {
+                f64::from((s / n as f64) as f32)
+            }
+        })
+        .collect()
+}
+
+/// Each value repeated `k` times, cut to `h`: a forecast on the fitted grid read
+/// on the original one.
+fn repeat_each(path: &[f64], k: usize, h: usize) -> Vec<f64> {
+    path.iter()
+        .flat_map(|&v| std::iter::repeat_n(v, k.max(1)))
+        .take(h)
+        .collect()
+}
+
+/// As [`evaluate`], with the model fitted on means of `fit_steps` grid points (as
+/// a signal's `fit_step` does): it forecasts on that coarser grid, and each
+/// forecast value stands for the `fit_steps` grid points it covers, scored
+/// against the original actuals.
+pub fn evaluate_fit_steps(
+    spec: &ModelSpec,
+    tasks: &[Task],
+    fit_steps: usize,
+) -> (Summary, Vec<SeriesScore>) {
+    let k = fit_steps.max(1);
     let watch = Stopwatch::start();
     let forecasts: Vec<(String, Vec<f64>, Vec<f64>, bool)> = tasks
         .par_iter()
         .map(|t| {
             let h = t.actual.len();
-            let spec = spec.clone().with_horizon(h.max(1));
+            let hc = h.div_ceil(k);
+            let spec = spec.clone().with_horizon(hc.max(1));
+            let history = block_means(&t.history, k);
             match spec
-                .fit(&t.history, t.step_ms)
-                .and_then(|m| m.predict(h, &[0.9]).map(|f| (m.name(), f)))
+                .fit(&history, t.step_ms.saturating_mul(k as i64))
+                .and_then(|m| m.predict(hc, &[0.9]).map(|f| (m.name(), f)))
             {
                 Ok((name, f)) => {
                     let p90 = f.quantile(0.9).map(<[f64]>::to_vec).unwrap_or_default();
-                    (name, f.mean, p90, false)
+                    (
+                        name,
+                        repeat_each(&f.mean, k, h),
+                        repeat_each(&p90, k, h),
+                        false,
+                    )
                 }
                 Err(e) => {
                     let naive = seasonal_naive(&t.history, t.m, h);
@@ -407,6 +461,52 @@ mod tests {
             .to_string();
         assert!(err.contains("t.csv:2") && err.contains("column 3"), "{err}");
         assert!(parse_m4("h\n\"H1\",,\n", Path::new("t.csv")).is_err());
+    }
+
+    #[test]
+    fn block_means_end_on_the_last_point_and_skip_gaps() {
+        let h = [9.0, 1.0, 2.0, 3.0, f64::NAN, f64::NAN, f64::NAN];
+        let m = block_means(&h, 2);
+        assert_eq!(m.len(), 3, "the shorter first block is dropped");
+        assert_eq!((m[0], m[1]), (1.5, 3.0));
+        assert!(m[2].is_nan(), "a block of gaps is a gap");
+        assert_eq!(block_means(&h[1..4], 1), vec![1.0, 2.0, 3.0]);
+        assert_eq!(
+            repeat_each(&[1.0, 2.0], 3, 5),
+            vec![1.0, 1.0, 1.0, 2.0, 2.0]
+        );
+    }
+
+    /// A daily shape with deterministic noise, so no forecast is exact.
+    fn wobbly(k: usize, i: usize) -> f64 {
+        10.0 + k as f64 + ((i % 24) as f64 / 4.0).sin() + ((i * 7919) % 13) as f64 * 0.05
+    }
+
+    #[test]
+    fn fit_steps_one_is_the_plain_evaluation() {
+        let tasks: Vec<Task> = (0..3)
+            .map(|k| Task {
+                id: format!("t{k}"),
+                history: (0..24 * 14).map(|i| wobbly(k, i)).collect(),
+                actual: (24 * 14..24 * 14 + 12).map(|i| wobbly(k, i)).collect(),
+                step_ms: 3_600_000,
+                m: 24,
+            })
+            .collect();
+        let spec = ModelSpec::by_name("seasonal-naive").unwrap();
+        let (a, _) = evaluate(&spec, &tasks);
+        let (b, _) = evaluate_fit_steps(&spec, &tasks, 1);
+        assert!(a.mase.is_finite() && a.mase > 0.0, "{}", a.mase);
+        assert_eq!((a.mase, a.smape), (b.mase, b.smape));
+        // On 2-hour means each forecast value stands for two hours: another score.
+        let (c, _) = evaluate_fit_steps(&spec, &tasks, 2);
+        assert!(
+            c.mase.is_finite() && c.mase != b.mase,
+            "{} vs {}",
+            c.mase,
+            b.mase
+        );
+        assert_eq!(c.failures, 0);
     }
 
     #[test]

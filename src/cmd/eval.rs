@@ -27,6 +27,10 @@ pub struct Args {
     /// The model: one of the bundled specs (auto, seasonal-naive, seasonal-naive-weekly, holt-winters-damped, mstl-daily-weekly, linear-lags), or a path to a spec YAML file.
     #[arg(long, default_value = "auto")]
     pub model: String,
+    /// Fit on means of this many grid points, as a signal's `fit_step` does
+    /// (forecasts on the coarser grid, scored on the original one); 1 fits as is.
+    #[arg(long, default_value_t = 1)]
+    pub fit_steps: usize,
     /// Print per-series scores too.
     #[arg(long)]
     pub per_series: bool,
@@ -60,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if tasks.is_empty() {
         return Err(eval::Error::Empty("the input".to_string()).into());
     }
-    let (summary, scores) = eval::evaluate(&spec, &tasks);
+    let (summary, scores) = eval::evaluate_fit_steps(&spec, &tasks, args.fit_steps);
     if args.traces.is_some() {
         print_per_trace(&scores);
     }

@@ -219,6 +219,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     if let Some(np) = node_parts.nodepools.take() {
         engine = engine.with_nodepools(np);
     }
+    let progress = engine.progress();
     // Config reload on SIGHUP and file change; the bundled traces have no file.
     // The reloader ends with the runtime.
     #[cfg(unix)]
@@ -246,23 +247,29 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     registry
         .sub_registry_with_prefix("prescale")
         .register_collector(upstreams.collector());
-    let api =
-        prescale::api::Server::bind(
-            api_settings,
-            shared.clone(),
-            Arc::new(registry),
-            Arc::clone(&clock),
-        )
-        .await
-        .context("cannot start the API")?
-        .with_pod_lookup(match &watched {
-            Some(w) if w.pods.is_some() => Arc::clone(w) as Arc<dyn PodLookup>,
-            _ => Arc::new(NoPods),
-        })
-        .with_readiness(watched.map(|w| {
-            Arc::new(move || w.not_ready()) as Arc<dyn Fn() -> Option<String> + Send + Sync>
-        }))
-        .with_upstreams(upstreams);
+    let api = prescale::api::Server::bind(
+        api_settings,
+        shared.clone(),
+        Arc::new(registry),
+        Arc::clone(&clock),
+    )
+    .await
+    .context("cannot start the API")?
+    .with_pod_lookup(match &watched {
+        Some(w) if w.pods.is_some() => Arc::clone(w) as Arc<dyn PodLookup>,
+        _ => Arc::new(NoPods),
+    })
+    .with_readiness(Some(Arc::new(move || {
+        // The first load's progress, then the watched cluster state's lists.
+        let why: Vec<String> = progress
+            .not_ready()
+            .into_iter()
+            .chain(watched.as_ref().and_then(|w| w.not_ready()))
+            .collect();
+        (!why.is_empty()).then(|| why.join("; "))
+    })
+        as Arc<dyn Fn() -> Option<String> + Send + Sync>))
+    .with_upstreams(upstreams);
     let https = api.https_addr();
     // After the API: the expander may serve the certificate the API generated.
     let expander = node_parts

@@ -669,3 +669,130 @@ fn shadow_mode_comes_from_the_config() {
     );
     assert_eq!(b.shadow, None, "predictive by default");
 }
+
+/// A source of one series per query that records, for each fetch, how many fetches
+/// were running and how many signals the engine had applied when it started.
+struct Counting {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    progress: std::sync::Mutex<Option<Arc<Progress>>>,
+    answered_at_start: std::sync::Mutex<Vec<usize>>,
+}
+
+impl Counting {
+    fn new() -> Self {
+        Self {
+            running: 0.into(),
+            most: 0.into(),
+            progress: std::sync::Mutex::new(None),
+            answered_at_start: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Source for Counting {
+    fn fetch<'a>(
+        &'a self,
+        query: &'a str,
+        range: Range,
+    ) -> crate::source::BoxFuture<'a, crate::source::Result<Vec<LabeledSeries>>> {
+        use std::sync::atomic::Ordering;
+        Box::pin(async move {
+            let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            if let Some(p) = self.progress.lock().unwrap().as_ref() {
+                self.answered_at_start
+                    .lock()
+                    .unwrap()
+                    .push(p.get().signals_answered);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            Ok(fetched(range, &labels(&[("q", query)])).unwrap())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_are_bounded_and_applied_as_they_arrive() {
+    let source = Arc::new(Counting::new());
+    let names: Vec<String> = (0..7).map(|i| format!("s{i}")).collect();
+    let shared = Shared::new();
+    let mut engine = Engine::new(
+        names.iter().map(|n| settings(n)).collect(),
+        source.clone(),
+        shared.clone(),
+        Arc::new(SimClock::new(1_000 * STEP)),
+        Metrics::unregistered(),
+    )
+    .with_max_fetches(2);
+    let progress = engine.progress();
+    assert_eq!(
+        progress
+            .not_ready()
+            .as_deref()
+            .map(|s| s.starts_with("loading: 0 series from 0 of 7 signals")),
+        Some(true),
+        "nothing loaded before the first step"
+    );
+    engine.step().await.unwrap();
+    assert!(source.most.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+    assert!(source.most.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    let snap = shared.load();
+    assert_eq!(snap.metrics.len(), 7);
+    assert!(snap.metrics.values().all(|m| m.series.len() == 1));
+    assert_eq!(progress.not_ready(), None, "ready once published");
+    assert_eq!(
+        progress.get(),
+        Loaded {
+            signals_answered: 7,
+            signals_total: 7,
+            series: 7
+        }
+    );
+}
+
+#[tokio::test]
+async fn one_fetch_at_a_time_applies_each_before_the_next_starts() {
+    let source = Arc::new(Counting::new());
+    let shared = Shared::new();
+    let mut engine = Engine::new(
+        (0..4).map(|i| settings(&format!("s{i}"))).collect(),
+        source.clone(),
+        shared.clone(),
+        Arc::new(SimClock::new(1_000 * STEP)),
+        Metrics::unregistered(),
+    )
+    .with_max_fetches(1);
+    *source.progress.lock().unwrap() = Some(engine.progress());
+    engine.step().await.unwrap();
+    // The permit is held until the result is applied: fetch k starts with k applied.
+    assert_eq!(*source.answered_at_start.lock().unwrap(), vec![0, 1, 2, 3]);
+    assert_eq!(source.most.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(shared.load().metrics.len(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_backfills_take_several_slots() {
+    let source = Arc::new(Counting::new());
+    let long = |i: usize| {
+        let mut s = settings(&format!("s{i}"));
+        s.tracker.history_steps = 2 * BACKFILL_SLOT_POINTS;
+        s.history_ms = s.tracker.history_steps as i64 * STEP;
+        s
+    };
+    let shared = Shared::new();
+    let mut engine = Engine::new(
+        (0..6).map(long).collect(),
+        source.clone(),
+        shared.clone(),
+        Arc::new(SimClock::new(20_000 * STEP)),
+        Metrics::unregistered(),
+    )
+    .with_max_fetches(4);
+    engine.step().await.unwrap();
+    // Each window takes 2 of the 4 slots.
+    assert!(source.most.load(std::sync::atomic::Ordering::SeqCst) <= 2);
+    assert_eq!(shared.load().metrics.len(), 6);
+    assert!(shared.load().metrics.values().all(|m| m.series.len() == 1));
+}

@@ -202,6 +202,18 @@ impl Calibrated {
     }
 }
 
+impl Calibrated {
+    /// Its quantile calibration (a reused selection keeps it).
+    pub(crate) fn calibration(&self) -> &Calibration {
+        &self.calibration
+    }
+
+    /// Its report, by reference.
+    pub(crate) fn report_ref(&self) -> &ModelReport {
+        &self.report
+    }
+}
+
 impl std::fmt::Debug for Calibrated {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Calibrated")

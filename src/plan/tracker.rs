@@ -15,7 +15,19 @@
 
 use std::collections::VecDeque;
 
-use crate::forecast::{Calibrated, Fit, Forecast, ModelSpec, Predict};
+use crate::forecast::select::{Refit, Selection};
+use crate::forecast::{Calibrated, Forecast, ModelSpec, Predict};
+
+/// How a tracker's refits went (see [`ModelSpec::refit`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RefitCounts {
+    /// Every candidate scored and a choice made.
+    pub selected: u64,
+    /// The previous choice refitted alone.
+    pub reused: u64,
+    /// Selected again because the reused choice's error drifted.
+    pub drifted: u64,
+}
 
 use super::peak::PeakCalibration;
 use super::{served_value, ServePolicy};
@@ -202,6 +214,12 @@ pub struct Tracker {
     /// The newest finite grid point and how many grid points came after it.
     latest: Option<(f64, usize)>,
     model: Option<Calibrated>,
+    /// What the last full `auto` selection chose, reused by refits until the
+    /// evidence says otherwise ([`ModelSpec::refit`]).
+    selection: Option<Selection>,
+    /// Refits so far: (every candidate scored, a selection reused, selected again
+    /// because the reused one's error drifted).
+    refits: RefitCounts,
     steps_since_fit: usize,
     last_fit_ms: Option<i64>,
     fit_error: Option<String>,
@@ -245,6 +263,8 @@ impl Tracker {
             bucket: (0.0, 0, 0),
             latest: None,
             model: None,
+            selection: None,
+            refits: RefitCounts::default(),
             steps_since_fit: 0,
             last_fit_ms: None,
             fit_error: None,
@@ -280,6 +300,11 @@ impl Tracker {
 
     fn fit_steps(&self) -> usize {
         self.settings.fit_steps.max(1)
+    }
+
+    /// How its refits went so far.
+    pub fn refit_counts(&self) -> RefitCounts {
+        self.refits
     }
 
     /// The settings this tracker runs with.
@@ -436,8 +461,20 @@ impl Tracker {
             let mut history = self.history.to_vec();
             let fit_step_ms = self.settings.step_ms.saturating_mul(k as i64);
             clip_bursts(&mut history, &season_points(fit_step_ms));
-            match self.settings.spec.fit(&history, fit_step_ms) {
-                Ok(model) => {
+            // A selection is reused with the model it fitted last.
+            let previous = self.selection.take().zip(self.model.as_ref());
+            let refitted =
+                self.settings
+                    .spec
+                    .refit(&history, fit_step_ms, previous, self.steps_since_fit);
+            match refitted {
+                Ok((model, selection, how)) => {
+                    self.selection = selection;
+                    match how {
+                        Refit::Selected => self.refits.selected += 1,
+                        Refit::Reused => self.refits.reused += 1,
+                        Refit::Drifted => self.refits.drifted += 1,
+                    }
                     let (sum, n) = history
                         .iter()
                         .filter(|v| v.is_finite())
