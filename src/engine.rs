@@ -1029,14 +1029,11 @@ impl Engine {
         metrics: Metrics,
     ) -> Self {
         let tick = default_tick(&signals);
+        let core = Core::new(signals, metrics);
         let progress = Arc::new(Progress::default());
-        progress.set(Loaded {
-            signals_answered: 0,
-            signals_total: signals.len(),
-            series: 0,
-        });
+        progress.set(core.loaded());
         Self {
-            core: Some(Core::new(signals, metrics)),
+            core: Some(core),
             nodepools: None,
             source,
             shared,
@@ -1148,8 +1145,7 @@ impl Engine {
         let (core, transitions) = applied?;
         let nodepool_input = self.nodepools.as_ref().map(nodepools::NodePools::input);
         let (core, mut snapshot, plan) = tokio::task::spawn_blocking(move || {
-            let snap = core.snapshot(now_ms);
-            let mut snap = snap;
+            let mut snap = core.snapshot(now_ms);
             let mut plan = None;
             if let Some((planner, observed)) = nodepool_input {
                 let outcome = planner.plan(&core, now_ms, observed.as_ref());

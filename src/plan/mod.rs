@@ -36,6 +36,14 @@ pub struct ServePolicy {
     pub reactive_floor: bool,
 }
 
+impl ServePolicy {
+    /// The factor every served value is multiplied by: `1 + tolerance` (see
+    /// [`ServePolicy::tolerance`]).
+    pub fn factor(&self) -> f64 {
+        1.0 + self.tolerance.max(0.0)
+    }
+}
+
 /// How many forecast steps are due at `elapsed_ms` after the forecast's origin
 /// (the end of its last observed step) on a grid of `step_ms`: step `h` (1-based)
 /// starts at `h × step`, and it is due once that is within the lead time, i.e.
@@ -147,7 +155,7 @@ pub fn serve(
     due: usize,
 ) -> Option<Served> {
     let latest = latest.filter(|v| v.is_finite());
-    let factor = 1.0 + policy.tolerance.max(0.0);
+    let factor = policy.factor();
     let only_latest = |l: f64| Served {
         value: l * factor,
         due: 0,

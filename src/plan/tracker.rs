@@ -105,9 +105,7 @@ impl Decision {
     pub fn served_at(&self, policy: &ServePolicy, now_ms: i64) -> Option<f64> {
         match &self.forecast {
             Some(_) => self.explain_at(policy, now_ms).map(|s| s.value),
-            None => self
-                .floor(policy.quantile)
-                .map(|f| f * (1.0 + policy.tolerance.max(0.0))),
+            None => self.floor(policy.quantile).map(|f| f * policy.factor()),
         }
     }
 
@@ -613,7 +611,7 @@ impl Tracker {
     /// observation (the floor, [`Decision::floor`]) when the policy says so — from
     /// the current model, without refitting. While there is no model: the floor.
     pub fn value_ahead(&self, steps: usize) -> Option<f64> {
-        let latest = floor_of(&self.since_sync(), self.settings.policy.quantile).or(self.latest());
+        let floor = floor_of(&self.since_sync(), self.settings.policy.quantile).or(self.latest());
         // In fitted points, counted as in `decide`.
         let policy = ServePolicy {
             lead_steps: (steps.max(1) + self.bucket.2)
@@ -626,10 +624,10 @@ impl Tracker {
             .as_ref()
             .map(|m| m.predict(policy.lead_steps, &[policy.quantile]))
         {
-            Some(Ok(fc)) => served_value(&fc, &policy, latest),
+            Some(Ok(fc)) => served_value(&fc, &policy, floor),
             // No model yet, or it cannot predict that far: what warming serves, the
             // floor times the tolerance factor ([`Tracker::warming`]).
-            _ => latest.map(|f| f * (1.0 + policy.tolerance.max(0.0))),
+            _ => floor.map(|f| f * policy.factor()),
         }
     }
 
@@ -642,7 +640,7 @@ impl Tracker {
         let since_sync = self.since_sync();
         let floor = floor_of(&since_sync, policy.quantile).or(latest);
         Decision {
-            value: floor.map(|f| f * (1.0 + policy.tolerance.max(0.0))),
+            value: floor.map(|f| f * policy.factor()),
             warming: true,
             model: "last-value".to_string(),
             forecast: None,
