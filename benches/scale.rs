@@ -15,7 +15,13 @@
 //! - `refit`: the cycle in which the refit schedule comes due for every series
 //!   (without spreading; for `auto` the selection made at the cold start is reused
 //!   unless its error drifted);
-//! - resident memory (VmRSS) per series after the run.
+//! - resident memory (VmRSS) per series after the run, read after a pause of
+//!   `PRESCALE_SCALE_SETTLE_S` (12 s): `prescale serve` steps once per grid step (a
+//!   minute here) and jemalloc returns freed pages after its 10 s decay, so that is
+//!   what a running server holds; the live heap (jemalloc's allocated bytes) per
+//!   series beside it.
+//!
+//! The bench runs on the binary's allocator (jemalloc, with background purging).
 //!
 //! Parameters (environment):
 //! - `PRESCALE_SCALE_N`: comma-separated series counts (default `1000`); each N runs
@@ -44,6 +50,22 @@ use prescale::plan::{ServePolicy, TrackerSettings};
 use prescale::series::{read_csv, LabeledSeries, Labels, ResampleOptions};
 use prescale::snapshot::Shared;
 use prescale::source::{BoxFuture, Range, Source};
+
+/// The binary's allocator (`src/main.rs`), so that memory figures are the server's.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Live heap bytes (jemalloc's `stats.allocated`), 0 when unknown.
+fn live_bytes() -> u64 {
+    #[cfg(not(target_env = "msvc"))]
+    {
+        if tikv_jemalloc_ctl::epoch::advance().is_ok() {
+            return tikv_jemalloc_ctl::stats::allocated::read().map_or(0, |b| b as u64);
+        }
+    }
+    0
+}
 
 const STEP_MS: i64 = 60_000;
 const DAY_MS: i64 = 86_400_000;
@@ -165,6 +187,11 @@ struct Figures {
     steady_kib: u64,
     steady_peak_kib: u64,
     rss0_kib: u64,
+    /// RSS right after the refit cycle, before the settle pause.
+    after_refit_kib: u64,
+    /// Live heap at the end and before the first step, KiB.
+    live_kib: u64,
+    live0_kib: u64,
     update_p50_s: f64,
     update_p99_s: f64,
     update_max_s: f64,
@@ -175,13 +202,16 @@ struct Figures {
 impl Figures {
     fn line(&self) -> String {
         format!(
-            "RESULT n={} cold_s={:.2} cold_peak_kib={} steady_kib={} steady_peak_kib={} rss0_kib={} update_p50_s={:.4} update_p99_s={:.4} update_max_s={:.4} refit_s={:.3} selected={} reused={} drifted={}",
+            "RESULT n={} cold_s={:.2} cold_peak_kib={} steady_kib={} steady_peak_kib={} rss0_kib={} after_refit_kib={} live_kib={} live0_kib={} update_p50_s={:.4} update_p99_s={:.4} update_max_s={:.4} refit_s={:.3} selected={} reused={} drifted={}",
             self.n,
             self.cold_s,
             self.cold_peak_kib,
             self.steady_kib,
             self.steady_peak_kib,
             self.rss0_kib,
+            self.after_refit_kib,
+            self.live_kib,
+            self.live0_kib,
             self.update_p50_s,
             self.update_p99_s,
             self.update_max_s,
@@ -213,6 +243,7 @@ fn run_one(n: usize) -> Figures {
         total: n,
     });
     let (rss0, _) = memory_kib();
+    let live0 = live_bytes() / 1024;
     let signals = n.div_ceil(per_signal);
     let settings: Vec<SignalSettings> = (0..signals)
         .map(|k| SignalSettings {
@@ -284,7 +315,12 @@ fn run_one(n: usize) -> Figures {
     }
     clock.advance(STEP_MS);
     let refit_took = step(&mut engine);
+    let (after_refit, _) = memory_kib();
+    std::thread::sleep(Duration::from_secs(
+        env_usize("PRESCALE_SCALE_SETTLE_S", 12) as u64,
+    ));
     let (rss, hwm) = memory_kib();
+    let live = live_bytes() / 1024;
     let served: usize = shared.load().metrics.values().map(|m| m.series.len()).sum();
     assert_eq!(served, n, "every series is served");
     let refits = engine.core().map_or((0, 0, 0), |c| {
@@ -295,13 +331,15 @@ fn run_one(n: usize) -> Figures {
     let at = |q: f64| updates[((updates.len() - 1) as f64 * q).round() as usize];
     let per = |kib: u64| (kib.saturating_sub(rss0)) as f64 / n as f64;
     println!(
-        "scale n={n} model={model} fit_steps={fit_steps} spread={spread} max_fetches={max_fetches} step=60s history={days}d threads={} cold_start={:.2}s update_p50={:.3}s update_p99={:.3}s refit={:.2}s rss_per_series={:.1}KiB rss={}MiB cold_peak={}MiB steady_peak={}MiB refits(selected/reused/drifted)={}/{}/{}",
+        "scale n={n} model={model} fit_steps={fit_steps} spread={spread} max_fetches={max_fetches} step=60s history={days}d threads={} cold_start={:.2}s update_p50={:.3}s update_p99={:.3}s refit={:.2}s rss_per_series={:.1}KiB (right after the refit {:.1}) live_per_series={:.1}KiB rss={}MiB cold_peak={}MiB steady_peak={}MiB refits(selected/reused/drifted)={}/{}/{}",
         rayon::current_num_threads(),
         cold.as_secs_f64(),
         at(0.5).as_secs_f64(),
         at(0.99).as_secs_f64(),
         refit_took.as_secs_f64(),
         per(rss),
+        per(after_refit),
+        live.saturating_sub(live0) as f64 / n as f64,
         rss / 1024,
         cold_peak / 1024,
         hwm / 1024,
@@ -317,6 +355,9 @@ fn run_one(n: usize) -> Figures {
         steady_kib: rss,
         steady_peak_kib: hwm,
         rss0_kib: rss0,
+        after_refit_kib: after_refit,
+        live_kib: live,
+        live0_kib: live0,
         update_p50_s: at(0.5).as_secs_f64(),
         update_p99_s: at(0.99).as_secs_f64(),
         update_max_s: updates[updates.len() - 1].as_secs_f64(),
@@ -360,19 +401,21 @@ fn main() {
         }
     }
     println!();
-    println!("| series | cold start s | refit s | update p50 / p99 s | KiB per series | cold-start peak / steady RSS | refits selected / reused / drifted |");
+    println!("| series | cold start s | refit s | update p50 / p99 s | KiB per series: resident (right after the refit) / live | cold-start peak / steady RSS | refits selected / reused / drifted |");
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         let n = field(r, "n");
-        let per = (field(r, "steady_kib") - field(r, "rss0_kib")) / n;
+        let per = |key: &str, base: &str| (field(r, key) - field(r, base)) / n;
         println!(
-            "| {} | {:.1} | {:.2} | {:.3} / {:.3} | {:.1} | {:.0} / {:.0} MiB = {:.2}x | {} / {} / {} |",
+            "| {} | {:.1} | {:.2} | {:.3} / {:.3} | {:.1} ({:.1}) / {:.1} | {:.0} / {:.0} MiB = {:.2}x | {} / {} / {} |",
             n,
             field(r, "cold_s"),
             field(r, "refit_s"),
             field(r, "update_p50_s"),
             field(r, "update_p99_s"),
-            per,
+            per("steady_kib", "rss0_kib"),
+            per("after_refit_kib", "rss0_kib"),
+            per("live_kib", "live0_kib"),
             field(r, "cold_peak_kib") / 1024.0,
             field(r, "steady_kib") / 1024.0,
             field(r, "cold_peak_kib") / field(r, "steady_kib"),

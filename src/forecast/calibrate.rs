@@ -9,8 +9,8 @@
 //! step by construction.
 
 use super::{
-    checked_quantiles, empirical_quantile, Forecast, ModelReport, PointFit, PointModel, Predict,
-    QuantilePath, Result,
+    checked_quantiles, empirical_quantile, Forecast, ModelReport, PointModel, Predict,
+    QuantilePath, Result, Warm,
 };
 
 /// The per-step spread and the pooled standardised errors.
@@ -212,6 +212,11 @@ impl Calibrated {
     pub(crate) fn report_ref(&self) -> &ModelReport {
         &self.report
     }
+
+    /// The point model (a reused selection's refit starts from its parameters).
+    pub(crate) fn point_model(&self) -> &dyn PointModel {
+        self.model.as_ref()
+    }
 }
 
 impl std::fmt::Debug for Calibrated {
@@ -281,24 +286,6 @@ pub(crate) fn origins(n: usize, horizon: usize, windows: usize, min_len: usize) 
         .collect()
 }
 
-/// Backtest forecasts of `spec` from each origin (`None` where the fit failed).
-pub(crate) fn backtest<S: PointFit>(
-    spec: &S,
-    filled: &[f64],
-    origins: &[usize],
-    horizon: usize,
-) -> Vec<Option<Vec<f64>>> {
-    origins
-        .iter()
-        .map(|&o| {
-            spec.fit_point(&filled[..o]).ok().map(|m| {
-                let h = horizon.min(filled.len() - o);
-                m.point(h)
-            })
-        })
-        .collect()
-}
-
 /// Errors of forecasts against the raw history (gaps give `NAN`).
 pub(crate) fn errors(history: &[f64], origins: &[usize], forecasts: &[Vec<f64>]) -> Vec<Vec<f64>> {
     origins
@@ -348,6 +335,9 @@ impl PointModel for Box<dyn PointModel> {
     }
     fn point(&self, horizon: usize) -> Vec<f64> {
         (**self).point(horizon)
+    }
+    fn warm(&self, member: usize) -> Option<Warm> {
+        (**self).warm(member)
     }
 }
 

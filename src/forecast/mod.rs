@@ -183,7 +183,19 @@ pub trait PointModel: Send + Sync {
     fn update(&mut self, new_points: &[f64]);
     /// The point forecast for steps `1..=horizon`.
     fn point(&self, horizon: usize) -> Vec<f64>;
+    /// Where a refit of member `member` of this model (a single model is its own
+    /// member 0) may start its parameter search; `None` for models without one.
+    fn warm(&self, member: usize) -> Option<Warm> {
+        let _ = member;
+        None
+    }
 }
+
+/// A fitted model's parameters as a refit's starting point (see
+/// [`PointModel::warm`]): Holt-Winters' smoothing parameters, also MSTL's trend's,
+/// in the search's unbounded coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warm(pub(crate) [f64; 4]);
 
 /// A point-model spec: fits gap-free history into a [`PointModel`].
 pub trait PointFit: Send + Sync {

@@ -7,7 +7,7 @@
 //! cycle.
 
 use super::ets::{FittedHoltWinters, HoltWinters};
-use super::{Error, PointFit, PointModel, Result};
+use super::{Error, PointFit, PointModel, Result, Warm};
 
 /// MSTL spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +165,17 @@ impl PointFit for Mstl {
     }
 
     fn fit_point(&self, history: &[f64]) -> Result<FittedMstl> {
+        self.fit_from(history, None)
+    }
+}
+
+impl Mstl {
+    /// Fits as [`PointFit::fit_point`], the trend's parameter search starting from
+    /// `warm` (see [`HoltWinters::fit_from`]).
+    ///
+    /// # Errors
+    /// As [`PointFit::fit_point`].
+    pub fn fit_from(&self, history: &[f64], warm: Option<Warm>) -> Result<FittedMstl> {
         let n = history.len();
         if n < self.min_len() {
             return Err(Error::TooShort {
@@ -197,7 +208,7 @@ impl PointFit for Mstl {
             period: 0,
             damped: true,
         }
-        .fit_point(&adjusted)?;
+        .fit_from(&adjusted, warm)?;
         let cycles = periods
             .iter()
             .zip(components)
@@ -241,6 +252,10 @@ impl PointModel for FittedMstl {
             .enumerate()
             .map(|(k, v)| v + self.season_at(k))
             .collect()
+    }
+
+    fn warm(&self, member: usize) -> Option<Warm> {
+        self.trend.warm(member)
     }
 }
 

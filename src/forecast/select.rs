@@ -4,7 +4,7 @@
 //! choice (the best, or a combination of the best), and the calibration of the
 //! chosen forecast's quantiles on its backtest errors.
 
-use super::calibrate::{backtest, errors, mean_abs, naive_scale, origins, Calibration};
+use super::calibrate::{errors, mean_abs, naive_scale, origins, Calibration};
 use super::ets::HoltWinters;
 use super::linear::LinearLags;
 use super::mstl::Mstl;
@@ -12,7 +12,7 @@ use super::seasonal_naive::SeasonalNaive;
 use super::seasonality::{self, Seasons};
 use super::{
     candidate_periods, fill_gaps, Calibrated, Combine, Error, Family, Fit, Member, ModelKind,
-    ModelReport, ModelSpec, PointFit, PointModel, Result, Score,
+    ModelReport, ModelSpec, PointFit, PointModel, Result, Score, Warm,
 };
 
 /// Candidates whose mean backtest error estimates the chosen model's true error.
@@ -33,6 +33,43 @@ pub enum Candidate {
     Mstl(Mstl),
     /// Linear lags.
     Linear(LinearLags),
+}
+
+impl Candidate {
+    /// Fits as [`PointFit::fit_point`], a model with a parameter search starting
+    /// from `warm` (a previous fit of the same candidate).
+    fn fit_warm(&self, history: &[f64], warm: Option<Warm>) -> Result<Box<dyn PointModel>> {
+        Ok(match (self, warm) {
+            (Self::HoltWinters(s), Some(_)) => Box::new(s.fit_from(history, warm)?),
+            (Self::Mstl(s), Some(_)) => Box::new(s.fit_from(history, warm)?),
+            _ => self.fit_point(history)?,
+        })
+    }
+}
+
+/// Backtest forecasts of `candidate` from each origin (`None` where the fit
+/// failed), and where the newest fit's parameter search ended. The origins are
+/// nested (newest first): the oldest is fitted first, and each newer fit's search
+/// starts where the older one's ended ([`Candidate::fit_warm`]), as the fit on the
+/// whole history then starts from the newest.
+fn backtest(
+    candidate: &Candidate,
+    filled: &[f64],
+    origins: &[usize],
+    horizon: usize,
+) -> (Vec<Option<Vec<f64>>>, Option<Warm>) {
+    let mut warm = None;
+    let mut runs: Vec<Option<Vec<f64>>> = origins
+        .iter()
+        .rev()
+        .map(|&o| {
+            let fitted = candidate.fit_warm(&filled[..o], warm).ok()?;
+            warm = fitted.warm(0).or(warm);
+            Some(fitted.point(horizon.min(filled.len() - o)))
+        })
+        .collect();
+    runs.reverse();
+    (runs, warm)
 }
 
 impl PointFit for Candidate {
@@ -168,6 +205,10 @@ impl PointModel for Combination {
         let paths: Vec<Vec<f64>> = self.members.iter().map(|m| m.point(horizon)).collect();
         combine_paths(&paths, self.median)
     }
+
+    fn warm(&self, member: usize) -> Option<Warm> {
+        self.members.get(member)?.warm(0)
+    }
 }
 
 /// One scored candidate.
@@ -176,6 +217,8 @@ struct Scored {
     candidate: Candidate,
     /// Its backtest forecast from each window start.
     forecasts: Vec<Vec<f64>>,
+    /// Where its newest backtest fit's parameter search ended.
+    warm: Option<Warm>,
     mae: f64,
 }
 
@@ -226,10 +269,20 @@ impl Fit for ModelSpec {
 /// 52.4 %); 6 keeps it (54.1 %).
 pub const RESELECT_AFTER: u32 = 6;
 
-/// A reused selection whose forecast, since the last fit, erred by more than this
-/// multiple of the error its backtest had at the same steps when it was selected
-/// is evidence that the series changed: `auto` selects again.
+/// A reused selection whose forecasts since it was made (two or more, pooled)
+/// erred by more than this multiple of the error its backtest had at the same
+/// steps is evidence that the series changed: `auto` selects again (see also
+/// [`RESELECT_JUMP`]).
 pub const RESELECT_DRIFT: f64 = 1.5;
+
+/// A reused selection whose first forecast since selection erred by more than
+/// this multiple of what its backtest expected is selected again at once; from the
+/// second on, the errors of all its forecasts since selection are pooled and
+/// judged against [`RESELECT_DRIFT`]. One forecast's error is mostly one level
+/// offset: on a series that did not change it exceeds 1.5× its expectation about
+/// one time in four (a half-normal draw above 1.5× its mean), which re-selected a
+/// quarter of all series at every refit; above 3× it does so about one time in 60.
+pub const RESELECT_JUMP: f64 = 3.0;
 
 /// Fitted points since the last fit needed to judge drift; with fewer the
 /// selection is reused as it is.
@@ -252,6 +305,10 @@ pub struct Selection {
     path: Vec<f32>,
     /// Refits that reused it since.
     refits: u32,
+    /// The evidence pooled since selection: the summed absolute errors of its
+    /// forecasts against what arrived, the summed errors its backtest expected at
+    /// the same steps, and the forecasts judged.
+    pooled: (f64, f64, u32),
 }
 
 impl Selection {
@@ -260,10 +317,11 @@ impl Selection {
         self.refits
     }
 
-    /// The mean absolute error of `path` against the newest `since` points of
-    /// `history` (the points that arrived since the last fit), over the error the
-    /// backtest expected at the same steps; `None` without enough evidence.
-    fn drift(&self, history: &[f64], since: usize) -> Option<f64> {
+    /// The evidence of the last fit's forecast: its summed absolute error against
+    /// the newest `since` points of `history` (the points that arrived since that
+    /// fit) and the summed error the backtest expected at the same steps; `None`
+    /// with fewer than [`MIN_EVIDENCE`] observed points or no expected error.
+    fn evidence(&self, history: &[f64], since: usize) -> Option<(f64, f64)> {
         let k = since
             .min(self.path.len())
             .min(self.expected.len())
@@ -272,20 +330,42 @@ impl Selection {
             return None;
         }
         let new = &history[history.len() - since.min(history.len())..];
-        let (sum, n) = new
+        let (err, expected, n) = new
             .iter()
             .zip(&self.path)
+            .zip(&self.expected)
             .take(k)
-            .filter(|(y, _)| y.is_finite())
-            .fold((0.0, 0usize), |(s, n), (y, f)| {
-                (s + (y - f64::from(*f)).abs(), n + 1)
+            .filter(|((y, _), e)| y.is_finite() && e.is_finite())
+            .fold((0.0, 0.0, 0usize), |(s, x, n), ((y, f), e)| {
+                (s + (y - f64::from(*f)).abs(), x + f64::from(*e), n + 1)
             });
-        let expected = self.expected[..k]
-            .iter()
-            .map(|&e| f64::from(e))
-            .sum::<f64>()
-            / k as f64;
-        (n >= MIN_EVIDENCE && expected > 0.0).then(|| sum / n as f64 / expected)
+        (n >= MIN_EVIDENCE && expected > 0.0).then_some((err, expected))
+    }
+
+    /// The last fit's forecast error over the error its backtest expected (see
+    /// [`Selection::evidence`]); `None` without enough evidence.
+    #[cfg(test)]
+    fn drift(&self, history: &[f64], since: usize) -> Option<f64> {
+        self.evidence(history, since).map(|(e, x)| e / x)
+    }
+
+    /// Adds the last fit's evidence to what was pooled since selection and says
+    /// whether the selection drifted: its first forecast judged erred by more than
+    /// [`RESELECT_JUMP`] times what was expected, or the forecasts judged so far
+    /// (two or more), pooled, by more than [`RESELECT_DRIFT`] times.
+    fn pool(&mut self, history: &[f64], since: usize) -> bool {
+        if let Some((e, x)) = self.evidence(history, since) {
+            self.pooled.0 += e;
+            self.pooled.1 += x;
+            self.pooled.2 += 1;
+        }
+        let (e, x, judged) = self.pooled;
+        let ratio = if x > 0.0 { e / x } else { 0.0 };
+        match judged {
+            0 => false,
+            1 => ratio > RESELECT_JUMP,
+            _ => ratio > RESELECT_DRIFT,
+        }
     }
 }
 
@@ -355,6 +435,7 @@ impl ModelSpec {
                 expected,
                 path: path_of(chosen.model.as_ref(), p.horizon),
                 refits: 0,
+                pooled: (0.0, 0.0, 0),
             }
         });
         let fitted = finish(&p, &scores, chosen, calibration, scale);
@@ -363,14 +444,16 @@ impl ModelSpec {
 
     /// A refit that reuses `previous`, the last selection with the model fitted
     /// last, when the evidence allows: only the selection's members are fitted, once
-    /// each on the whole history and on the seasons confirmed at selection, and the
-    /// quantile calibration of the last fit is kept. `since` is the number of
-    /// fitted points that arrived since that fit: the evidence is how far the last
-    /// fit's forecast was from them. `auto` selects again from every candidate (as
+    /// each on the whole history and on the seasons confirmed at selection (a
+    /// parameter search starting from the member's last fit), and the quantile
+    /// calibration of the last fit is kept. `since` is the number of fitted points
+    /// that arrived since that fit: the evidence is how far the last fit's forecast
+    /// was from them. `auto` selects again from every candidate (as
     /// [`ModelSpec::select`]) when there is no selection, after [`RESELECT_AFTER`]
-    /// reuses, or when that error exceeds [`RESELECT_DRIFT`] times the error the
-    /// selection's backtest had at the same steps. Returns the fitted model, the
-    /// selection to keep, and which it was.
+    /// reuses, or when the errors exceed what the selection's backtest had at the
+    /// same steps: the first forecast judged by [`RESELECT_JUMP`] times, the
+    /// forecasts since selection pooled by [`RESELECT_DRIFT`] times. Returns the
+    /// fitted model, the selection to keep, and which it was.
     ///
     /// # Errors
     /// As [`Fit::fit`].
@@ -385,10 +468,7 @@ impl ModelSpec {
             let (fitted, sel) = self.select(history, step_ms)?;
             return Ok((fitted, sel, Refit::Selected));
         };
-        if sel
-            .drift(history, since)
-            .is_some_and(|d| d > RESELECT_DRIFT)
-        {
+        if sel.pool(history, since) {
             let (fitted, sel) = self.select(history, step_ms)?;
             return Ok((fitted, sel, Refit::Drifted));
         }
@@ -415,18 +495,21 @@ impl ModelSpec {
         sel: &mut Selection,
         last: &Calibrated,
     ) -> Option<Calibrated> {
-        let mut p = prepare(self, history, step_ms).ok()?;
-        p.seasons = Seasons {
+        // The seasons are the selection's: not confirmed again.
+        let seasons = Seasons {
             periods: sel.periods.clone(),
             notes: vec!["seasons and members as selected before; refitted".to_string()],
             too_short: false,
         };
+        let p = prepare_with(self, history, step_ms, |_| seasons).ok()?;
+        // Each member's parameter search starts where its last fit ended.
+        let previous = last.point_model();
         let mut models: Vec<Box<dyn PointModel>> = Vec::with_capacity(sel.members.len());
-        for (_, c) in &sel.members {
+        for (i, (_, c)) in sel.members.iter().enumerate() {
             if c.min_len() > p.filled.len() {
                 return None;
             }
-            models.push(c.fit_point(&p.filled).ok()?);
+            models.push(c.fit_warm(&p.filled, previous.warm(i)).ok()?);
         }
         let model: Box<dyn PointModel> = if models.len() == 1 {
             models.swap_remove(0)
@@ -518,6 +601,18 @@ impl ModelSpec {
 /// # Errors
 /// When fewer than two points are observed.
 fn prepare<'a>(spec: &ModelSpec, history: &'a [f64], step_ms: i64) -> Result<Prepared<'a>> {
+    prepare_with(spec, history, step_ms, |filled| {
+        seasonality::confirm(filled, &candidate_periods(step_ms))
+    })
+}
+
+/// As [`prepare`], with the seasons from `seasons` (given the filled history).
+fn prepare_with<'a>(
+    spec: &ModelSpec,
+    history: &'a [f64],
+    step_ms: i64,
+    seasons: impl FnOnce(&[f64]) -> Seasons,
+) -> Result<Prepared<'a>> {
     let horizon = spec
         .horizon_steps
         .unwrap_or_else(|| default_horizon(step_ms));
@@ -527,7 +622,7 @@ fn prepare<'a>(spec: &ModelSpec, history: &'a [f64], step_ms: i64) -> Result<Pre
         return Err(Error::TooShort { needed: 2, got });
     }
     let filled = fill_gaps(history);
-    let seasons = seasonality::confirm(&filled, &candidate_periods(step_ms));
+    let seasons = seasons(&filled);
     Ok(Prepared {
         history,
         filled,
@@ -610,7 +705,7 @@ fn score(cands: Vec<(String, Candidate)>, p: &Prepared, windows: usize) -> Resul
     let mut ranked: Vec<Scored> = cands
         .into_iter()
         .filter_map(|(name, candidate)| {
-            let runs = backtest(&candidate, &p.filled, &starts, p.horizon);
+            let (runs, warm) = backtest(&candidate, &p.filled, &starts, p.horizon);
             let forecasts: Option<Vec<Vec<f64>>> = runs.into_iter().collect();
             let forecasts = forecasts?;
             let mae = mean_abs(&errors(p.history, &starts, &forecasts));
@@ -618,6 +713,7 @@ fn score(cands: Vec<(String, Candidate)>, p: &Prepared, windows: usize) -> Resul
                 name,
                 candidate,
                 forecasts,
+                warm,
                 mae: if w == 0 { f64::INFINITY } else { mae },
             })
         })
@@ -679,7 +775,7 @@ fn choose(scores: &Scores, combine: Combine, p: &Prepared) -> Result<Chosen> {
     let mut models: Vec<Box<dyn PointModel>> = Vec::with_capacity(chosen);
     let mut members = Vec::with_capacity(chosen);
     for (i, s) in ranked.iter().enumerate().take(chosen) {
-        if let Ok(m) = s.candidate.fit_point(&p.filled) {
+        if let Ok(m) = s.candidate.fit_warm(&p.filled, s.warm) {
             models.push(m);
             members.push(i);
         }
@@ -687,7 +783,7 @@ fn choose(scores: &Scores, combine: Combine, p: &Prepared) -> Result<Chosen> {
     if models.is_empty() {
         // Fall back down the ranking.
         for (i, s) in ranked.iter().enumerate().skip(chosen) {
-            if let Ok(m) = s.candidate.fit_point(&p.filled) {
+            if let Ok(m) = s.candidate.fit_warm(&p.filled, s.warm) {
                 models.push(m);
                 members.push(i);
                 break;
@@ -817,11 +913,51 @@ mod reuse_tests {
         let mut jump = calm.clone();
         let n = jump.len();
         jump[n - 8..].iter_mut().for_each(|v| *v += 80.0);
-        assert!(sel.drift(&jump, 8).unwrap() > RESELECT_DRIFT);
+        assert!(sel.drift(&jump, 8).unwrap() > RESELECT_JUMP);
         assert_eq!(sel.drift(&jump, MIN_EVIDENCE - 1), None);
         let (_, fresh, how) = spec.refit(&jump, HOUR, Some((sel, &first)), 8).unwrap();
         assert_eq!(how, Refit::Drifted);
         assert_eq!(fresh.unwrap().refits(), 0);
+    }
+
+    #[test]
+    fn a_moderate_excess_is_judged_on_the_pooled_forecasts() {
+        let spec = ModelSpec::by_name("auto").unwrap();
+        let h = daily(21 * 24);
+        let (first, sel, _) = spec.refit(&h, HOUR, None, 0).unwrap();
+        let sel = sel.unwrap();
+        // An offset that puts one forecast's error between the two thresholds.
+        let shifted = |by: f64| {
+            let mut v = daily(21 * 24 + 8);
+            let n = v.len();
+            v[n - 8..].iter_mut().for_each(|x| *x += by);
+            v
+        };
+        let by = (1..400)
+            .map(|i| f64::from(i) * 0.05)
+            .find(|&by| {
+                let r = sel.drift(&shifted(by), 8).unwrap();
+                r > RESELECT_DRIFT * 1.2 && r < RESELECT_JUMP * 0.8
+            })
+            .expect("an offset between the thresholds");
+        let moved = shifted(by);
+        // The first forecast judged: one offset is no proof, the selection is reused.
+        let (again, kept, how) = spec
+            .refit(&moved, HOUR, Some((sel.clone(), &first)), 8)
+            .unwrap();
+        assert_eq!(how, Refit::Reused);
+        let kept = kept.unwrap();
+        assert_eq!(kept.pooled.2, 1);
+        // A second forecast as far off: pooled, the two are drift.
+        let mut second = moved.clone();
+        second.extend(
+            daily(21 * 24 + 16)[21 * 24 + 8..]
+                .iter()
+                .map(|v| v + 2.0 * by),
+        );
+        let (_, fresh, how) = spec.refit(&second, HOUR, Some((kept, &again)), 8).unwrap();
+        assert_eq!(how, Refit::Drifted);
+        assert_eq!(fresh.unwrap().pooled, (0.0, 0.0, 0));
     }
 
     #[test]
