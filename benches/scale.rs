@@ -173,6 +173,17 @@ fn memory_kib() -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// CPU time (user + system) of this process so far, in seconds.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with `)`.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 (11 and 12 after the state field).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Resets the peak (VmHWM) to the current RSS, so a later peak is that phase's.
 fn reset_peak() {
     // Linux >= 4.0; if it fails the peak stays the process' and says so by its size.
@@ -196,13 +207,15 @@ struct Figures {
     update_p99_s: f64,
     update_max_s: f64,
     refit_s: f64,
+    /// CPU seconds the refit cycle took on all threads.
+    refit_cpu_s: f64,
     refits: (u64, u64, u64),
 }
 
 impl Figures {
     fn line(&self) -> String {
         format!(
-            "RESULT n={} cold_s={:.2} cold_peak_kib={} steady_kib={} steady_peak_kib={} rss0_kib={} after_refit_kib={} live_kib={} live0_kib={} update_p50_s={:.4} update_p99_s={:.4} update_max_s={:.4} refit_s={:.3} selected={} reused={} drifted={}",
+            "RESULT n={} cold_s={:.2} cold_peak_kib={} steady_kib={} steady_peak_kib={} rss0_kib={} after_refit_kib={} live_kib={} live0_kib={} update_p50_s={:.4} update_p99_s={:.4} update_max_s={:.4} refit_s={:.3} refit_cpu_s={:.2} selected={} reused={} drifted={}",
             self.n,
             self.cold_s,
             self.cold_peak_kib,
@@ -216,6 +229,7 @@ impl Figures {
             self.update_p99_s,
             self.update_max_s,
             self.refit_s,
+            self.refit_cpu_s,
             self.refits.0,
             self.refits.1,
             self.refits.2,
@@ -314,7 +328,9 @@ fn run_one(n: usize) -> Figures {
         }
     }
     clock.advance(STEP_MS);
+    let cpu_before = cpu_seconds();
     let refit_took = step(&mut engine);
+    let refit_cpu = cpu_seconds() - cpu_before;
     let (after_refit, _) = memory_kib();
     std::thread::sleep(Duration::from_secs(
         env_usize("PRESCALE_SCALE_SETTLE_S", 12) as u64,
@@ -331,12 +347,13 @@ fn run_one(n: usize) -> Figures {
     let at = |q: f64| updates[((updates.len() - 1) as f64 * q).round() as usize];
     let per = |kib: u64| (kib.saturating_sub(rss0)) as f64 / n as f64;
     println!(
-        "scale n={n} model={model} fit_steps={fit_steps} spread={spread} max_fetches={max_fetches} step=60s history={days}d threads={} cold_start={:.2}s update_p50={:.3}s update_p99={:.3}s refit={:.2}s rss_per_series={:.1}KiB (right after the refit {:.1}) live_per_series={:.1}KiB rss={}MiB cold_peak={}MiB steady_peak={}MiB refits(selected/reused/drifted)={}/{}/{}",
+        "scale n={n} model={model} fit_steps={fit_steps} spread={spread} max_fetches={max_fetches} step=60s history={days}d threads={} cold_start={:.2}s update_p50={:.3}s update_p99={:.3}s refit={:.2}s ({:.2} CPU s) rss_per_series={:.1}KiB (right after the refit {:.1}) live_per_series={:.1}KiB rss={}MiB cold_peak={}MiB steady_peak={}MiB refits(selected/reused/drifted)={}/{}/{}",
         rayon::current_num_threads(),
         cold.as_secs_f64(),
         at(0.5).as_secs_f64(),
         at(0.99).as_secs_f64(),
         refit_took.as_secs_f64(),
+        refit_cpu,
         per(rss),
         per(after_refit),
         live.saturating_sub(live0) as f64 / n as f64,
@@ -362,6 +379,7 @@ fn run_one(n: usize) -> Figures {
         update_p99_s: at(0.99).as_secs_f64(),
         update_max_s: updates[updates.len() - 1].as_secs_f64(),
         refit_s: refit_took.as_secs_f64(),
+        refit_cpu_s: refit_cpu,
         refits,
     }
 }
@@ -401,16 +419,17 @@ fn main() {
         }
     }
     println!();
-    println!("| series | cold start s | refit s | update p50 / p99 s | KiB per series: resident (right after the refit) / live | cold-start peak / steady RSS | refits selected / reused / drifted |");
+    println!("| series | cold start s | refit s (CPU s) | update p50 / p99 s | KiB per series: resident (right after the refit) / live | cold-start peak / steady RSS | refits selected / reused / drifted |");
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
         let n = field(r, "n");
         let per = |key: &str, base: &str| (field(r, key) - field(r, base)) / n;
         println!(
-            "| {} | {:.1} | {:.2} | {:.3} / {:.3} | {:.1} ({:.1}) / {:.1} | {:.0} / {:.0} MiB = {:.2}x | {} / {} / {} |",
+            "| {} | {:.1} | {:.2} ({:.1}) | {:.3} / {:.3} | {:.1} ({:.1}) / {:.1} | {:.0} / {:.0} MiB = {:.2}x | {} / {} / {} |",
             n,
             field(r, "cold_s"),
             field(r, "refit_s"),
+            field(r, "refit_cpu_s"),
             field(r, "update_p50_s"),
             field(r, "update_p99_s"),
             per("steady_kib", "rss0_kib"),

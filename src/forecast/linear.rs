@@ -137,11 +137,32 @@ impl PointFit for LinearLags {
         let rows = n - m;
         let mut x = Array2::<f64>::zeros((rows, w));
         let mut y = Array1::<f64>::zeros(rows);
-        let mut buf = vec![0.0; w];
+        // A Fourier term depends on the phase `t % p` alone: computed once per phase
+        // (the same expressions as `Design::row`), not once per row.
+        let waves: Vec<Vec<(f64, f64)>> = design
+            .fourier
+            .iter()
+            .map(|&(p, k)| {
+                (0..p.min(n))
+                    .map(|phase| {
+                        let angle = std::f64::consts::TAU * (k * phase) as f64 / p as f64;
+                        (angle.sin(), angle.cos())
+                    })
+                    .collect()
+            })
+            .collect();
         for (r, t) in (m..n).enumerate() {
-            design.row(&z, t, t, &mut buf);
-            for (j, &v) in buf.iter().enumerate() {
-                x[[r, j]] = v;
+            x[[r, 0]] = 1.0;
+            let mut j = 1;
+            for &l in &design.lags {
+                x[[r, j]] = z[t - l];
+                j += 1;
+            }
+            for (&(p, _), wave) in design.fourier.iter().zip(&waves) {
+                let (sin, cos) = wave[t % p];
+                x[[r, j]] = sin;
+                x[[r, j + 1]] = cos;
+                j += 2;
             }
             y[r] = z[t];
         }

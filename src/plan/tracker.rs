@@ -696,6 +696,44 @@ fn median_in_place(values: &mut [f64]) -> Option<f64> {
     values.get(values.len() / 2).copied()
 }
 
+/// [`median_in_place`]'s value without sorting all of `values` (they are left in
+/// some order).
+fn median_unordered(values: &mut [f64]) -> Option<f64> {
+    let mid = values.len() / 2;
+    (!values.is_empty()).then(|| *values.select_nth_unstable_by(mid, f64::total_cmp).1)
+}
+
+/// For each point, [`median_in_place`] of the finite points within `w` of it
+/// (`NAN` where there are none): a sorted window slides along, one point in and
+/// one out per step, instead of sorting every window anew.
+fn rolling_medians(history: &[f64], w: usize) -> Vec<f64> {
+    let n = history.len();
+    let mut window: Vec<f64> = Vec::with_capacity(2 * w + 1);
+    let insert = |window: &mut Vec<f64>, v: f64| {
+        if v.is_finite() {
+            let at = window.partition_point(|x| x.total_cmp(&v).is_lt());
+            window.insert(at, v);
+        }
+    };
+    for &v in &history[..w.min(n)] {
+        insert(&mut window, v);
+    }
+    (0..n)
+        .map(|t| {
+            if let Some(&v) = history.get(t + w) {
+                insert(&mut window, v);
+            }
+            if let Some(&v) = t.checked_sub(w + 1).and_then(|i| history.get(i)) {
+                if v.is_finite() {
+                    let at = window.partition_point(|x| x.total_cmp(&v).is_lt());
+                    window.remove(at);
+                }
+            }
+            window.get(window.len() / 2).copied().unwrap_or(f64::NAN)
+        })
+        .collect()
+}
+
 /// Clips short bursts (and dips) in a history before a model is fitted to it.
 ///
 /// A point further than [`BURST_DEVIATIONS`] robust deviations from the median of
@@ -716,22 +754,14 @@ fn clip_bursts(history: &mut [f64], periods: &[usize]) {
     if n < 4 * w {
         return;
     }
-    let mut window = Vec::with_capacity(2 * w + 1);
-    let local: Vec<f64> = (0..n)
-        .map(|t| {
-            window.clear();
-            let (lo, hi) = (t.saturating_sub(w), (t + w).min(n - 1));
-            window.extend(history[lo..=hi].iter().copied().filter(|v| v.is_finite()));
-            median_in_place(&mut window).unwrap_or(f64::NAN)
-        })
-        .collect();
+    let local = rolling_medians(history, w);
     let mut dev: Vec<f64> = history
         .iter()
         .zip(&local)
         .map(|(y, m)| (y - m).abs())
         .filter(|d| d.is_finite())
         .collect();
-    let Some(mad) = median_in_place(&mut dev) else {
+    let Some(mad) = median_unordered(&mut dev) else {
         return;
     };
     let mean_abs = {
@@ -1179,5 +1209,38 @@ mod tests {
             }
         }
         assert!(checked > 100, "{checked}");
+    }
+
+    #[test]
+    fn the_sliding_median_is_each_window_sorted() {
+        let mut h: Vec<f64> = (0..300)
+            .map(|i| ((i * 7919) % 101) as f64 - 50.0 + if i % 17 == 0 { 1e3 } else { 0.0 })
+            .collect();
+        h[3] = f64::NAN;
+        h[40..60].iter_mut().for_each(|v| *v = f64::NAN);
+        h[100] = -0.0;
+        h[101] = 0.0;
+        for w in [0, 1, 6, 20] {
+            let want: Vec<f64> = (0..h.len())
+                .map(|t| {
+                    let (lo, hi) = (t.saturating_sub(w), (t + w).min(h.len() - 1));
+                    let mut win: Vec<f64> = h[lo..=hi]
+                        .iter()
+                        .copied()
+                        .filter(|v| v.is_finite())
+                        .collect();
+                    median_in_place(&mut win).unwrap_or(f64::NAN)
+                })
+                .collect();
+            let got = rolling_medians(&h, w);
+            assert_eq!(got.len(), want.len());
+            for (t, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(g.to_bits() == e.to_bits(), "w {w}, t {t}: {g} vs {e}");
+            }
+        }
+        let mut v = vec![3.0, -1.0, 7.0, 7.0, 2.0];
+        let mut sorted = v.clone();
+        assert_eq!(median_unordered(&mut v), median_in_place(&mut sorted));
+        assert_eq!(median_unordered(&mut []), None);
     }
 }
