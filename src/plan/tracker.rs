@@ -322,6 +322,9 @@ impl Tracker {
             if window > 1 {
                 if self.outcome_window.len() >= window {
                     self.outcome_window.pop_front();
+                } else if self.outcome_window.capacity() == 0 {
+                    // Exactly the window (60 on a 1-second grid, not 64).
+                    self.outcome_window.reserve_exact(window);
                 }
                 self.outcome_window.push_back(v);
                 let mut w: Vec<f64> = self
