@@ -71,7 +71,10 @@ pub struct SeriesDetail {
     pub model: String,
     /// Unix milliseconds of the last full fit.
     pub last_fit_ms: Option<i64>,
-    /// The model's backtest score (MASE) on this series' own recent history.
+    /// The rolling one-step-ahead MASE of this series' served forecasts: their mean
+    /// absolute error one step ahead over that of repeating the last value, over
+    /// the last 253 to 288 steps (summed in blocks of 36, the oldest block dropped
+    /// whole); below 1 beats the last value. `None` before 2 errors.
     pub backtest_mase: Option<f64>,
     /// The latest observed value.
     pub latest: Option<f64>,

@@ -796,3 +796,40 @@ async fn long_backfills_take_several_slots() {
     assert_eq!(shared.load().metrics.len(), 6);
     assert!(shared.load().metrics.values().all(|m| m.series.len() == 1));
 }
+
+#[test]
+fn the_rolling_mase_is_over_the_last_block_aligned_window() {
+    let mut sums = ErrorSums::default();
+    assert_eq!(sums.mase(), None, "no errors");
+    sums.push(1.0, 2.0);
+    assert_eq!(sums.mase(), None, "fewer than 2 errors");
+    sums.push(1.0, 2.0);
+    assert_eq!(sums.mase(), Some(0.5));
+    // Errors i = 0.. of (i, 1): the window holds the newest `len` of them.
+    let mut sums = ErrorSums::default();
+    for n in 1..=1_000usize {
+        sums.push(n as f32, 1.0);
+        let len = sums.len();
+        let full = (n - 1) / ERROR_BLOCK;
+        let want_len = full.min(ERROR_BLOCKS - 1) * ERROR_BLOCK + (n - 1) % ERROR_BLOCK + 1;
+        assert_eq!(len, want_len, "after {n}");
+        assert!(
+            n < ERROR_WINDOW || len > ERROR_WINDOW - ERROR_BLOCK,
+            "{len}"
+        );
+        assert!(len <= ERROR_WINDOW);
+        if len >= 2 {
+            let want = ((n + 1 - len)..=n).map(|i| i as f64).sum::<f64>() / len as f64;
+            let got = sums.mase().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "after {n}: {got} vs {want}"
+            );
+        }
+    }
+    // A last value that never erred gives no ratio.
+    let mut sums = ErrorSums::default();
+    sums.push(1.0, 0.0);
+    sums.push(1.0, 0.0);
+    assert_eq!(sums.mase(), None);
+}
