@@ -286,6 +286,9 @@ pub type FetchResult = std::result::Result<Vec<LabeledSeries>, FetchError>;
 #[derive(Debug)]
 pub struct SignalState {
     settings: SignalSettings,
+    /// `settings.tracker`, shared by the trackers of all the signal's series (a
+    /// reload keeps a signal's state only when these are unchanged).
+    tracker_settings: Arc<TrackerSettings>,
     series: BTreeMap<Labels, SeriesState>,
     /// The last grid point successfully fetched.
     fetched_to_ms: Option<i64>,
@@ -340,6 +343,7 @@ impl SignalState {
     /// A signal with nothing fetched yet.
     pub fn new(settings: SignalSettings) -> Self {
         Self {
+            tracker_settings: Arc::new(settings.tracker.clone()),
             settings,
             series: BTreeMap::new(),
             fetched_to_ms: None,
@@ -418,7 +422,7 @@ impl SignalState {
                             continue;
                         }
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            let tracker = new_tracker(&self.settings.tracker, v.key(), range);
+                            let tracker = new_tracker(&self.tracker_settings, v.key(), range);
                             v.insert(SeriesState {
                                 tracker,
                                 next_ms: range.start_ms,
@@ -599,8 +603,8 @@ impl SignalState {
 
 /// A tracker for a series whose first point is `range.start_ms`; with spread refits,
 /// placed on the grid at an offset given by its labels.
-fn new_tracker(settings: &TrackerSettings, labels: &Labels, range: Range) -> Tracker {
-    let tracker = Tracker::new(settings.clone());
+fn new_tracker(settings: &Arc<TrackerSettings>, labels: &Labels, range: Range) -> Tracker {
+    let tracker = Tracker::new(Arc::clone(settings));
     if settings.spread_refits {
         tracker.with_grid(
             range.start_ms.div_euclid(range.step_ms.max(1)),
