@@ -250,8 +250,9 @@ struct SeriesState {
     /// Clock time of the last refresh that returned a sample for this series.
     last_seen_ms: i64,
     status: Status,
-    /// The last served entry (kept while stale or failed).
-    entry: Option<SeriesEntry>,
+    /// The last served entry (kept while stale or failed), shared with the published
+    /// snapshots; its `expires_ms` is `last_seen_ms` + the signal's `max_staleness`.
+    entry: Option<Arc<SeriesEntry>>,
     /// One-step-ahead mean forecast from the last decision, for the error measure.
     next_forecast: Option<f64>,
     /// Recent one-step errors, summed per block for the rolling MASE.
@@ -490,6 +491,7 @@ impl SignalState {
         // series is independent, so the result does not depend on the order.
         let quantile = self.settings.tracker.policy.quantile;
         let shadow = self.settings.shadow;
+        let max_staleness_ms = self.settings.max_staleness_ms;
         self.series
             .par_iter_mut()
             .filter(|(_, st)| st.present)
@@ -510,10 +512,11 @@ impl SignalState {
                     step_s,
                 );
                 entry.detail.backtest_mase = st.errors.mase();
+                entry.expires_ms = st.last_seen_ms.saturating_add(max_staleness_ms);
                 if let Some(sh) = shadow {
                     shadow_entry(&mut entry, &d, sh, &name, step_s, metrics);
                 }
-                st.entry = Some(entry);
+                st.entry = Some(Arc::new(entry));
             });
         let mut forgotten = Vec::new();
         for (labels, st) in self.series.iter_mut() {
@@ -536,11 +539,15 @@ impl SignalState {
                 };
                 let reason = self
                     .last_error
-                    .clone()
-                    .unwrap_or_else(|| "series missing from the latest query result".to_string());
+                    .as_deref()
+                    .unwrap_or("series missing from the latest query result");
+                // Copied (from the snapshots that share it) only when it changes.
                 if let Some(e) = st.entry.as_mut() {
-                    e.status = status;
-                    e.detail.reason = Some(reason);
+                    if e.status != status || e.detail.reason.as_deref() != Some(reason) {
+                        let e = Arc::make_mut(e);
+                        e.status = status;
+                        e.detail.reason = Some(reason.to_string());
+                    }
                 }
                 status
             };
@@ -580,7 +587,7 @@ impl SignalState {
         transitions
     }
 
-    /// What this signal serves.
+    /// What this signal serves: each series' entry shared, not copied.
     pub fn entry(&self) -> MetricEntry {
         MetricEntry {
             namespaces: self.settings.namespaces.clone(),
@@ -589,14 +596,37 @@ impl SignalState {
                 .series
                 .values()
                 .filter_map(|s| {
-                    let mut e = s.entry.clone()?;
-                    e.expires_ms = s
-                        .last_seen_ms
-                        .saturating_add(self.settings.max_staleness_ms);
-                    Some(e)
+                    let e = s.entry.as_ref()?;
+                    let expires_ms = self.expires_ms(s);
+                    Some(if e.expires_ms == expires_ms {
+                        Arc::clone(e)
+                    } else {
+                        // Not reached: `apply` and `restamp` keep the expiry current.
+                        let mut e = SeriesEntry::clone(e);
+                        e.expires_ms = expires_ms;
+                        Arc::new(e)
+                    })
                 })
                 .collect(),
             error: self.last_error.clone(),
+        }
+    }
+
+    /// When a series' value expires: its last refresh plus `max_staleness`.
+    fn expires_ms(&self, st: &SeriesState) -> i64 {
+        st.last_seen_ms
+            .saturating_add(self.settings.max_staleness_ms)
+    }
+
+    /// Brings the entries' expiry up to the signal's `max_staleness` (changed by a
+    /// reload that kept the signal's state).
+    fn restamp(&mut self) {
+        let max_staleness_ms = self.settings.max_staleness_ms;
+        for st in self.series.values_mut() {
+            let expires_ms = st.last_seen_ms.saturating_add(max_staleness_ms);
+            if let Some(e) = st.entry.as_mut().filter(|e| e.expires_ms != expires_ms) {
+                Arc::make_mut(e).expires_ms = expires_ms;
+            }
         }
     }
 }

@@ -76,6 +76,7 @@ impl Core {
                     // Its trackers keep their shared settings: `compatible` says equal.
                     debug_assert_eq!(*state.tracker_settings, settings.tracker);
                     state.settings = settings;
+                    state.restamp();
                     self.signals.push(state);
                 }
                 None => {

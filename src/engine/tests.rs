@@ -833,3 +833,32 @@ fn the_rolling_mase_is_over_the_last_block_aligned_window() {
     sums.push(1.0, 0.0);
     assert_eq!(sums.mase(), None);
 }
+
+#[test]
+fn snapshots_share_an_unchanged_entry_instead_of_copying_it() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let l = labels(&[("queue", "a")]);
+    let mut now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &l), &m);
+    let (one, two) = (s.entry(), s.entry());
+    assert!(
+        Arc::ptr_eq(&one.series[0], &two.series[0]),
+        "no step between"
+    );
+    // Going stale changes the entry (a copy, the old snapshot keeps its own) ...
+    now += STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, Err("down".into()), &m);
+    let stale = s.entry();
+    assert!(!Arc::ptr_eq(&one.series[0], &stale.series[0]));
+    assert_eq!(one.series[0].status, Status::Ok);
+    assert_eq!(stale.series[0].status, Status::Stale);
+    assert_eq!(stale.series[0].value, one.series[0].value);
+    // ... staying stale for the same reason does not.
+    now += STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, Err("down".into()), &m);
+    assert!(Arc::ptr_eq(&stale.series[0], &s.entry().series[0]));
+}

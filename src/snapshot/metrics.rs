@@ -343,7 +343,7 @@ mod tests {
                     (
                         (*name).to_string(),
                         MetricEntry {
-                            series: series.clone(),
+                            series: series.iter().cloned().map(Arc::new).collect(),
                             ..MetricEntry::default()
                         },
                     )
