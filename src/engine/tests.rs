@@ -862,3 +862,23 @@ fn snapshots_share_an_unchanged_entry_instead_of_copying_it() {
     s.apply(now, r, Err("down".into()), &m);
     assert!(Arc::ptr_eq(&stale.series[0], &s.entry().series[0]));
 }
+
+/// What each series costs inline, pinned so it cannot grow back unnoticed: at
+/// issue 16's 100,000 series every 100 bytes here is 10 MB. The map holds a
+/// pointer per series (its B-tree nodes, often half full, cost a few times the
+/// value: 1304 bytes inline in them before, ~2.4 KiB of node per series); the
+/// box holds the state with its Tracker (history, model and served entry are
+/// on the heap). The bounds are where it stands (on 64-bit targets); the
+/// Tracker's largest parts are the fitted model and `auto`'s selection
+/// (`src/forecast/`), so a bigger model type shows here too.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_series_costs_a_pointer_in_the_map_and_a_small_box() {
+    use std::mem::size_of;
+    let value = size_of::<Box<SeriesState>>();
+    assert_eq!(value, 8, "the map's value");
+    let (state, tracker) = (size_of::<SeriesState>(), size_of::<Tracker>());
+    assert!(state <= 736, "SeriesState grew to {state} bytes");
+    assert!(tracker <= 624, "Tracker grew to {tracker} bytes");
+    assert!(size_of::<ErrorSums>() <= 72, "the MASE's sums");
+}
