@@ -36,25 +36,27 @@ const PATH: &str =
 fn snapshot() -> Snapshot {
     // Twenty series, of which the HPA's selector picks one, as a queue signal would.
     let series = (0..20)
-        .map(|i| SeriesEntry {
-            labels: [
-                (
-                    "queue".to_string(),
-                    if i == 0 {
-                        "orders".to_string()
-                    } else {
-                        format!("q{i}")
-                    },
-                ),
-                ("vhost".to_string(), "/".to_string()),
-            ]
-            .into(),
-            status: Status::Ok,
-            value: 1234.567 + f64::from(i),
-            timestamp_ms: 1_790_000_000_000,
-            window_s: 60,
-            expires_ms: i64::MAX,
-            detail: SeriesDetail::default(),
+        .map(|i| {
+            std::sync::Arc::new(SeriesEntry {
+                labels: [
+                    (
+                        "queue".to_string(),
+                        if i == 0 {
+                            "orders".to_string()
+                        } else {
+                            format!("q{i}")
+                        },
+                    ),
+                    ("vhost".to_string(), "/".to_string()),
+                ]
+                .into(),
+                status: Status::Ok,
+                value: 1234.567 + f64::from(i),
+                timestamp_ms: 1_790_000_000_000,
+                window_s: 60,
+                expires_ms: i64::MAX,
+                detail: SeriesDetail::default(),
+            })
         })
         .collect();
     let mut metrics = BTreeMap::new();

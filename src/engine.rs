@@ -221,7 +221,7 @@ impl Metrics {
         );
         r.register(
             "forecast_mase",
-            "Rolling one-step-ahead MASE over the last 288 steps (forecast error relative to a last-value forecast; below 1 beats it), mean over the signal's series",
+            "Rolling one-step-ahead MASE over the last 253 to 288 steps (summed in blocks of 36; forecast error relative to a last-value forecast; below 1 beats it), mean over the signal's series",
             m.forecast_error.clone(),
         );
         m
@@ -250,13 +250,13 @@ struct SeriesState {
     /// Clock time of the last refresh that returned a sample for this series.
     last_seen_ms: i64,
     status: Status,
-    /// The last served entry (kept while stale or failed).
-    entry: Option<SeriesEntry>,
+    /// The last served entry (kept while stale or failed), shared with the published
+    /// snapshots; its `expires_ms` is `last_seen_ms` + the signal's `max_staleness`.
+    entry: Option<Arc<SeriesEntry>>,
     /// One-step-ahead mean forecast from the last decision, for the error measure.
     next_forecast: Option<f64>,
-    /// Recent one-step errors: (|forecast - actual|, |last value - actual|); `f32`
-    /// halves what a series costs here (a ratio of sums needs no more precision).
-    errors: std::collections::VecDeque<(f32, f32)>,
+    /// Recent one-step errors, summed per block for the rolling MASE.
+    errors: ErrorSums,
     /// Whether the series' first status has been logged (as a transition from none).
     announced: bool,
     /// Whether the fetch being applied returned this series.
@@ -287,7 +287,13 @@ pub type FetchResult = std::result::Result<Vec<LabeledSeries>, FetchError>;
 #[derive(Debug)]
 pub struct SignalState {
     settings: SignalSettings,
-    series: BTreeMap<Labels, SeriesState>,
+    /// `settings.tracker`, shared by the trackers of all the signal's series (a
+    /// reload keeps a signal's state only when these are unchanged).
+    tracker_settings: Arc<TrackerSettings>,
+    /// Boxed: a B-tree node holds 11 values inline and is often half full, so a
+    /// ~700-byte state inline cost ~2.4 KiB of node per series at 100k series; a
+    /// box costs its size plus a pointer in the node.
+    series: BTreeMap<Labels, Box<SeriesState>>,
     /// The last grid point successfully fetched.
     fetched_to_ms: Option<i64>,
     last_error: Option<String>,
@@ -341,6 +347,7 @@ impl SignalState {
     /// A signal with nothing fetched yet.
     pub fn new(settings: SignalSettings) -> Self {
         Self {
+            tracker_settings: Arc::new(settings.tracker.clone()),
             settings,
             series: BTreeMap::new(),
             fetched_to_ms: None,
@@ -419,18 +426,18 @@ impl SignalState {
                             continue;
                         }
                         std::collections::btree_map::Entry::Vacant(v) => {
-                            let tracker = new_tracker(&self.settings.tracker, v.key(), range);
-                            v.insert(SeriesState {
+                            let tracker = new_tracker(&self.tracker_settings, v.key(), range);
+                            v.insert(Box::new(SeriesState {
                                 tracker,
                                 next_ms: range.start_ms,
                                 last_seen_ms: now_ms,
                                 status: Status::Warming,
                                 entry: None,
                                 next_forecast: None,
-                                errors: std::collections::VecDeque::new(),
+                                errors: ErrorSums::default(),
                                 announced: false,
                                 present: false,
-                            })
+                            }))
                         }
                     };
                     if st.next_ms == range.start_ms {
@@ -443,7 +450,7 @@ impl SignalState {
                 let scores: Vec<f64> = self
                     .series
                     .values()
-                    .filter_map(|st| mase(&st.errors))
+                    .filter_map(|st| st.errors.mase())
                     .collect();
                 if !scores.is_empty() {
                     let mean = scores.iter().sum::<f64>() / scores.len() as f64;
@@ -487,6 +494,7 @@ impl SignalState {
         // series is independent, so the result does not depend on the order.
         let quantile = self.settings.tracker.policy.quantile;
         let shadow = self.settings.shadow;
+        let max_staleness_ms = self.settings.max_staleness_ms;
         self.series
             .par_iter_mut()
             .filter(|(_, st)| st.present)
@@ -506,11 +514,12 @@ impl SignalState {
                     st.next_ms - range.step_ms,
                     step_s,
                 );
-                entry.detail.backtest_mase = mase(&st.errors);
+                entry.detail.backtest_mase = st.errors.mase();
+                entry.expires_ms = st.last_seen_ms.saturating_add(max_staleness_ms);
                 if let Some(sh) = shadow {
                     shadow_entry(&mut entry, &d, sh, &name, step_s, metrics);
                 }
-                st.entry = Some(entry);
+                st.entry = Some(Arc::new(entry));
             });
         let mut forgotten = Vec::new();
         for (labels, st) in self.series.iter_mut() {
@@ -533,11 +542,15 @@ impl SignalState {
                 };
                 let reason = self
                     .last_error
-                    .clone()
-                    .unwrap_or_else(|| "series missing from the latest query result".to_string());
+                    .as_deref()
+                    .unwrap_or("series missing from the latest query result");
+                // Copied (from the snapshots that share it) only when it changes.
                 if let Some(e) = st.entry.as_mut() {
-                    e.status = status;
-                    e.detail.reason = Some(reason);
+                    if e.status != status || e.detail.reason.as_deref() != Some(reason) {
+                        let e = Arc::make_mut(e);
+                        e.status = status;
+                        e.detail.reason = Some(reason.to_string());
+                    }
                 }
                 status
             };
@@ -577,7 +590,7 @@ impl SignalState {
         transitions
     }
 
-    /// What this signal serves.
+    /// What this signal serves: each series' entry shared, not copied.
     pub fn entry(&self) -> MetricEntry {
         MetricEntry {
             namespaces: self.settings.namespaces.clone(),
@@ -586,22 +599,45 @@ impl SignalState {
                 .series
                 .values()
                 .filter_map(|s| {
-                    let mut e = s.entry.clone()?;
-                    e.expires_ms = s
-                        .last_seen_ms
-                        .saturating_add(self.settings.max_staleness_ms);
-                    Some(e)
+                    let e = s.entry.as_ref()?;
+                    let expires_ms = self.expires_ms(s);
+                    Some(if e.expires_ms == expires_ms {
+                        Arc::clone(e)
+                    } else {
+                        // Not reached: `apply` and `restamp` keep the expiry current.
+                        let mut e = SeriesEntry::clone(e);
+                        e.expires_ms = expires_ms;
+                        Arc::new(e)
+                    })
                 })
                 .collect(),
             error: self.last_error.clone(),
+        }
+    }
+
+    /// When a series' value expires: its last refresh plus `max_staleness`.
+    fn expires_ms(&self, st: &SeriesState) -> i64 {
+        st.last_seen_ms
+            .saturating_add(self.settings.max_staleness_ms)
+    }
+
+    /// Brings the entries' expiry up to the signal's `max_staleness` (changed by a
+    /// reload that kept the signal's state).
+    fn restamp(&mut self) {
+        let max_staleness_ms = self.settings.max_staleness_ms;
+        for st in self.series.values_mut() {
+            let expires_ms = st.last_seen_ms.saturating_add(max_staleness_ms);
+            if let Some(e) = st.entry.as_mut().filter(|e| e.expires_ms != expires_ms) {
+                Arc::make_mut(e).expires_ms = expires_ms;
+            }
         }
     }
 }
 
 /// A tracker for a series whose first point is `range.start_ms`; with spread refits,
 /// placed on the grid at an offset given by its labels.
-fn new_tracker(settings: &TrackerSettings, labels: &Labels, range: Range) -> Tracker {
-    let tracker = Tracker::new(settings.clone());
+fn new_tracker(settings: &Arc<TrackerSettings>, labels: &Labels, range: Range) -> Tracker {
+    let tracker = Tracker::new(Arc::clone(settings));
     if settings.spread_refits {
         tracker.with_grid(
             range.start_ms.div_euclid(range.step_ms.max(1)),
@@ -641,8 +677,71 @@ fn feed(st: &mut SeriesState, values: &[f64], range: Range, history_steps: usize
     st.next_ms = st.next_ms.max(range.end_ms + range.step_ms);
 }
 
-/// One-step errors kept per series for the rolling MASE (a day of 5-minute steps).
+/// One-step errors the rolling MASE covers: a day of 5-minute steps, give or take
+/// one block ([`ErrorSums`]).
 const ERROR_WINDOW: usize = 288;
+
+/// Blocks the MASE's window is summed in: the newest, being filled, and the
+/// full ones before it.
+const ERROR_BLOCKS: usize = 8;
+
+/// One-step errors per block.
+const ERROR_BLOCK: usize = ERROR_WINDOW / ERROR_BLOCKS;
+
+// The blocks tile the window, and a block's count fits `ErrorSums::in_head`.
+const _: () = assert!(ERROR_BLOCK * ERROR_BLOCKS == ERROR_WINDOW && ERROR_BLOCK < 256);
+
+/// Recent one-step errors, (|forecast − actual|, |last value − actual|), summed per
+/// block of [`ERROR_BLOCK`] steps in a ring of [`ERROR_BLOCKS`]: the MASE is over the
+/// full blocks kept and the one being filled, the last 253 to 288 errors (a window
+/// that drops a block at a time). 72 bytes a series, where keeping each of the 288
+/// errors took 2.3 KiB; `f32` sums of 36 errors are ample for a ratio of sums.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ErrorSums {
+    /// Per block: the sums of the forecast's and of the last value's errors.
+    blocks: [(f32, f32); ERROR_BLOCKS],
+    /// The block being filled.
+    head: u8,
+    /// Errors in the block being filled (0 before the first).
+    in_head: u8,
+    /// Full blocks kept besides it (at most [`ERROR_BLOCKS`] − 1).
+    full: u8,
+}
+
+impl ErrorSums {
+    /// Adds one step's errors of the forecast and of the last value.
+    fn push(&mut self, forecast: f32, naive: f32) {
+        if usize::from(self.in_head) == ERROR_BLOCK {
+            self.head = (self.head + 1) % ERROR_BLOCKS as u8;
+            self.blocks[usize::from(self.head)] = (0.0, 0.0);
+            self.in_head = 0;
+            self.full = (self.full + 1).min(ERROR_BLOCKS as u8 - 1);
+        }
+        let b = &mut self.blocks[usize::from(self.head)];
+        b.0 += forecast;
+        b.1 += naive;
+        self.in_head += 1;
+    }
+
+    /// Errors in the window.
+    fn len(&self) -> usize {
+        usize::from(self.full) * ERROR_BLOCK + usize::from(self.in_head)
+    }
+
+    /// Mean absolute scaled error of the window's one-step forecasts: their mean
+    /// absolute error over that of the last-value forecast on the same steps;
+    /// `None` for fewer than 2 errors or a last value that never erred.
+    fn mase(&self) -> Option<f64> {
+        let kept = usize::from(self.full) + 1;
+        let (e, naive) = (0..kept)
+            .map(|back| (usize::from(self.head) + ERROR_BLOCKS - back) % ERROR_BLOCKS)
+            .fold((0.0, 0.0), |(a, b), i| {
+                let (e, n) = self.blocks[i];
+                (a + f64::from(e), b + f64::from(n))
+            });
+        (self.len() >= 2 && naive > 0.0).then(|| e / naive)
+    }
+}
 
 /// Records how the last decision's one-step forecast did against `actual`, next to
 /// what repeating the last value would have done.
@@ -651,24 +750,9 @@ fn record_error(st: &mut SeriesState, actual: Option<f64>) {
         return;
     };
     if f.is_finite() && y.is_finite() {
-        if st.errors.len() == ERROR_WINDOW {
-            st.errors.pop_front();
-        } else if st.errors.capacity() == 0 {
-            // Exactly the window: growing by doubling would leave 512 slots for 288.
-            st.errors.reserve_exact(ERROR_WINDOW);
-        }
         st.errors
-            .push_back(((f - y).abs() as f32, (prev - y).abs() as f32));
+            .push((f - y).abs() as f32, (prev - y).abs() as f32);
     }
-}
-
-/// Mean absolute scaled error of the recorded one-step forecasts: their mean
-/// absolute error over that of the last-value forecast on the same steps.
-fn mase(errors: &std::collections::VecDeque<(f32, f32)>) -> Option<f64> {
-    let (e, naive) = errors.iter().fold((0.0, 0.0), |(a, b), &(e, n)| {
-        (a + f64::from(e), b + f64::from(n))
-    });
-    (errors.len() >= 2 && naive > 0.0).then(|| e / naive)
 }
 
 /// The values of `series` at the grid points of `range`, `NAN` where it has none.

@@ -157,7 +157,12 @@ pub fn select<'a>(
     matches: impl Fn(&SeriesEntry) -> bool,
     no_match: impl FnOnce(usize) -> String,
 ) -> Result<Vec<&'a SeriesEntry>, Unservable> {
-    let selected: Vec<&SeriesEntry> = entry.series.iter().filter(|s| matches(s)).collect();
+    let selected: Vec<&SeriesEntry> = entry
+        .series
+        .iter()
+        .map(|s| &**s)
+        .filter(|s| matches(s))
+        .collect();
     if !selected.is_empty() {
         return Ok(selected);
     }
@@ -261,7 +266,10 @@ mod tests {
     fn each_refusal_has_its_code() {
         let entry = MetricEntry {
             namespaces: Some(vec!["shop".into()]),
-            series: vec![series("a", Status::Ok, 100), series("b", Status::Ok, 10)],
+            series: vec![
+                series("a", Status::Ok, 100).into(),
+                series("b", Status::Ok, 10).into(),
+            ],
             error: None,
             custom: None,
         };

@@ -63,10 +63,10 @@ fn snapshot() -> Snapshot {
             namespaces: None,
             custom: None,
             series: vec![
-                series(&[("queue", "orders")], Status::Ok, 12.0),
-                series(&[("queue", "payments")], Status::Stale, 0.85),
-                series(&[("queue", "audit")], Status::Warming, 3.5),
-                series(&[("queue", "legacy")], Status::Failed, 7.0),
+                series(&[("queue", "orders")], Status::Ok, 12.0).into(),
+                series(&[("queue", "payments")], Status::Stale, 0.85).into(),
+                series(&[("queue", "audit")], Status::Warming, 3.5).into(),
+                series(&[("queue", "legacy")], Status::Failed, 7.0).into(),
             ],
             error: None,
         },
@@ -76,7 +76,7 @@ fn snapshot() -> Snapshot {
         MetricEntry {
             namespaces: Some(vec!["shop".into()]),
             custom: None,
-            series: vec![series(&[], Status::Ok, 0.5)],
+            series: vec![series(&[], Status::Ok, 0.5).into()],
             error: None,
         },
     );
@@ -478,7 +478,7 @@ async fn an_expired_value_is_503_even_if_the_snapshot_says_stale() {
     let mut stale = series(&[("queue", "orders")], Status::Stale, 12.0);
     stale.expires_ms = T0 + 1_000;
     let entry = MetricEntry {
-        series: vec![stale],
+        series: vec![stale.into()],
         ..MetricEntry::default()
     };
     let url = value_url("shop", "queue_depth", None);
@@ -495,7 +495,7 @@ async fn an_expired_value_counts_as_failed_in_the_self_metrics() {
     let mut stale = series(&[("queue", "orders")], Status::Stale, 12.0);
     stale.expires_ms = T0 + 1_000;
     let entry = MetricEntry {
-        series: vec![stale],
+        series: vec![stale.into()],
         ..MetricEntry::default()
     };
     for (now, stale_n, failed_n) in [(T0 + 1_000, 1, 0), (T0 + 1_001, 0, 1)] {
@@ -1303,7 +1303,8 @@ mod json;
 async fn debug_signals_keys_are_snake_case_as_the_cli_json() {
     let mut snap = snapshot();
     let entry = snap.metrics.get_mut("queue_depth").unwrap();
-    entry.series[0].detail.why = Some(crate::snapshot::Why {
+    let first = std::sync::Arc::make_mut(&mut entry.series[0]);
+    first.detail.why = Some(crate::snapshot::Why {
         text: "1.1 × max(q0.9 forecast 2.5 at step 2 of 2, latest 10.8) = 11.88".into(),
         quantile: 0.9,
         steps_due: 2,
@@ -1320,7 +1321,7 @@ async fn debug_signals_keys_are_snake_case_as_the_cli_json() {
             offset: Some(0.5),
         }),
     });
-    entry.series[0].detail.shadow = true;
+    first.detail.shadow = true;
     let doc = crate::api::plain::signals_doc(&snap, true, T0, &Default::default()).unwrap();
     let bad = json::non_snake_keys(&doc);
     assert!(bad.is_empty(), "not snake_case: {bad:?}");
@@ -1338,7 +1339,7 @@ async fn debug_signals_keys_are_snake_case_as_the_cli_json() {
 #[tokio::test]
 async fn debug_signals_narrow_to_a_signal_and_series_and_say_how_stale() {
     let mut entry = snapshot().metrics["queue_depth"].clone();
-    entry.series[0].expires_ms = T0 + 90_000;
+    std::sync::Arc::make_mut(&mut entry.series[0]).expires_ms = T0 + 90_000;
     let now = T0 + 30_000;
     let url = "/debug/signals?signal=queue_depth&series=queue%20in%20(orders,audit)";
     let a = send(plain_router(state_at(entry.clone(), now)), get(url)).await;

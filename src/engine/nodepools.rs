@@ -306,18 +306,20 @@ impl Planner {
             };
             let balloon = p.balloon();
             let value = |count: Option<u32>| count.map_or(f64::NAN, |n| balloon.served_value(n));
-            let entry = |v: f64| SeriesEntry {
-                labels: labels.clone(),
-                status,
-                value: v,
-                timestamp_ms: now_ms,
-                window_s: 60,
-                expires_ms: now_ms.saturating_add(PLAN_TTL_MS),
-                detail: SeriesDetail {
-                    model: "nodepool-plan".into(),
-                    reason: Some(reason.clone()),
-                    ..SeriesDetail::default()
-                },
+            let entry = |v: f64| {
+                Arc::new(SeriesEntry {
+                    labels: labels.clone(),
+                    status,
+                    value: v,
+                    timestamp_ms: now_ms,
+                    window_s: 60,
+                    expires_ms: now_ms.saturating_add(PLAN_TTL_MS),
+                    detail: SeriesDetail {
+                        model: "nodepool-plan".into(),
+                        reason: Some(reason.clone()),
+                        ..SeriesDetail::default()
+                    },
+                })
             };
             nodes.push(entry(value(counts.map(|c| c.0))));
             balloons.push(entry(value(counts.map(|c| c.1))));

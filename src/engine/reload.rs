@@ -73,7 +73,10 @@ impl Core {
             match reuse {
                 Some(mut state) => {
                     summary.kept.push(settings.name.clone());
+                    // Its trackers keep their shared settings: `compatible` says equal.
+                    debug_assert_eq!(*state.tracker_settings, settings.tracker);
                     state.settings = settings;
+                    state.restamp();
                     self.signals.push(state);
                 }
                 None => {

@@ -796,3 +796,89 @@ async fn long_backfills_take_several_slots() {
     assert_eq!(shared.load().metrics.len(), 6);
     assert!(shared.load().metrics.values().all(|m| m.series.len() == 1));
 }
+
+#[test]
+fn the_rolling_mase_is_over_the_last_block_aligned_window() {
+    let mut sums = ErrorSums::default();
+    assert_eq!(sums.mase(), None, "no errors");
+    sums.push(1.0, 2.0);
+    assert_eq!(sums.mase(), None, "fewer than 2 errors");
+    sums.push(1.0, 2.0);
+    assert_eq!(sums.mase(), Some(0.5));
+    // Errors i = 0.. of (i, 1): the window holds the newest `len` of them.
+    let mut sums = ErrorSums::default();
+    for n in 1..=1_000usize {
+        sums.push(n as f32, 1.0);
+        let len = sums.len();
+        let full = (n - 1) / ERROR_BLOCK;
+        let want_len = full.min(ERROR_BLOCKS - 1) * ERROR_BLOCK + (n - 1) % ERROR_BLOCK + 1;
+        assert_eq!(len, want_len, "after {n}");
+        assert!(
+            n < ERROR_WINDOW || len > ERROR_WINDOW - ERROR_BLOCK,
+            "{len}"
+        );
+        assert!(len <= ERROR_WINDOW);
+        if len >= 2 {
+            let want = ((n + 1 - len)..=n).map(|i| i as f64).sum::<f64>() / len as f64;
+            let got = sums.mase().unwrap();
+            assert!(
+                (got - want).abs() <= 1e-6 * want,
+                "after {n}: {got} vs {want}"
+            );
+        }
+    }
+    // A last value that never erred gives no ratio.
+    let mut sums = ErrorSums::default();
+    sums.push(1.0, 0.0);
+    sums.push(1.0, 0.0);
+    assert_eq!(sums.mase(), None);
+}
+
+#[test]
+fn snapshots_share_an_unchanged_entry_instead_of_copying_it() {
+    let m = Metrics::unregistered();
+    let mut s = SignalState::new(settings("a"));
+    let l = labels(&[("queue", "a")]);
+    let mut now = 500 * STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, fetched(r, &l), &m);
+    let (one, two) = (s.entry(), s.entry());
+    assert!(
+        Arc::ptr_eq(&one.series[0], &two.series[0]),
+        "no step between"
+    );
+    // Going stale changes the entry (a copy, the old snapshot keeps its own) ...
+    now += STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, Err("down".into()), &m);
+    let stale = s.entry();
+    assert!(!Arc::ptr_eq(&one.series[0], &stale.series[0]));
+    assert_eq!(one.series[0].status, Status::Ok);
+    assert_eq!(stale.series[0].status, Status::Stale);
+    assert_eq!(stale.series[0].value, one.series[0].value);
+    // ... staying stale for the same reason does not.
+    now += STEP;
+    let r = s.due(now).unwrap();
+    s.apply(now, r, Err("down".into()), &m);
+    assert!(Arc::ptr_eq(&stale.series[0], &s.entry().series[0]));
+}
+
+/// What each series costs inline, pinned so it cannot grow back unnoticed: at
+/// issue 16's 100,000 series every 100 bytes here is 10 MB. The map holds a
+/// pointer per series (its B-tree nodes, often half full, cost a few times the
+/// value: 1304 bytes inline in them before, ~2.4 KiB of node per series); the
+/// box holds the state with its Tracker (history, model and served entry are
+/// on the heap). The bounds are where it stands (on 64-bit targets); the
+/// Tracker's largest parts are the fitted model and `auto`'s selection
+/// (`src/forecast/`), so a bigger model type shows here too.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn a_series_costs_a_pointer_in_the_map_and_a_small_box() {
+    use std::mem::size_of;
+    let value = size_of::<Box<SeriesState>>();
+    assert_eq!(value, 8, "the map's value");
+    let (state, tracker) = (size_of::<SeriesState>(), size_of::<Tracker>());
+    assert!(state <= 736, "SeriesState grew to {state} bytes");
+    assert!(tracker <= 624, "Tracker grew to {tracker} bytes");
+    assert!(size_of::<ErrorSums>() <= 72, "the MASE's sums");
+}

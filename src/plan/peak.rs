@@ -52,14 +52,27 @@ struct Pending {
     remaining: usize,
 }
 
+/// Age, in forecasts, from which an error's weight is exactly 0 (`0.5^(age /
+/// HALF_LIFE)` underflows `f64` long before), so older ages need not be told apart.
+const AGE_CAP: u32 = 1 << 20;
+
+// Every age from the cap on weighs 0.0, as the true age would.
+const _: () = assert!(AGE_CAP as f64 / HALF_LIFE > 1_100.0);
+
 /// Recent peak errors of one series.
 #[derive(Debug, Clone)]
 pub struct PeakCalibration {
     /// Grid points in the lead time (at least 1).
     horizon: usize,
+    /// At most `horizon` + 1 (one forecast per grid point, each for `horizon` points).
     pending: VecDeque<Pending>,
-    /// Relative errors, oldest first, with the sequence number they were made at.
-    errors: VecDeque<(f32, u64)>,
+    /// Relative errors, oldest first, with the low 32 bits of the sequence number
+    /// they were made at: 8 bytes an error, 2 KiB for a full window where a `u64`
+    /// took 4 KiB. An age is the wrapping difference from `seq`'s low bits, exact
+    /// because [`PeakCalibration::forecast`] moves errors older than [`AGE_CAP`] up
+    /// to that age (where the weight is 0 either way) every [`AGE_CAP`] forecasts,
+    /// so no age reaches 2³².
+    errors: VecDeque<(f32, u32)>,
     /// Forecasts registered so far.
     seq: u64,
     /// The mean of the history the model was last fitted on (`NAN` before).
@@ -121,8 +134,11 @@ impl PeakCalibration {
                 let e = (p.peak_seen - p.peak_mean) / p.scale;
                 if self.errors.len() >= WINDOW {
                     self.errors.pop_front();
+                } else if self.errors.capacity() == 0 {
+                    // Exactly the window: growing by doubling would leave 512 slots for 256.
+                    self.errors.reserve_exact(WINDOW);
                 }
-                self.errors.push_back((e as f32, self.seq));
+                self.errors.push_back((e as f32, self.seq as u32));
             }
         }
     }
@@ -134,7 +150,19 @@ impl PeakCalibration {
             return;
         }
         self.seq += 1;
+        if self.seq % u64::from(AGE_CAP) == 0 {
+            // Ages stay below 2 × AGE_CAP < 2³², so the wrapping difference is exact.
+            let now = self.seq as u32;
+            for (_, s) in &mut self.errors {
+                if now.wrapping_sub(*s) > AGE_CAP {
+                    *s = now.wrapping_sub(AGE_CAP);
+                }
+            }
+        }
         let scale = self.scale(peak_mean);
+        if self.pending.capacity() == 0 {
+            self.pending.reserve_exact(self.horizon + 1);
+        }
         self.pending.push_back(Pending {
             peak_mean,
             scale,
@@ -155,7 +183,7 @@ impl PeakCalibration {
             .errors
             .iter()
             .map(|&(e, s)| {
-                let age = self.seq.saturating_sub(s) as f64;
+                let age = f64::from((self.seq as u32).wrapping_sub(s));
                 (f64::from(e), 0.5f64.powf(age / HALF_LIFE))
             })
             .collect();
@@ -243,5 +271,40 @@ mod tests {
         }
         let after = c.offsets(&[0.9], 100.0, &[0.0])[0];
         assert!(after < 1.5 * calm + 1e-9, "{after} vs calm {calm}");
+    }
+
+    #[test]
+    fn ages_survive_the_sequence_number_wrapping() {
+        // The same errors and forecasts, once from 0 and once across 2³²: equal
+        // offsets, including an error left far older than the cap.
+        let run = |start: u64| {
+            let mut c = PeakCalibration::new(1);
+            c.seq = start;
+            for i in 0..40 {
+                c.forecast(100.0);
+                c.observe(100.0 + ((i * 13) % 7) as f64);
+            }
+            let young = c.offsets(&[0.1, 0.5, 0.9], 100.0, &[0.0; 3]);
+            // A long run of forecasts without outcomes (gaps): every error ages
+            // past the cap and weighs 0, the quantile of equal zero weights.
+            for _ in 0..(3 * u64::from(AGE_CAP) + 5) {
+                c.forecast(100.0);
+                c.observe(f64::NAN);
+            }
+            let old = c.offsets(&[0.1, 0.5, 0.9], 100.0, &[0.0; 3]);
+            c.forecast(100.0);
+            c.observe(150.0);
+            (young, old, c.offsets(&[0.1, 0.5, 0.9], 100.0, &[0.0; 3]))
+        };
+        let from_zero = run(0);
+        assert_eq!(from_zero, run(u64::from(u32::MAX) - 10));
+        assert_eq!(from_zero, run((5 << 32) - u64::from(AGE_CAP) + 3));
+        // The new error alone carries weight: the 0.9 offset is it.
+        let w = 41.0 / (41.0 + PRIOR_WEIGHT);
+        assert!(
+            (from_zero.2[2] - w * 50.0).abs() < 1e-9,
+            "{:?}",
+            from_zero.2
+        );
     }
 }

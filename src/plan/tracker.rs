@@ -14,6 +14,7 @@
 //! of all landing in one cycle, and replicas refit at the same grid times.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::forecast::select::{Refit, Selection};
 use crate::forecast::{Calibrated, Forecast, ModelSpec, Predict};
@@ -203,7 +204,9 @@ struct Grid {
 
 /// One series' forecasting state.
 pub struct Tracker {
-    settings: TrackerSettings,
+    /// Shared by all of a signal's series: the model spec inside holds heap data
+    /// (`auto`'s candidates), which a copy per series would repeat 100,000 times.
+    settings: Arc<TrackerSettings>,
     history: History,
     /// Finite points in `history`.
     finite: usize,
@@ -243,8 +246,10 @@ impl std::fmt::Debug for Tracker {
 }
 
 impl Tracker {
-    /// A tracker with no history yet.
-    pub fn new(settings: TrackerSettings) -> Self {
+    /// A tracker with no history yet. Pass an `Arc` to share one set of settings
+    /// among many trackers (the engine's series of one signal).
+    pub fn new(settings: impl Into<Arc<TrackerSettings>>) -> Self {
+        let settings = settings.into();
         let cap = Self::capacity(&settings).min(1 << 20);
         let history = if settings.fit_steps > 1 {
             History::Compact(VecDeque::with_capacity(cap))
@@ -322,6 +327,9 @@ impl Tracker {
             if window > 1 {
                 if self.outcome_window.len() >= window {
                     self.outcome_window.pop_front();
+                } else if self.outcome_window.capacity() == 0 {
+                    // Exactly the window (60 on a 1-second grid, not 64).
+                    self.outcome_window.reserve_exact(window);
                 }
                 self.outcome_window.push_back(v);
                 let mut w: Vec<f64> = self

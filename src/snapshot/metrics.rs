@@ -293,7 +293,7 @@ impl Collector for SeriesMetrics {
         encode(
             e,
             "series_forecast_mase",
-            "Rolling one-step-ahead MASE of the series (below 1 beats a last-value forecast).",
+            "Rolling one-step-ahead MASE of the series over the last 253 to 288 steps (below 1 beats a last-value forecast).",
             &g.mase,
         )?;
         encode(
@@ -343,7 +343,7 @@ mod tests {
                     (
                         (*name).to_string(),
                         MetricEntry {
-                            series: series.clone(),
+                            series: series.iter().cloned().map(Arc::new).collect(),
                             ..MetricEntry::default()
                         },
                     )

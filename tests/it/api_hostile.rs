@@ -124,7 +124,7 @@ fn snapshot() -> Snapshot {
     metrics.insert(
         "queue_depth".to_string(),
         MetricEntry {
-            series: vec![entry],
+            series: vec![entry.into()],
             ..MetricEntry::default()
         },
     );

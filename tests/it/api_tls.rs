@@ -71,7 +71,7 @@ fn snapshot(value: f64) -> Snapshot {
         MetricEntry {
             namespaces: None,
             custom: None,
-            series: vec![entry("orders", value), entry("payments", 3.0)],
+            series: vec![entry("orders", value).into(), entry("payments", 3.0).into()],
             error: None,
         },
     );

@@ -67,7 +67,7 @@ fn entry(series: Vec<SeriesEntry>) -> MetricEntry {
     MetricEntry {
         namespaces: None,
         custom: None,
-        series,
+        series: series.into_iter().map(Arc::new).collect(),
         error: None,
     }
 }
@@ -455,7 +455,7 @@ async fn stream_is_active_ends_unavailable_when_the_value_expires() {
     // No publication at all (a hung engine): the stream wakes at the value's
     // expiry by itself.
     let mut s = snapshot(80.0);
-    s.metrics.get_mut("queue_depth").unwrap().series[0].expires_ms = NOW + 200;
+    Arc::make_mut(&mut s.metrics.get_mut("queue_depth").unwrap().series[0]).expires_ms = NOW + 200;
     let shared = Shared::new();
     shared.publish(s);
     let running = start(shared, Arc::new(SimClock::new(NOW)), None).await;

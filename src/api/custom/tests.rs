@@ -59,7 +59,7 @@ fn mapping(metric_type: MetricType, pairs: &[(&str, &str, &str)]) -> Arc<Mapping
 fn entry(custom: Option<Arc<Mapping>>, series: Vec<SeriesEntry>) -> MetricEntry {
     MetricEntry {
         namespaces: None,
-        series,
+        series: series.into_iter().map(Arc::new).collect(),
         error: None,
         custom,
     }
@@ -968,7 +968,7 @@ async fn expired_values_and_a_failing_source_are_503_for_objects_and_pods() {
     );
     let mut expiring = object.clone();
     for s in &mut expiring.series {
-        s.expires_ms = T0 + 1_000;
+        Arc::make_mut(s).expires_ms = T0 + 1_000;
     }
     let at = |now| router(state_at("qdrant_search_latency", expiring.clone(), now));
     assert_eq!(
@@ -996,7 +996,7 @@ async fn expired_values_and_a_failing_source_are_503_for_objects_and_pods() {
     // Pods metrics too.
     let mut pods = snapshot().metrics["packets-per-second"].clone();
     for s in &mut pods.series {
-        s.expires_ms = T0;
+        Arc::make_mut(s).expires_ms = T0;
     }
     let url = format!(
         "{BASE}/v1beta2/namespaces/conexus/pods/*/packets-per-second?labelSelector={}",
