@@ -92,7 +92,51 @@ impl State {
             e
         }
     }
+}
 
+/// The filter state a fitted model keeps: as [`State`], with the season as
+/// `f32` (a day of 5-minute slots is 1.1 KiB instead of 2.3 per series; at
+/// 100,000 series, 115 MB), stepped in `f64`. The search and the fit's own pass
+/// stay in `f64`; the season is rounded once when the fit is kept, and each
+/// update rounds the one slot it changes.
+#[derive(Debug, Clone)]
+struct Kept {
+    level: f64,
+    trend: f64,
+    season: Vec<f32>,
+    t: usize,
+}
+
+impl Kept {
+    fn from(s: State) -> Self {
+        Self {
+            level: s.level,
+            trend: s.trend,
+            season: s.season.iter().map(|&v| v as f32).collect(),
+            t: s.t,
+        }
+    }
+
+    /// [`State::step`]'s arithmetic on the kept state.
+    fn step(&mut self, y: f64, p: &Params) {
+        let m = self.season.len();
+        let damped = p.phi * self.trend;
+        if m > 0 {
+            let slot = self.t;
+            let si = f64::from(self.season[slot]);
+            let e = y - (self.level + damped + si);
+            self.level += damped + p.alpha * e;
+            self.trend = damped + p.beta * e;
+            self.season[slot] = (si + p.gamma * e) as f32;
+            self.t = if slot + 1 == m { 0 } else { slot + 1 };
+        } else {
+            let e = y - (self.level + damped);
+            self.level += damped + p.alpha * e;
+            self.trend = damped + p.beta * e;
+        }
+    }
+
+    /// The point forecast: level, damped trend and the season's slots ahead.
     fn forecast(&self, horizon: usize, p: &Params) -> Vec<f64> {
         let m = self.season.len();
         let mut damp = 0.0;
@@ -102,7 +146,7 @@ impl State {
                 pow *= p.phi;
                 damp += pow;
                 let s = if m > 0 {
-                    self.season[(self.t + h) % m]
+                    f64::from(self.season[(self.t + h) % m])
                 } else {
                     0.0
                 };
@@ -119,7 +163,7 @@ pub struct FittedHoltWinters {
     /// The search point the parameters came from: where a refit starts
     /// ([`PointModel::warm`]).
     x: [f64; 4],
-    state: State,
+    state: Kept,
     damped: bool,
 }
 
@@ -394,7 +438,7 @@ impl HoltWinters {
         Ok(FittedHoltWinters {
             params,
             x,
-            state,
+            state: Kept::from(state),
             damped: self.damped,
         })
     }

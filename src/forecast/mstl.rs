@@ -20,7 +20,7 @@ pub struct Mstl {
 #[derive(Debug, Clone)]
 pub struct FittedMstl {
     /// Per season: its period and its last cycle, oldest first.
-    cycles: Vec<(usize, Vec<f64>)>,
+    cycles: Vec<(usize, Vec<f32>)>,
     /// Points taken since the fit; shifts the phase of the cycles.
     shift: usize,
     trend: FittedHoltWinters,
@@ -37,52 +37,109 @@ fn tricube(u: f64) -> f64 {
     }
 }
 
+/// The part of a local linear loess that does not depend on the data: for `n`
+/// points, `q` neighbours and position `x`, where the window lies, its tricube
+/// weights and the weighted sums of the positions. STL evaluates the same
+/// kernels over and over (every cycle-subseries of one length at the same
+/// positions; every interior point of a long series alike), so they are built
+/// once and applied to each window; applied, a kernel gives exactly what
+/// computing it anew would (the same sums in the same order).
+struct Kernel {
+    /// First point of the window and the point nearest `x`.
+    lo: usize,
+    centre: usize,
+    /// Per window point: the weight, and the weight times its distance from `x`.
+    w: Vec<f64>,
+    wd: Vec<f64>,
+    sw: f64,
+    swx: f64,
+    swxx: f64,
+}
+
+impl Kernel {
+    fn new(n: usize, q: usize, x: f64) -> Self {
+        let q_eff = q.min(n).max(1);
+        let centre = x.round().clamp(0.0, (n - 1) as f64) as usize;
+        let lo = centre.saturating_sub((q_eff - 1) / 2).min(n - q_eff);
+        let hi = lo + q_eff - 1;
+        let mut h = (x - lo as f64).max(hi as f64 - x);
+        if q > n {
+            h += ((q - n) / 2) as f64;
+        }
+        let h = h.max(1e-9) * 1.000_001;
+        let (mut sw, mut swx, mut swxx) = (0.0, 0.0, 0.0);
+        let (mut w, mut wd) = (Vec::with_capacity(q_eff), Vec::with_capacity(q_eff));
+        for i in lo..=hi {
+            let d = i as f64 - x;
+            let wi = tricube(d.abs() / h);
+            sw += wi;
+            swx += wi * d;
+            swxx += wi * d * d;
+            w.push(wi);
+            wd.push(wi * d);
+        }
+        Self {
+            lo,
+            centre,
+            w,
+            wd,
+            sw,
+            swx,
+            swxx,
+        }
+    }
+
+    /// The loess value from the window's points (`y[lo..]`, as many as weights)
+    /// and the point nearest `x` (the answer when every weight is zero).
+    fn apply(&self, window: &[f64], nearest: f64) -> f64 {
+        let (mut swy, mut swxy) = (0.0, 0.0);
+        for ((&wi, &wdi), &v) in self.w.iter().zip(&self.wd).zip(window) {
+            swy += wi * v;
+            swxy += wdi * v;
+        }
+        let (sw, swx, swxx) = (self.sw, self.swx, self.swxx);
+        if sw <= 0.0 {
+            return nearest;
+        }
+        let denom = sw * swxx - swx * swx;
+        if denom.abs() <= 1e-12 * sw * sw.max(swxx) {
+            return swy / sw;
+        }
+        // Intercept of the weighted line in coordinates centred on x.
+        (swy * swxx - swx * swxy) / denom
+    }
+
+    /// The kernel applied to the whole series it was built for.
+    fn on(&self, y: &[f64]) -> f64 {
+        self.apply(&y[self.lo..], y[self.centre])
+    }
+}
+
 /// Local linear loess of `y` (at positions `0..n`) with `q` neighbours, evaluated
 /// at position `x`, which may lie outside the data (for the STL end extensions).
 fn loess_at(y: &[f64], q: usize, x: f64) -> f64 {
-    let n = y.len();
-    let q_eff = q.min(n).max(1);
-    let centre = x.round().clamp(0.0, (n - 1) as f64) as usize;
-    let lo = centre.saturating_sub((q_eff - 1) / 2).min(n - q_eff);
-    let hi = lo + q_eff - 1;
-    let mut h = (x - lo as f64).max(hi as f64 - x);
-    if q > n {
-        h += ((q - n) / 2) as f64;
-    }
-    let h = h.max(1e-9) * 1.000_001;
-    let (mut sw, mut swx, mut swy, mut swxx, mut swxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for (i, &v) in y.iter().enumerate().take(hi + 1).skip(lo) {
-        let d = i as f64 - x;
-        let w = tricube(d.abs() / h);
-        sw += w;
-        swx += w * d;
-        swy += w * v;
-        swxx += w * d * d;
-        swxy += w * d * v;
-    }
-    if sw <= 0.0 {
-        return y[centre];
-    }
-    let denom = sw * swxx - swx * swx;
-    if denom.abs() <= 1e-12 * sw * sw.max(swxx) {
-        return swy / sw;
-    }
-    // Intercept of the weighted line in coordinates centred on x.
-    (swy * swxx - swx * swxy) / denom
+    Kernel::new(y.len(), q, x).on(y)
 }
 
 /// Loess of the whole series, computed every `jump` points and interpolated.
+/// Every point whose window lies wholly inside the series has the same kernel,
+/// shifted: it is built once.
 fn loess(y: &[f64], q: usize, jump: usize) -> Vec<f64> {
     let n = y.len();
     if n == 0 {
         return Vec::new();
     }
     let jump = jump.max(1);
+    let half = (q.min(n).max(1) - 1) / 2;
+    let interior = (q <= n).then(|| Kernel::new(n, q, half as f64));
     let mut out = vec![0.0; n];
     let mut prev: Option<(usize, f64)> = None;
     let mut i = 0;
     loop {
-        let v = loess_at(y, q, i as f64);
+        let v = match &interior {
+            Some(k) if i >= half && i - half + q <= n => k.apply(&y[i - half..], y[i]),
+            _ => loess_at(y, q, i as f64),
+        };
         out[i] = v;
         if let Some((j, pv)) = prev {
             for (k, slot) in out.iter_mut().enumerate().take(i).skip(j + 1) {
@@ -134,15 +191,28 @@ pub(crate) fn stl_seasonal(y: &[f64], period: usize, seasonal_window: usize) -> 
     let mut seasonal = vec![0.0; n];
     let mut cycle = vec![0.0; n + 2 * p];
     let mut sub = Vec::with_capacity(n / p + 1);
+    // The subseries' kernels by subseries length (they come in one or two
+    // lengths), one per position from one before the first to one after the last.
+    let mut kernels: Vec<(usize, Vec<Kernel>)> = Vec::new();
     for _ in 0..2 {
         // Cycle-subseries smoothing, extended one season at each end.
         for phase in 0..p.min(n) {
             sub.clear();
             sub.extend((phase..n).step_by(p).map(|t| y[t] - trend[t]));
-            let k = sub.len() as isize;
-            for pos in -1..=k {
+            let k = sub.len();
+            let at = match kernels.iter().position(|(len, _)| *len == k) {
+                Some(at) => at,
+                None => {
+                    let built = (-1..=k as isize)
+                        .map(|pos| Kernel::new(k, ns, pos as f64))
+                        .collect();
+                    kernels.push((k, built));
+                    kernels.len() - 1
+                }
+            };
+            for (pos, kernel) in (-1..=k as isize).zip(&kernels[at].1) {
                 let t = phase as isize + pos * p as isize + p as isize;
-                cycle[t as usize] = loess_at(&sub, ns, pos as f64);
+                cycle[t as usize] = kernel.on(&sub);
             }
         }
         // Low-pass filter of the cycle-subseries, removed from them.
@@ -212,7 +282,7 @@ impl Mstl {
         let cycles = periods
             .iter()
             .zip(components)
-            .map(|(&p, c)| (p, c[n - p..].to_vec()))
+            .map(|(&p, c)| (p, c[n - p..].iter().map(|&v| v as f32).collect()))
             .collect();
         Ok(FittedMstl {
             cycles,
@@ -226,7 +296,7 @@ impl FittedMstl {
     fn season_at(&self, k: usize) -> f64 {
         self.cycles
             .iter()
-            .map(|(p, c)| c[(self.shift + k) % p])
+            .map(|(p, c)| f64::from(c[(self.shift + k) % p]))
             .sum()
     }
 }
@@ -293,6 +363,36 @@ mod tests {
             let t = n + k;
             let want = 100.0 + 0.05 * t as f64 + daily(t) + weekly(t);
             assert!((v - want).abs() < 1.0, "step {k}: {v} vs {want}");
+        }
+    }
+
+    #[test]
+    fn shared_kernels_give_what_each_window_computed_anew_gives() {
+        let y: Vec<f64> = (0..301)
+            .map(|t| ((t * 7919) % 97) as f64 * 0.37 + (t as f64 * 0.05).sin() * 20.0)
+            .collect();
+        for q in [1, 2, 6, 7, 50, 51, 300, 301, 400] {
+            for jump in [1, 5, 31] {
+                let got = loess(&y, q, jump);
+                // Every evaluated point from its own kernel, interpolated alike.
+                let n = y.len();
+                let mut want = vec![0.0; n];
+                let mut points: Vec<usize> = (0..n).step_by(jump).collect();
+                if points.last() != Some(&(n - 1)) {
+                    points.push(n - 1);
+                }
+                for (a, &i) in points.iter().enumerate() {
+                    want[i] = Kernel::new(n, q, i as f64).on(&y);
+                    if a > 0 {
+                        let j = points[a - 1];
+                        for k in j + 1..i {
+                            let w = (k - j) as f64 / (i - j) as f64;
+                            want[k] = want[j] + (want[i] - want[j]) * w;
+                        }
+                    }
+                }
+                assert_eq!(got, want, "q {q}, jump {jump}");
+            }
         }
     }
 }

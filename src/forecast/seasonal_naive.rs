@@ -12,12 +12,13 @@ pub struct SeasonalNaive {
     pub seasons: usize,
 }
 
-/// A fitted [`SeasonalNaive`]: the last `period * seasons` values.
+/// A fitted [`SeasonalNaive`]: the last `period * seasons` values, as `f32` (a
+/// day of 5-minute points is 1.1 KiB per series instead of 2.3).
 #[derive(Debug, Clone)]
 pub struct FittedSeasonalNaive {
     period: usize,
     seasons: usize,
-    tail: Vec<f64>,
+    tail: Vec<f32>,
 }
 
 impl PointFit for SeasonalNaive {
@@ -40,7 +41,10 @@ impl PointFit for SeasonalNaive {
         Ok(FittedSeasonalNaive {
             period,
             seasons,
-            tail: history[history.len() - period * seasons..].to_vec(),
+            tail: history[history.len() - period * seasons..]
+                .iter()
+                .map(|&v| v as f32)
+                .collect(),
         })
     }
 }
@@ -61,7 +65,7 @@ impl PointModel for FittedSeasonalNaive {
         let new = &new_points[new_points.len().saturating_sub(keep)..];
         let excess = (self.tail.len() + new.len()).saturating_sub(keep);
         self.tail.drain(..excess.min(self.tail.len()));
-        self.tail.extend_from_slice(new);
+        self.tail.extend(new.iter().map(|&v| v as f32));
     }
 
     fn point(&self, horizon: usize) -> Vec<f64> {
@@ -71,7 +75,7 @@ impl PointModel for FittedSeasonalNaive {
             .map(|h| {
                 let phase = h % p;
                 let sum: f64 = (0..self.seasons)
-                    .map(|k| self.tail[n - p * (k + 1) + phase])
+                    .map(|k| f64::from(self.tail[n - p * (k + 1) + phase]))
                     .sum();
                 sum / self.seasons as f64
             })
