@@ -246,15 +246,16 @@ pub fn evaluate(spec: &ModelSpec, tasks: &[Task]) -> (Summary, Vec<SeriesScore>)
 }
 
 /// Means of `k` consecutive points, aligned to the end (the last mean ends at the
-/// last point; a shorter first block is dropped), as `f32` like a tracker's
-/// compact history; `NAN` where a block has no finite point.
+/// last point; a shorter first block is dropped), packed and read back like a
+/// tracker's compact history ([`crate::plan::packed::Packed`]); `NAN` where a
+/// block has no finite point.
 pub fn block_means(history: &[f64], k: usize) -> Vec<f64> {
     let k = k.max(1);
     if k == 1 {
         return history.to_vec();
     }
     let skip = history.len() % k;
-    history[skip..]
+    let means: Vec<f64> = history[skip..]
         .chunks(k)
         .map(|c| {
             let (s, n) = c
@@ -264,10 +265,11 @@ pub fn block_means(history: &[f64], k: usize) -> Vec<f64> {
             if n == 0 {
                 f64::NAN
             } else {
-                f64::from((s / n as f64) as f32)
+                s / n as f64
             }
         })
-        .collect()
+        .collect();
+    crate::plan::packed::Packed::round_trip(&means)
 }
 
 /// Each value repeated `k` times, cut to `h`: a forecast on the fitted grid read

@@ -871,7 +871,8 @@ fn snapshots_share_an_unchanged_entry_instead_of_copying_it() {
 /// on the heap). The bounds are where it stands (on 64-bit targets); the
 /// Tracker's largest parts are the fitted model and `auto`'s selection
 /// (`src/forecast/`), so a bigger model type shows here too (the selection's
-/// pooled drift evidence added 24 bytes).
+/// pooled drift evidence added 24 bytes, the packed history's block state 24:
+/// its points take 3.6 KiB less on the heap).
 #[cfg(target_pointer_width = "64")]
 #[test]
 fn a_series_costs_a_pointer_in_the_map_and_a_small_box() {
@@ -879,7 +880,7 @@ fn a_series_costs_a_pointer_in_the_map_and_a_small_box() {
     let value = size_of::<Box<SeriesState>>();
     assert_eq!(value, 8, "the map's value");
     let (state, tracker) = (size_of::<SeriesState>(), size_of::<Tracker>());
-    assert!(state <= 760, "SeriesState grew to {state} bytes");
-    assert!(tracker <= 648, "Tracker grew to {tracker} bytes");
+    assert!(state <= 784, "SeriesState grew to {state} bytes");
+    assert!(tracker <= 672, "Tracker grew to {tracker} bytes");
     assert!(size_of::<ErrorSums>() <= 72, "the MASE's sums");
 }

@@ -4,6 +4,7 @@
 
 pub mod choice;
 pub mod nodepool;
+pub mod packed;
 pub mod peak;
 pub mod tracker;
 

@@ -7,9 +7,9 @@
 //! backtest therefore measures the code that serves production.
 //!
 //! At scale (tens of thousands of series) two settings keep it cheap:
-//! [`TrackerSettings::fit_steps`] fits on means of several grid points, kept as
-//! `f32` (a week of 1-minute points is 80 KiB as `f64`, 8 KiB as 5-minute `f32`
-//! means), and [`Tracker::with_grid`] places refits on the absolute grid with a
+//! [`TrackerSettings::fit_steps`] fits on means of several grid points, packed
+//! 16 bits a point (a week of 1-minute points is 80 KiB as `f64`, 4.3 KiB as
+//! packed 5-minute means, see [`super::packed`]), and [`Tracker::with_grid`] places refits on the absolute grid with a
 //! per-series offset, so a refit interval's fits are spread over its steps instead
 //! of all landing in one cycle, and replicas refit at the same grid times.
 
@@ -18,6 +18,8 @@ use std::sync::Arc;
 
 use crate::forecast::select::{Refit, Selection};
 use crate::forecast::{Calibrated, Forecast, ModelSpec, Predict};
+
+use super::packed::{Packed, BLOCK};
 
 /// How a tracker's refits went (see [`ModelSpec::refit`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,7 +51,7 @@ pub struct TrackerSettings {
     /// Fewer observed points than this: warming, serve the latest observation.
     pub min_history_steps: usize,
     /// Grid points averaged into one fitted point; 1 fits the grid as is. Above 1 the
-    /// history is kept as `f32` means, the model fits and forecasts on the coarser
+    /// history is kept as packed means (16 bits a point, [`super::packed`]), the model fits and forecasts on the coarser
     /// grid (its forecast paths are in fitted points), and the reactive floor still
     /// takes the newest grid point.
     pub fit_steps: usize,
@@ -144,8 +146,9 @@ fn floor_of(sorted: &[f64], q: f64) -> Option<f64> {
 enum History {
     /// `fit_steps == 1`: the grid points as observed.
     Exact(VecDeque<f64>),
-    /// `fit_steps > 1`: means of `fit_steps` grid points (`NAN` when all were gaps).
-    Compact(VecDeque<f32>),
+    /// `fit_steps > 1`: means of `fit_steps` grid points (`NAN` when all were
+    /// gaps), packed 16 bits a point ([`Packed`]).
+    Compact(Packed),
 }
 
 impl History {
@@ -165,11 +168,7 @@ impl History {
                 h.push_back(v);
                 dropped.is_some_and(f64::is_finite)
             }
-            Self::Compact(h) => {
-                let dropped = if h.len() >= cap { h.pop_front() } else { None };
-                h.push_back(v as f32);
-                dropped.is_some_and(f32::is_finite)
-            }
+            Self::Compact(h) => h.push(v, cap),
         }
     }
 
@@ -177,18 +176,14 @@ impl History {
     fn newest(&self, n: usize) -> Vec<f64> {
         match self {
             Self::Exact(h) => h.iter().skip(h.len().saturating_sub(n)).copied().collect(),
-            Self::Compact(h) => h
-                .iter()
-                .skip(h.len().saturating_sub(n))
-                .map(|&v| f64::from(v))
-                .collect(),
+            Self::Compact(h) => h.newest(n),
         }
     }
 
     fn to_vec(&self) -> Vec<f64> {
         match self {
             Self::Exact(h) => h.iter().copied().collect(),
-            Self::Compact(h) => h.iter().map(|&v| f64::from(v)).collect(),
+            Self::Compact(h) => h.to_vec(),
         }
     }
 }
@@ -252,7 +247,7 @@ impl Tracker {
         let settings = settings.into();
         let cap = Self::capacity(&settings).min(1 << 20);
         let history = if settings.fit_steps > 1 {
-            History::Compact(VecDeque::with_capacity(cap))
+            History::Compact(Packed::with_capacity(cap))
         } else {
             History::Exact(VecDeque::with_capacity(cap))
         };
@@ -290,6 +285,14 @@ impl Tracker {
         // The first fitted point covers only the rest of its aligned span.
         let k = self.fit_steps() as i64;
         self.bucket.2 = usize::try_from(first_index.rem_euclid(k)).unwrap_or(0);
+        // And the packed history's blocks fall on the fitted grid too.
+        if let History::Compact(h) = &mut self.history {
+            if h.is_empty() {
+                let phase = first_index.div_euclid(k).rem_euclid(BLOCK as i64);
+                let cap = Self::capacity(&self.settings).min(1 << 20);
+                *h = Packed::aligned(cap, usize::try_from(phase).unwrap_or(0));
+            }
+        }
         self
     }
 
@@ -1150,9 +1153,9 @@ mod tests {
             "bounded to the window in fitted points"
         );
         let History::Compact(h) = &t.history else {
-            panic!("fit_steps > 1 keeps f32 means");
+            panic!("fit_steps > 1 keeps packed means");
         };
-        assert!((f64::from(h[h.len() - 1]) - daily(24 * 12 - 1)).abs() < 1e-4);
+        assert!((h.newest(1)[0] - daily(24 * 12 - 1)).abs() < 1e-3);
         t.observe(&[123.0, f64::NAN]);
         let d = t.decide(0);
         assert!(!d.warming);
