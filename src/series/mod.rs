@@ -31,8 +31,13 @@ use std::path::{Path, PathBuf};
 /// A series' label set: names to values, ordered so that equal label sets compare
 /// and hash equal. Reads as the map it holds; writes (`Display`) as Prometheus prints
 /// a series: `name{a="x", b="y"}`.
+///
+/// Copies share one map (a write copies it first): the engine keys its series by
+/// their labels and every served entry carries them, so at 100,000 series one map
+/// each (a B-tree node, ~0.5 KiB even for one label) instead of two, and no copy
+/// per step.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Labels(BTreeMap<String, String>);
+pub struct Labels(std::sync::Arc<BTreeMap<String, String>>);
 
 impl Labels {
     /// No labels.
@@ -45,9 +50,9 @@ impl Labels {
         self.0.get(name).map(String::as_str)
     }
 
-    /// The map itself.
+    /// The map itself (a copy when it is shared).
     pub fn into_inner(self) -> BTreeMap<String, String> {
-        self.0
+        std::sync::Arc::try_unwrap(self.0).unwrap_or_else(|shared| (*shared).clone())
     }
 }
 
@@ -60,25 +65,25 @@ impl std::ops::Deref for Labels {
 
 impl std::ops::DerefMut for Labels {
     fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
+        std::sync::Arc::make_mut(&mut self.0)
     }
 }
 
 impl From<BTreeMap<String, String>> for Labels {
     fn from(map: BTreeMap<String, String>) -> Self {
-        Self(map)
+        Self(std::sync::Arc::new(map))
     }
 }
 
 impl<const N: usize> From<[(String, String); N]> for Labels {
     fn from(pairs: [(String, String); N]) -> Self {
-        Self(BTreeMap::from(pairs))
+        Self::from(BTreeMap::from(pairs))
     }
 }
 
 impl FromIterator<(String, String)> for Labels {
     fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
-        Self(iter.into_iter().collect())
+        Self::from(iter.into_iter().collect::<BTreeMap<_, _>>())
     }
 }
 
@@ -86,7 +91,7 @@ impl IntoIterator for Labels {
     type Item = (String, String);
     type IntoIter = std::collections::btree_map::IntoIter<String, String>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.into_iter()
+        self.into_inner().into_iter()
     }
 }
 
@@ -111,7 +116,7 @@ impl<'de> serde::Deserialize<'de> for Labels {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        BTreeMap::deserialize(deserializer).map(Self)
+        BTreeMap::deserialize(deserializer).map(Self::from)
     }
 }
 
@@ -640,6 +645,18 @@ fn format_value(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copied_labels_share_one_map_until_one_is_written() {
+        let a: Labels = [("queue".to_string(), "jobs".to_string())].into();
+        let mut b = a.clone();
+        assert!(std::sync::Arc::ptr_eq(&a.0, &b.0), "a copy shares the map");
+        b.insert("zone".to_string(), "b".to_string());
+        assert!(!std::sync::Arc::ptr_eq(&a.0, &b.0));
+        assert_eq!(a.len(), 1, "the original is untouched");
+        assert_eq!(b.value("zone"), Some("b"));
+        assert_eq!(a.clone().into_inner(), a.into_inner());
+    }
 
     #[test]
     fn normalize_sorts_and_keeps_last_duplicate() {
