@@ -52,20 +52,36 @@ impl Design {
         self.lags.iter().copied().max().unwrap_or(0)
     }
 
-    /// Writes the features of the value at absolute step `t`; `z[t - l]` must exist.
-    fn row(&self, z: &[f64], t: usize, t_abs: usize, out: &mut [f64]) {
+    /// Writes the features of the value at absolute step `t_abs` (at `t` in `z`;
+    /// `z[t - l]` must exist). The Fourier pair of term `i` at phase `t_abs % p` is
+    /// `wave(i, phase)`: [`Design::wave`] itself, or a table of it.
+    fn row(
+        &self,
+        z: &[f64],
+        t: usize,
+        t_abs: usize,
+        out: &mut [f64],
+        wave: impl Fn(usize, usize) -> (f64, f64),
+    ) {
         out[0] = 1.0;
         let mut j = 1;
         for &l in &self.lags {
             out[j] = z[t - l];
             j += 1;
         }
-        for &(p, k) in &self.fourier {
-            let angle = std::f64::consts::TAU * (k * (t_abs % p)) as f64 / p as f64;
-            out[j] = angle.sin();
-            out[j + 1] = angle.cos();
+        for (i, &(p, _)) in self.fourier.iter().enumerate() {
+            let (sin, cos) = wave(i, t_abs % p);
+            out[j] = sin;
+            out[j + 1] = cos;
             j += 2;
         }
+    }
+
+    /// The sine and cosine of Fourier term `i` at `phase` (of its period).
+    fn wave(&self, i: usize, phase: usize) -> (f64, f64) {
+        let (p, k) = self.fourier[i];
+        let angle = std::f64::consts::TAU * (k * phase) as f64 / p as f64;
+        (angle.sin(), angle.cos())
     }
 }
 
@@ -143,19 +159,13 @@ impl PointFit for LinearLags {
         let w = design.width();
         let rows = n - m;
         let mut y = Array1::<f64>::zeros(rows);
-        // A Fourier term depends on the phase `t % p` alone: computed once per phase
-        // (the same expressions as `Design::row`), not once per row.
+        // A Fourier term depends on the phase `t % p` alone: computed once per phase,
+        // not once per row.
         let waves: Vec<Vec<(f64, f64)>> = design
             .fourier
             .iter()
-            .map(|&(p, k)| {
-                (0..p.min(n))
-                    .map(|phase| {
-                        let angle = std::f64::consts::TAU * (k * phase) as f64 / p as f64;
-                        (angle.sin(), angle.cos())
-                    })
-                    .collect()
-            })
+            .enumerate()
+            .map(|(i, &(p, _))| (0..p.min(n)).map(|phase| design.wave(i, phase)).collect())
             .collect();
         // The design matrix (a week of 5-minute rows is ~440 KB) is written into a
         // buffer each thread keeps: a fresh one per fit was pages the kernel had to
@@ -165,18 +175,7 @@ impl PointFit for LinearLags {
             buf.clear();
             buf.resize(rows * w, 0.0);
             for ((t, row), y_t) in (m..n).zip(buf.chunks_exact_mut(w)).zip(y.iter_mut()) {
-                row[0] = 1.0;
-                let mut j = 1;
-                for &l in &design.lags {
-                    row[j] = z[t - l];
-                    j += 1;
-                }
-                for (&(p, _), wave) in design.fourier.iter().zip(&waves) {
-                    let (sin, cos) = wave[t % p];
-                    row[j] = sin;
-                    row[j + 1] = cos;
-                    j += 2;
-                }
+                design.row(&z, t, t, row, |i, phase| waves[i][phase]);
                 *y_t = z[t];
             }
             let x = ArrayView2::from_shape((rows, w), &buf[..])
@@ -267,7 +266,10 @@ impl PointModel for FittedLinearLags {
         let mut out = Vec::with_capacity(horizon);
         for h in 0..horizon {
             let t = m + h;
-            self.design.row(&z, t, self.next_t + h, &mut buf);
+            let design = &self.design;
+            design.row(&z, t, self.next_t + h, &mut buf, |i, phase| {
+                design.wave(i, phase)
+            });
             let v: f64 = buf.iter().zip(&self.coef).map(|(a, b)| a * b).sum();
             let v = v.clamp(self.lower, self.upper);
             z.push(v);
