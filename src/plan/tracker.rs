@@ -700,16 +700,10 @@ const BURST_HALF_WIDTH: usize = 6;
 /// burst.
 const BURST_DEVIATIONS: f64 = 6.0;
 
-/// The median of `values` (the upper one of an even count), sorting them in
-/// place; `None` when there are none. Callers pass finite values.
+/// The median of `values` (the upper one of an even count), reordering them in
+/// place (the middle selected, not the whole slice sorted); `None` when there
+/// are none. Callers pass finite values.
 fn median_in_place(values: &mut [f64]) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied()
-}
-
-/// [`median_in_place`]'s value without sorting all of `values` (they are left in
-/// some order).
-fn median_unordered(values: &mut [f64]) -> Option<f64> {
     let mid = values.len() / 2;
     (!values.is_empty()).then(|| *values.select_nth_unstable_by(mid, f64::total_cmp).1)
 }
@@ -720,25 +714,19 @@ fn median_unordered(values: &mut [f64]) -> Option<f64> {
 fn rolling_medians(history: &[f64], w: usize) -> Vec<f64> {
     let n = history.len();
     let mut window: Vec<f64> = Vec::with_capacity(2 * w + 1);
-    let insert = |window: &mut Vec<f64>, v: f64| {
-        if v.is_finite() {
-            let at = window.partition_point(|x| x.total_cmp(&v).is_lt());
-            window.insert(at, v);
-        }
-    };
-    for &v in &history[..w.min(n)] {
-        insert(&mut window, v);
+    // Where `v` sits in the sorted window (gaps never enter it).
+    let place = |window: &[f64], v: f64| window.partition_point(|x| x.total_cmp(&v).is_lt());
+    for &v in history[..w.min(n)].iter().filter(|v| v.is_finite()) {
+        window.insert(place(&window, v), v);
     }
     (0..n)
         .map(|t| {
-            if let Some(&v) = history.get(t + w) {
-                insert(&mut window, v);
+            if let Some(&v) = history.get(t + w).filter(|v| v.is_finite()) {
+                window.insert(place(&window, v), v);
             }
-            if let Some(&v) = t.checked_sub(w + 1).and_then(|i| history.get(i)) {
-                if v.is_finite() {
-                    let at = window.partition_point(|x| x.total_cmp(&v).is_lt());
-                    window.remove(at);
-                }
+            let leaving = t.checked_sub(w + 1).and_then(|i| history.get(i));
+            if let Some(&v) = leaving.filter(|v| v.is_finite()) {
+                window.remove(place(&window, v));
             }
             window.get(window.len() / 2).copied().unwrap_or(f64::NAN)
         })
@@ -772,7 +760,7 @@ fn clip_bursts(history: &mut [f64], periods: &[usize]) {
         .map(|(y, m)| (y - m).abs())
         .filter(|d| d.is_finite())
         .collect();
-    let Some(mad) = median_unordered(&mut dev) else {
+    let Some(mad) = median_in_place(&mut dev) else {
         return;
     };
     let mean_abs = {
@@ -1251,7 +1239,8 @@ mod tests {
         }
         let mut v = vec![3.0, -1.0, 7.0, 7.0, 2.0];
         let mut sorted = v.clone();
-        assert_eq!(median_unordered(&mut v), median_in_place(&mut sorted));
-        assert_eq!(median_unordered(&mut []), None);
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(median_in_place(&mut v), Some(sorted[sorted.len() / 2]));
+        assert_eq!(median_in_place(&mut []), None);
     }
 }
