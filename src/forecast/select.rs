@@ -39,9 +39,9 @@ impl Candidate {
     /// Fits as [`PointFit::fit_point`], a model with a parameter search starting
     /// from `warm` (a previous fit of the same candidate).
     fn fit_warm(&self, history: &[f64], warm: Option<Warm>) -> Result<Box<dyn PointModel>> {
-        Ok(match (self, warm) {
-            (Self::HoltWinters(s), Some(_)) => Box::new(s.fit_from(history, warm)?),
-            (Self::Mstl(s), Some(_)) => Box::new(s.fit_from(history, warm)?),
+        Ok(match self {
+            Self::HoltWinters(s) => Box::new(s.fit_from(history, warm)?),
+            Self::Mstl(s) => Box::new(s.fit_from(history, warm)?),
             _ => self.fit_point(history)?,
         })
     }
