@@ -263,6 +263,13 @@ struct SeriesState {
     present: bool,
 }
 
+impl SeriesState {
+    /// When its value expires: its last refresh plus the signal's `max_staleness`.
+    fn expires_ms(&self, max_staleness_ms: i64) -> i64 {
+        self.last_seen_ms.saturating_add(max_staleness_ms)
+    }
+}
+
 /// A status change, as logged and counted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
@@ -515,7 +522,7 @@ impl SignalState {
                     step_s,
                 );
                 entry.detail.backtest_mase = st.errors.mase();
-                entry.expires_ms = st.last_seen_ms.saturating_add(max_staleness_ms);
+                entry.expires_ms = st.expires_ms(max_staleness_ms);
                 if let Some(sh) = shadow {
                     shadow_entry(&mut entry, &d, sh, &name, step_s, metrics);
                 }
@@ -600,7 +607,7 @@ impl SignalState {
                 .values()
                 .filter_map(|s| {
                     let e = s.entry.as_ref()?;
-                    let expires_ms = self.expires_ms(s);
+                    let expires_ms = s.expires_ms(self.settings.max_staleness_ms);
                     Some(if e.expires_ms == expires_ms {
                         Arc::clone(e)
                     } else {
@@ -615,18 +622,12 @@ impl SignalState {
         }
     }
 
-    /// When a series' value expires: its last refresh plus `max_staleness`.
-    fn expires_ms(&self, st: &SeriesState) -> i64 {
-        st.last_seen_ms
-            .saturating_add(self.settings.max_staleness_ms)
-    }
-
     /// Brings the entries' expiry up to the signal's `max_staleness` (changed by a
     /// reload that kept the signal's state).
     fn restamp(&mut self) {
         let max_staleness_ms = self.settings.max_staleness_ms;
         for st in self.series.values_mut() {
-            let expires_ms = st.last_seen_ms.saturating_add(max_staleness_ms);
+            let expires_ms = st.expires_ms(max_staleness_ms);
             if let Some(e) = st.entry.as_mut().filter(|e| e.expires_ms != expires_ms) {
                 Arc::make_mut(e).expires_ms = expires_ms;
             }
