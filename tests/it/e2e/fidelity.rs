@@ -930,60 +930,93 @@ E1205 13:21:35.500000   12345 controller.go:1] \"Unhandled Error\" err=\"failed 
     assert_eq!((s[2].metric_ts_ms, s[2].after), (None, None));
 }
 
-/// The comparison without a cluster: syncs of a "controller" that is `Hpa` itself,
-/// on a drifting ~1 s cadence reading a delayed pipeline, agree everywhere; a
-/// count the model cannot reach is one mismatch.
+/// The input of the two comparison tests below: a "controller" replayed on a drifting
+/// ~1 s cadence reading a delayed pipeline (the value of 1.5 s ago on prescale's
+/// 1 s grid). `act` is the controller's sync: its state, the instant, the current
+/// count and the value; it returns the new count.
+struct Synthetic {
+    values: Vec<f64>,
+    start: i64,
+    end: i64,
+    r0: u32,
+    syncs: Vec<Sync>,
+    samples: Vec<Sample>,
+}
+
+impl Synthetic {
+    fn run(mut act: impl FnMut(&mut Hpa, i64, u32, f64) -> u32) -> Self {
+        let values = trace_minutes();
+        let start = 1_800_000_000_000;
+        let end = start + values.len() as i64 * PLATEAU_MS;
+        let r0 = ((to_milli(values[0]) as f64 / to_milli(TARGET_VALUE) as f64).ceil() as u32)
+            .clamp(MIN_REPLICAS, MAX_REPLICAS);
+        let mut controller = Hpa::new(spec().unwrap());
+        let (mut syncs, mut samples) = (Vec::new(), Vec::new());
+        let (mut t, mut n) = (start - 5_000 + 137, r0);
+        while t < end + TAIL_MS {
+            let ts = (t - 1_500).div_euclid(1_000) * 1_000;
+            let v = value_at(&values, start, ts);
+            samples.push(Sample {
+                at_ms: t - 100,
+                served: Some((ts, v)),
+                status: None,
+            });
+            let before = n;
+            n = act(&mut controller, t, n, v);
+            syncs.push(Sync {
+                t_ms: t,
+                metric_ts_ms: Some(ts),
+                proposal: Some(metric_replicas(
+                    to_milli(v),
+                    to_milli(TARGET_VALUE),
+                    before,
+                    TOLERANCE,
+                    TOLERANCE,
+                )),
+                before: Some(before),
+                after: Some(n),
+                rescale_failed: false,
+            });
+            t += 1_000 + (t % 7) * 5;
+        }
+        Self {
+            values,
+            start,
+            end,
+            r0,
+            syncs,
+            samples,
+        }
+    }
+
+    fn compare(&self) -> Outcome {
+        let grid = BTreeMap::new();
+        let (v, s) = (&self.values, &self.syncs);
+        compare(v, self.start, self.end, self.r0, s, &self.samples, &grid).unwrap()
+    }
+
+    /// "equal at N/M " for the syncs in the replay, `missed` of them not equal.
+    fn equal_but(&self, missed: usize) -> String {
+        let counted = self.syncs.iter().filter(|s| s.t_ms >= self.start).count();
+        format!("equal at {}/{counted} ", counted - missed)
+    }
+}
+
+/// The comparison without a cluster: syncs of a "controller" that is `Hpa` itself
+/// agree everywhere; a count the model cannot reach is one mismatch.
 #[test]
 fn the_comparison_finds_an_identical_controller_identical() {
-    let values = trace_minutes();
-    let start = 1_800_000_000_000;
-    let end = start + values.len() as i64 * PLATEAU_MS;
-    let r0 = ((to_milli(values[0]) as f64 / to_milli(TARGET_VALUE) as f64).ceil() as u32)
-        .clamp(MIN_REPLICAS, MAX_REPLICAS);
-    let mut controller = Hpa::new(spec().unwrap());
-    let (mut syncs, mut samples) = (Vec::new(), Vec::new());
-    let (mut t, mut n) = (start - 5_000 + 137, r0);
-    while t < end + TAIL_MS {
-        // The value of 1.5 s ago, on prescale's 1 s grid.
-        let ts = (t - 1_500).div_euclid(1_000) * 1_000;
-        let v = value_at(&values, start, ts);
-        samples.push(Sample {
-            at_ms: t - 100,
-            served: Some((ts, v)),
-            status: None,
-        });
-        let before = n;
-        n = controller.reconcile(t, n, Some(v));
-        syncs.push(Sync {
-            t_ms: t,
-            metric_ts_ms: Some(ts),
-            proposal: Some(metric_replicas(
-                to_milli(v),
-                to_milli(TARGET_VALUE),
-                before,
-                TOLERANCE,
-                TOLERANCE,
-            )),
-            before: Some(before),
-            after: Some(n),
-            rescale_failed: false,
-        });
-        t += 1_000 + (t % 7) * 5;
-    }
-    let grid = BTreeMap::new();
-    let same = compare(&values, start, end, r0, &syncs, &samples, &grid).unwrap();
+    let mut run = Synthetic::run(|c, t, n, v| c.reconcile(t, n, Some(v)));
+    let same = run.compare();
     assert!(same.passed, "{}", same.summary);
     assert!(same.summary.contains("(100.0 %"), "{}", same.summary);
     // One sync where the "controller" went to the maximum and straight back.
-    let k = syncs.len() / 2;
-    syncs[k].after = Some(MAX_REPLICAS);
-    syncs[k + 1].before = Some(MAX_REPLICAS);
-    let one_off = compare(&values, start, end, r0, &syncs, &samples, &grid).unwrap();
-    let counted = syncs.iter().filter(|s| s.t_ms >= start).count();
+    let k = run.syncs.len() / 2;
+    run.syncs[k].after = Some(MAX_REPLICAS);
+    run.syncs[k + 1].before = Some(MAX_REPLICAS);
+    let one_off = run.compare();
     assert!(
-        one_off
-            .summary
-            .contains(&format!("equal at {}/{counted} ", counted - 1)),
+        one_off.summary.contains(&run.equal_but(1)),
         "{}",
         one_off.summary
     );
@@ -995,62 +1028,28 @@ fn the_comparison_finds_an_identical_controller_identical() {
 /// replay continues from the explaining instant instead of carrying it over.
 #[test]
 fn one_timing_edge_is_one_mismatch() {
-    let values = trace_minutes();
     let start = 1_800_000_000_000;
-    let end = start + values.len() as i64 * PLATEAU_MS;
-    let r0 = ((to_milli(values[0]) as f64 / to_milli(TARGET_VALUE) as f64).ceil() as u32)
-        .clamp(MIN_REPLICAS, MAX_REPLICAS);
-    let mut controller = Hpa::new(spec().unwrap());
-    let (mut syncs, mut samples, mut edge_at) = (Vec::new(), Vec::new(), None);
-    let (mut t, mut n) = (start - 5_000 + 137, r0);
-    while t < end + TAIL_MS {
-        let ts = (t - 1_500).div_euclid(1_000) * 1_000;
-        let v = value_at(&values, start, ts);
-        samples.push(Sample {
-            at_ms: t - 100,
-            served: Some((ts, v)),
-            status: None,
-        });
-        let before = n;
-        let on_time = controller.clone().reconcile(t, n, Some(v));
+    let mut edge_at = None;
+    let run = Synthetic::run(|c, t, n, v| {
+        let on_time = c.clone().reconcile(t, n, Some(v));
         // The first sync in the replay at which acting up to 200 ms early changes
         // the outcome.
         let early = (edge_at.is_none() && t >= start)
             .then(|| {
                 (1..=20)
                     .map(|k| t - 10 * k)
-                    .find(|&at| controller.clone().reconcile(at, n, Some(v)) != on_time)
+                    .find(|&at| c.clone().reconcile(at, n, Some(v)) != on_time)
             })
             .flatten();
-        n = controller.reconcile(early.unwrap_or(t), n, Some(v));
         if early.is_some() {
             edge_at = Some(t);
         }
-        syncs.push(Sync {
-            t_ms: t,
-            metric_ts_ms: Some(ts),
-            proposal: Some(metric_replicas(
-                to_milli(v),
-                to_milli(TARGET_VALUE),
-                before,
-                TOLERANCE,
-                TOLERANCE,
-            )),
-            before: Some(before),
-            after: Some(n),
-            rescale_failed: false,
-        });
-        t += 1_000 + (t % 7) * 5;
-    }
+        c.reconcile(early.unwrap_or(t), n, Some(v))
+    });
+    assert_eq!(run.start, start);
     assert!(edge_at.is_some(), "no sync of the trace sits near an edge");
-    let out = compare(&values, start, end, r0, &syncs, &samples, &BTreeMap::new()).unwrap();
-    let counted = syncs.iter().filter(|s| s.t_ms >= start).count();
-    assert!(
-        out.summary
-            .contains(&format!("equal at {}/{counted} ", counted - 1)),
-        "{}",
-        out.summary
-    );
+    let out = run.compare();
+    assert!(out.summary.contains(&run.equal_but(1)), "{}", out.summary);
     assert!(
         out.summary.contains("mismatches: 1 window edge;"),
         "{}",
