@@ -152,13 +152,28 @@ impl Packed {
 
     /// All points, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = f64> + '_ {
+        self.points_from(self.skip)
+    }
+
+    /// The points from slot `from` on, counting the first block's slot 0 as 0:
+    /// the blocks before it are stepped over, not decoded.
+    fn points_from(&self, from: usize) -> impl Iterator<Item = f64> + '_ {
+        let (first, at) = (from / BLOCK, from % BLOCK);
         let packed = self
             .blocks
             .iter()
-            .flat_map(|b| (0..BLOCK).map(move |i| b.value(i)));
-        packed
-            .chain(self.open.iter().map(|&v| f64::from(v)))
-            .skip(self.skip)
+            .enumerate()
+            .skip(first)
+            .flat_map(move |(b, block)| {
+                let start = if b == first { at } else { 0 };
+                (start..BLOCK).map(move |i| block.value(i))
+            });
+        let open_from = from.saturating_sub(self.blocks.len() * BLOCK);
+        packed.chain(
+            self.open[open_from.min(self.open.len())..]
+                .iter()
+                .map(|&v| f64::from(v)),
+        )
     }
 
     /// All points, oldest first.
@@ -168,10 +183,12 @@ impl Packed {
         out
     }
 
-    /// The newest `n` points, oldest first.
+    /// The newest `n` points, oldest first (only their blocks decoded: the tracker
+    /// asks for the newest few every step).
     pub fn newest(&self, n: usize) -> Vec<f64> {
         let len = self.len();
-        self.iter().skip(len.saturating_sub(n)).collect()
+        self.points_from(self.skip + len.saturating_sub(n))
+            .collect()
     }
 }
 
@@ -229,6 +246,20 @@ mod tests {
                 dropped += 1;
             }
             assert_eq!(p.len(), (i + 1).min(cap));
+            // The newest points, read from their own blocks, are the tail of all
+            // of them, whatever the fill of the first and the open block.
+            let all = p.to_vec();
+            for n in [0, 1, 2, BLOCK - 1, BLOCK, BLOCK + 1, cap - 1, cap, cap + 1] {
+                let tail = &all[all.len().saturating_sub(n)..];
+                let got = p.newest(n);
+                assert_eq!(got.len(), tail.len(), "newest({n}) after {i}");
+                assert!(
+                    got.iter()
+                        .zip(tail)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "newest({n}) after {i}"
+                );
+            }
         }
         // 350 points dropped, of which 7 were gaps (0, 50, ..., 300).
         assert_eq!(dropped, 350 - 7);
