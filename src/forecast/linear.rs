@@ -12,13 +12,13 @@ use linfa::Dataset;
 use linfa_linear::LinearRegression;
 use ndarray::{Array1, ArrayView2};
 
+use super::{Error, PointFit, PointModel, Result};
+
 thread_local! {
     /// The design matrix of the thread's last linear-lags fit, reused (see
     /// `LinearLags::fit_point`).
     static DESIGN: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
-
-use super::{Error, PointFit, PointModel, Result};
 
 /// Linear lags spec.
 #[derive(Debug, Clone, PartialEq)]

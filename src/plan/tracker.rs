@@ -245,7 +245,7 @@ impl Tracker {
     /// among many trackers (the engine's series of one signal).
     pub fn new(settings: impl Into<Arc<TrackerSettings>>) -> Self {
         let settings = settings.into();
-        let cap = Self::capacity(&settings).min(1 << 20);
+        let cap = Self::reserved(&settings);
         let history = if settings.fit_steps > 1 {
             History::Compact(Packed::with_capacity(cap))
         } else {
@@ -289,7 +289,7 @@ impl Tracker {
         if let History::Compact(h) = &mut self.history {
             if h.is_empty() {
                 let phase = first_index.div_euclid(k).rem_euclid(BLOCK as i64);
-                let cap = Self::capacity(&self.settings).min(1 << 20);
+                let cap = Self::reserved(&self.settings);
                 *h = Packed::aligned(cap, usize::try_from(phase).unwrap_or(0));
             }
         }
@@ -302,6 +302,12 @@ impl Tracker {
             .history_steps
             .max(1)
             .div_ceil(settings.fit_steps.max(1))
+    }
+
+    /// Fitted points the history allocates up front: [`Tracker::capacity`], at
+    /// most 2^20.
+    fn reserved(settings: &TrackerSettings) -> usize {
+        Self::capacity(settings).min(1 << 20)
     }
 
     fn fit_steps(&self) -> usize {
